@@ -1,0 +1,34 @@
+"""One entry point for every Spark job, used by both launchers:
+
+    python -m shopstream <job> [job arguments]     (python -m shopstream <job> --help for each)
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# job name -> module with a `main(argv) -> int`
+JOBS = {
+    "streaming": "shopstream.streaming.job",
+    "gold_daily_customer_analytics": "shopstream.batch.customer_analytics",
+    "gold_daily_sales_summary": "shopstream.batch.sales_summary",
+    "gold_product_analytics": "shopstream.batch.product_analytics",
+    "silver_data_quality_report": "shopstream.batch.data_quality",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\n\njobs:\n" + "\n".join(f"  {name}" for name in JOBS))
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in JOBS:
+        print(f"error: unknown job {name!r}; jobs: {', '.join(JOBS)}", file=sys.stderr)
+        return 2
+    return importlib.import_module(JOBS[name]).main(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

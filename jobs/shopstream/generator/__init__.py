@@ -1,0 +1,1 @@
+"""The event generator: a simulated shop whose events go to Kafka."""

@@ -1,0 +1,3 @@
+from shopstream.generator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""The lake: Iceberg catalog settings, the one SparkSession builder, the pyiceberg catalog, and
+table creation from `schema.TABLES`.
+
+Spark writes through Iceberg's Java JDBC catalog and Python reads through pyiceberg's SQL catalog;
+both share the same catalog tables (SQLite locally, PostgreSQL in a cluster), so the catalog name
+below must be the same on both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from shopstream import schema
+
+CATALOG = "lake"  # Spark catalog name and pyiceberg catalog name; stored in the catalog's rows
+
+TABLE_PROPERTIES = {
+    "format-version": "2",
+    "write.target-file-size-bytes": str(128 * 1024 * 1024),
+    "write.parquet.compression-codec": "zstd",
+    "write.distribution-mode": "hash",
+    "write.spark.fanout.enabled": "true",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "50",
+    "commit.retry.num-retries": "10",
+}
+
+
+def home() -> Path:
+    """Root of the embedded default's state (catalog, warehouse, checkpoints, broker)."""
+    return Path(os.environ.get("SHOPSTREAM_HOME", ".demo")).resolve()
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    catalog_uri: str
+    warehouse: str
+    catalog_user: str | None = None
+    catalog_password: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+
+    @classmethod
+    def local(cls, root: Path) -> "LakeSettings":
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "warehouse").mkdir(exist_ok=True)
+        return cls(catalog_uri=f"jdbc:sqlite:{root / 'catalog.db'}", warehouse=f"file://{root / 'warehouse'}")
+
+    @classmethod
+    def from_env(cls, **overrides) -> "LakeSettings":
+        """Environment first (SHOPSTREAM_CATALOG_URI, ...), the embedded default otherwise."""
+        env = os.environ
+        uri = overrides.get("catalog_uri") or env.get("SHOPSTREAM_CATALOG_URI")
+        warehouse = overrides.get("warehouse") or env.get("SHOPSTREAM_WAREHOUSE")
+        base = cls.local(home()) if not (uri and warehouse) else None
+        return cls(
+            catalog_uri=uri or base.catalog_uri,
+            warehouse=warehouse or base.warehouse,
+            catalog_user=overrides.get("catalog_user") or env.get("SHOPSTREAM_CATALOG_USER"),
+            catalog_password=overrides.get("catalog_password") or env.get("SHOPSTREAM_CATALOG_PASSWORD"),
+            s3_endpoint=overrides.get("s3_endpoint") or env.get("SHOPSTREAM_S3_ENDPOINT"),
+            s3_region=overrides.get("s3_region") or env.get("AWS_REGION", "us-east-1"),
+        )
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("Iceberg catalog (defaults: environment, else the embedded SQLite catalog under $SHOPSTREAM_HOME)")
+        group.add_argument("--catalog-uri", help="JDBC URI of the catalog database (env SHOPSTREAM_CATALOG_URI)")
+        group.add_argument("--warehouse", help="warehouse root, file:// or s3:// (env SHOPSTREAM_WAREHOUSE)")
+        group.add_argument("--s3-endpoint", help="S3-compatible endpoint for s3:// warehouses (env SHOPSTREAM_S3_ENDPOINT)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "LakeSettings":
+        return cls.from_env(catalog_uri=args.catalog_uri, warehouse=args.warehouse, s3_endpoint=args.s3_endpoint)
+
+    # -- Spark -------------------------------------------------------------------------------
+
+    def spark_conf(self) -> dict[str, str]:
+        prefix = f"spark.sql.catalog.{CATALOG}"
+        conf = {
+            "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+            prefix: "org.apache.iceberg.spark.SparkCatalog",
+            f"{prefix}.type": "jdbc",
+            f"{prefix}.uri": self.catalog_uri,
+            f"{prefix}.warehouse": self.warehouse,
+        }
+        if self.catalog_uri.startswith("jdbc:sqlite:"):
+            # Several streaming queries commit at once; SQLite makes them wait, not fail.
+            conf[f"{prefix}.jdbc.busy_timeout"] = "60000"
+        if self.catalog_user:
+            conf[f"{prefix}.jdbc.user"] = self.catalog_user
+        if self.catalog_password:
+            conf[f"{prefix}.jdbc.password"] = self.catalog_password
+        if self.warehouse.startswith("s3://"):
+            conf[f"{prefix}.io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
+            conf[f"{prefix}.client.region"] = self.s3_region
+            if self.s3_endpoint:
+                conf[f"{prefix}.s3.endpoint"] = self.s3_endpoint
+                conf[f"{prefix}.s3.path-style-access"] = "true"
+        return conf
+
+    # -- pyiceberg ---------------------------------------------------------------------------
+
+    def pyiceberg_properties(self) -> dict[str, str]:
+        props = {"uri": _sqlalchemy_uri(self.catalog_uri, self.catalog_user, self.catalog_password),
+                 "warehouse": self.warehouse}
+        if self.warehouse.startswith("s3://"):
+            props["s3.region"] = self.s3_region
+            if self.s3_endpoint:
+                props["s3.endpoint"] = self.s3_endpoint
+                props["s3.force-virtual-addressing"] = "false"
+        return props
+
+
+def _sqlalchemy_uri(jdbc_uri: str, user: str | None, password: str | None) -> str:
+    """The SQLAlchemy URI pyiceberg needs for the same database a JDBC URI names."""
+    if jdbc_uri.startswith("jdbc:sqlite:"):
+        return "sqlite:///" + jdbc_uri.removeprefix("jdbc:sqlite:").split("?")[0]
+    if jdbc_uri.startswith("jdbc:postgresql://"):
+        rest = jdbc_uri.removeprefix("jdbc:postgresql://")
+        auth = ""
+        if user:
+            auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "") + "@"
+        return f"postgresql+psycopg2://{auth}{rest}"
+    raise ValueError(f"unsupported catalog URI {jdbc_uri!r}: use jdbc:sqlite:<path> or jdbc:postgresql://host:port/db")
+
+
+def iceberg_catalog(settings: LakeSettings):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    return SqlCatalog(CATALOG, **settings.pyiceberg_properties())
+
+
+def spark_session(settings: LakeSettings, app_name: str, *, extra_conf: dict[str, str] | None = None):
+    """The one SparkSession builder. Locally it adds the project's jars and a local master;
+    under spark-submit (a SparkApplication) the master and the baked-in jars come from there."""
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    conf = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": os.environ.get("SHOPSTREAM_SHUFFLE_PARTITIONS", "8"),
+        "spark.sql.adaptive.enabled": "true",
+        **settings.spark_conf(),
+    }
+    if not SparkConf().contains("spark.master"):
+        from shopstream.runtime import SPARK_JARS, jars
+
+        conf["spark.master"] = os.environ.get("SHOPSTREAM_SPARK_MASTER", "local[*]")
+        conf["spark.jars"] = ",".join(str(j) for j in jars(SPARK_JARS))
+        conf["spark.driver.memory"] = os.environ.get("SHOPSTREAM_DRIVER_MEMORY", "2g")
+        conf["spark.ui.enabled"] = os.environ.get("SHOPSTREAM_SPARK_UI", "false")
+        conf["spark.driver.extraJavaOptions"] = "-Dderby.system.home=/tmp -XX:+UseG1GC"
+    conf.update(extra_conf or {})
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel(os.environ.get("SHOPSTREAM_SPARK_LOG_LEVEL", "WARN"))
+    return session
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+def table_ref(name: str) -> str:
+    """A table's name as Spark SQL sees it."""
+    return f"{CATALOG}.{schema.TABLES[name].qualified}"
+
+
+def create_table_sql(table: schema.Table) -> str:
+    columns = ",\n  ".join(
+        f"{c.name} {schema.spark_type(c.type).simpleString()}{'' if not c.required else ' NOT NULL'}"
+        + (f" COMMENT '{c.doc}'" if c.doc and "'" not in c.doc else "")
+        for c in table.columns
+    )
+    partition = f"\nPARTITIONED BY (days({table.partition_day_of}))" if table.partition_day_of else ""
+    props = ", ".join(f"'{k}'='{v}'" for k, v in TABLE_PROPERTIES.items())
+    return (f"CREATE TABLE IF NOT EXISTS {table_ref(table.name)} (\n  {columns}\n) USING iceberg"
+            f"{partition}\nTBLPROPERTIES ({props})")
+
+
+def ensure_tables(spark, names) -> None:
+    """Create the named tables (and the namespace) where missing."""
+    spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {CATALOG}.{schema.NAMESPACE}")
+    for name in names:
+        spark.sql(create_table_sql(schema.TABLES[name]))

@@ -1,0 +1,25 @@
+"""The small machine-readable result every job writes (`--result-file`), which the Dagster
+launchers read back as asset metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def write_result(path: str | Path | None, **result: Any) -> None:
+    """Write `result` as JSON, atomically (a reader never sees half a file)."""
+    if not path:
+        return
+    path = Path(path)
+    if str(path).startswith("s3://"):
+        raise ValueError("result files are local paths")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
