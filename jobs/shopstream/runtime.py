@@ -89,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m shopstream.runtime",
         description="Resolve the project's JVM jars (jobs/pom.xml) into the cache and print their folders.",
     )
-    parser.add_argument("profiles", nargs="*", default=[SPARK_JARS, KAFKA_BROKER], choices=[SPARK_JARS, KAFKA_BROKER])
+    parser.add_argument("profiles", nargs="*", metavar="PROFILE",
+                        help=f"{SPARK_JARS} and/or {KAFKA_BROKER} (default: both)")
     args = parser.parse_args(argv)
+    unknown = set(args.profiles) - {SPARK_JARS, KAFKA_BROKER}
+    if unknown:
+        parser.error(f"unknown profile(s) {', '.join(sorted(unknown))}")
     try:
-        for profile in args.profiles:
+        for profile in args.profiles or [SPARK_JARS, KAFKA_BROKER]:
             print(f"{profile}: {jar_dir(profile)}")
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)

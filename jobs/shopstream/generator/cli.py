@@ -91,7 +91,6 @@ def make_producer(bootstrap_servers: str):
             acks="all",
             linger_ms=20,
             batch_size=512 * 1024,
-            buffer_memory=128 * 1024 * 1024,
             compression_type="lz4",
             max_in_flight_requests_per_connection=5,
             retries=10,

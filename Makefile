@@ -1,0 +1,56 @@
+# Shopstream: the two commands of the README are `make demo` and `make test`; both install what
+# they need first (a virtualenv from pyproject.toml's pins, Java and Maven if missing, the JVM jars
+# from jobs/pom.xml into ~/.cache/shopstream).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test ui kafka-up kafka-down jars prereqs bench clean help
+
+help:
+	@echo "make demo        run the pipeline on the embedded default (local Kafka, local Spark, Iceberg on ./.demo)"
+	@echo "make test        run the whole test suite (PYTEST_ARGS='-m \"not k8s\"' to select)"
+	@echo "make kafka-up    start the local Kafka broker in the background (state in ./.demo/kafka)"
+	@echo "make kafka-down  stop it"
+	@echo "make bench       run the benchmarks in bench/"
+	@echo "make clean       remove ./.demo and the virtualenv (caches in ~/.cache are kept)"
+
+# Java 17+ and Maven come from the OS; install them when missing (root) or say what is needed.
+prereqs:
+	@command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Java 17 and Maven with apt-get ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null; \
+	  else echo "error: Java 17+ and Maven are required (apt-get install openjdk-17-jdk-headless maven)"; exit 1; fi; }
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q pip==25.3
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+jars: $(STAMP) prereqs
+	@$(PY) -m shopstream.runtime >/dev/null
+
+demo: jars
+	$(PY) -m shopstream.demo
+
+test: jars
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+kafka-up: jars
+	$(PY) -m shopstream.kafka_local up
+
+kafka-down: $(STAMP)
+	$(PY) -m shopstream.kafka_local down
+
+bench: jars
+	$(PY) -m bench
+
+clean:
+	-@test -x $(PY) && $(PY) -m shopstream.kafka_local down >/dev/null 2>&1
+	rm -rf .demo $(VENV)
