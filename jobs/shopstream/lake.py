@@ -89,7 +89,14 @@ class LakeSettings:
             f"{prefix}.warehouse": self.warehouse,
         }
         if self.catalog_uri.startswith("jdbc:sqlite:"):
-            # Several streaming queries commit at once; SQLite makes them wait, not fail.
+            # SQLite fails a write on a connection whose read snapshot another connection has
+            # outdated (SQLITE_BUSY_SNAPSHOT), so each catalog keeps a single connection and
+            # immediate transactions take the write lock up front; the busy timeout makes a
+            # second process wait its turn, and write-ahead logging keeps readers (pyiceberg,
+            # Dagster) out of the writer's way.
+            conf[f"{prefix}.clients"] = "1"
+            conf[f"{prefix}.jdbc.transaction_mode"] = "IMMEDIATE"
+            conf[f"{prefix}.jdbc.journal_mode"] = "WAL"
             conf[f"{prefix}.jdbc.busy_timeout"] = "60000"
         if self.catalog_user:
             conf[f"{prefix}.jdbc.user"] = self.catalog_user
@@ -146,6 +153,9 @@ def spark_session(settings: LakeSettings, app_name: str, *, extra_conf: dict[str
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": os.environ.get("SHOPSTREAM_SHUFFLE_PARTITIONS", "8"),
         "spark.sql.adaptive.enabled": "true",
+        # Kafka's columns are declared nullable though never null, and validation guarantees the
+        # required event fields; Iceberg's own check would refuse those writes on declaration alone.
+        "spark.sql.iceberg.check-nullability": "false",
         **settings.spark_conf(),
     }
     if not SparkConf().contains("spark.master"):

@@ -1,0 +1,1 @@
+"""The streaming job: Kafka topics into bronze and silver Iceberg tables."""

@@ -1,0 +1,261 @@
+"""Pure transforms of the streaming job: DataFrames in, DataFrames out, no reads or writes.
+
+Input is the Kafka source's shape (key, value, topic, partition, offset, timestamp). Every event
+field is first parsed as text, so that a wrong type is caught here with a reason instead of
+silently becoming null.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from shopstream import schema
+
+ISO_INSTANT = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+
+# Allowed values of the enumerated event fields.
+ENUMS = {
+    "page_type": schema.PAGE_TYPES,
+    "device": schema.DEVICES,
+    "referrer": schema.REFERRERS,
+    "payment_method": schema.PAYMENT_METHODS,
+    "currency": schema.CURRENCIES,
+}
+# (field, lowest allowed, inclusive?) for numeric fields.
+RANGES = (("unit_price", 0, False), ("quantity", 0, False), ("discount", 0, True))
+
+EVENT_FIELDS = schema.topic_columns(schema.TOPIC_RAW_EVENTS)
+
+
+def _text_schema(columns) -> str:
+    return ", ".join(f"`{c.name}` STRING" for c in columns)
+
+
+def _typed(name: str, type_: str) -> SparkColumn:
+    """The text of field `name` converted to its type; null when it does not convert."""
+    text = F.col(f"f.{name}")
+    if type_ == schema.TIMESTAMP:
+        return F.when(text.rlike(ISO_INSTANT), F.expr(f"try_cast(f.`{name}` AS TIMESTAMP)"))
+    return F.expr(f"try_cast(f.`{name}` AS {schema.spark_type(type_).simpleString()})")
+
+
+def kafka_source_columns(df: DataFrame) -> DataFrame:
+    """Kafka's key/value bytes as text plus the record's coordinates."""
+    return df.select(
+        F.col("key").cast("string").alias("kafka_key"),
+        F.col("value").cast("string").alias("raw_value"),
+        "topic",
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+    )
+
+
+def to_bronze(kafka_df: DataFrame) -> DataFrame:
+    """raw-events as received, plus the event's id, type and time where the payload allows."""
+    src = kafka_source_columns(kafka_df)
+    event_time = F.get_json_object("raw_value", "$.event_time")
+    parsed_time = F.when(event_time.rlike(ISO_INSTANT), F.expr("try_cast(get_json_object(raw_value, '$.event_time') AS TIMESTAMP)"))
+    return src.select(
+        "kafka_key", "raw_value", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
+        F.current_timestamp().alias("ingest_time"),
+        F.get_json_object("raw_value", "$.event_id").alias("event_id"),
+        F.get_json_object("raw_value", "$.event_type").alias("event_type"),
+        parsed_time.alias("event_time"),
+        F.coalesce(parsed_time, F.col("kafka_timestamp")).alias("partition_time"),
+    )
+
+
+def parse_and_validate(kafka_df: DataFrame) -> DataFrame:
+    """Parse event payloads from the typed topics and decide each record's fate.
+
+    The result has every event field converted to its type, plus `reason` (null for a valid
+    record, else one of schema.QUARANTINE_REASONS) and `detail` (which field failed)."""
+    src = kafka_source_columns(kafka_df)
+    json_ok = F.expr("try_parse_json(raw_value) IS NOT NULL AND startswith(ltrim(raw_value), '{')")
+    parsed = src.select("*", json_ok.alias("json_ok"),
+                        F.from_json("raw_value", _text_schema(EVENT_FIELDS)).alias("f"))
+
+    event_type = F.col("f.event_type")
+    topic_types = F.create_map(*[x for topic in schema.EVENT_TOPICS if topic != schema.TOPIC_RAW_EVENTS
+                                 for x in (F.lit(topic), F.array(*[F.lit(t) for t, tp in schema.EVENT_TOPIC.items() if tp == topic]))])
+    type_allowed = F.array_contains(F.element_at(topic_types, F.col("topic")), event_type)
+
+    def fields_failing(test) -> SparkColumn:
+        """Names of the fields, of this record's event type, for which `test(column)` holds."""
+        per_type = [
+            F.when(event_type == t, F.concat_ws(",", *[F.when(test(c), F.lit(c.name)) for c in schema.event_columns(t)]))
+            for t in schema.EVENT_TYPES
+        ]
+        return F.coalesce(*per_type, F.lit(""))
+
+    missing = fields_failing(lambda c: F.col(f"f.{c.name}").isNull() if c.required else F.lit(False))
+    bad_type = fields_failing(lambda c: F.col(f"f.{c.name}").isNotNull() & _typed(c.name, c.type).isNull())
+    out_of_range = F.concat_ws(",", *[
+        F.when((_typed(name, schema.MONEY) <= low) if not inclusive else (_typed(name, schema.MONEY) < low), F.lit(name))
+        for name, low, inclusive in RANGES
+    ])
+    unknown_value = F.concat_ws(",", *[
+        F.when(F.col(f"f.{name}").isNotNull() & ~F.col(f"f.{name}").isin(*values), F.lit(name))
+        for name, values in ENUMS.items()
+    ])
+    checks = [
+        (~F.col("json_ok"), schema.REASON_BAD_JSON, F.lit("payload is not a JSON object")),
+        (event_type.isNull(), schema.REASON_MISSING_FIELD, F.lit("event_type")),
+        (~type_allowed, schema.REASON_UNKNOWN_TYPE, F.concat(F.lit("event_type "), event_type, F.lit(" on topic "), F.col("topic"))),
+        (F.col("_missing") != "", schema.REASON_MISSING_FIELD, F.col("_missing")),
+        (F.col("_bad_type") != "", schema.REASON_BAD_TYPE, F.col("_bad_type")),
+        (F.col("_out_of_range") != "", schema.REASON_OUT_OF_RANGE, F.col("_out_of_range")),
+        (F.col("_unknown_value") != "", schema.REASON_UNKNOWN_VALUE, F.col("_unknown_value")),
+    ]
+    reason = reduce(lambda acc, chk: acc.when(chk[0], F.lit(chk[1])), checks[1:], F.when(checks[0][0], F.lit(checks[0][1])))
+    detail = reduce(lambda acc, chk: acc.when(chk[0], chk[2]), checks[1:], F.when(checks[0][0], checks[0][2]))
+    return (
+        parsed.withColumns({"_missing": missing, "_bad_type": bad_type, "_out_of_range": out_of_range,
+                            "_unknown_value": unknown_value})
+        .withColumns({"reason": reason, "detail": detail})
+        .select(
+            "kafka_key", "raw_value", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "reason", "detail",
+            *[_typed(c.name, c.type).alias(c.name) for c in EVENT_FIELDS],
+        )
+    )
+
+
+def to_quarantine(rejected: DataFrame, read_at: SparkColumn | None = None) -> DataFrame:
+    """Rejected records in the quarantine table's shape."""
+    read_at = read_at if read_at is not None else F.current_timestamp()
+    return rejected.select(
+        *[
+            (read_at if c.name == "ingest_time" else F.col(c.name)).cast(schema.spark_type(c.type)).alias(c.name)
+            for c in schema.QUARANTINE_TABLE.columns
+        ]
+    )
+
+
+def is_late(allowed_delay_seconds: int) -> SparkColumn:
+    """A record is late when it was sent more than the allowed delay after it happened. Each
+    record's own send time stands in for the watermark, so the decision does not depend on how
+    the stream was cut into micro-batches and a replay after a crash decides the same."""
+    lag = F.unix_micros(F.col("ingest_time")) - F.unix_micros(F.col("event_time"))
+    return lag > F.lit(allowed_delay_seconds * 1_000_000)
+
+
+def late_records(valid: DataFrame, allowed_delay_seconds: int) -> DataFrame:
+    """Valid events too late for session building, as quarantine rows (they stay in silver)."""
+    late = valid.where(is_late(allowed_delay_seconds))
+    lag = (F.unix_micros("ingest_time") - F.unix_micros("event_time")) / 1e6
+    return late.withColumns({
+        "reason": F.lit(schema.REASON_LATE),
+        "detail": F.format_string("sent %.0fs after it happened (allowed %ds); not counted in sessions",
+                                  lag, F.lit(allowed_delay_seconds)),
+    })
+
+
+def _project(df: DataFrame, table: schema.Table) -> DataFrame:
+    return df.select(*[F.col(c.name).cast(schema.spark_type(c.type)).alias(c.name) for c in table.columns])
+
+
+def to_page_views(valid: DataFrame) -> DataFrame:
+    """Page views and cart adds (the clickstream), with derived fields."""
+    clicks = valid.where(F.col("event_type").isin(schema.PAGE_VIEW, schema.ADD_TO_CART))
+    product_from_url = F.regexp_extract("page_url", r"^/p/([^/?#]+)", 1)
+    return _project(clicks.withColumns({
+        "page_type": F.coalesce("page_type", F.lit("product")),
+        "product_id": F.coalesce("product_id", F.when(product_from_url != "", product_from_url)),
+        "event_date": F.to_date("event_time"),
+    }), schema.PAGE_VIEWS)
+
+
+def to_purchases(valid: DataFrame, products: DataFrame) -> DataFrame:
+    """Order lines with their revenue, enriched from the product catalog as it stands now."""
+    lines = valid.where(F.col("event_type") == schema.PURCHASE)
+    catalog = products.select("product_id", F.col("category"), F.col("price").alias("list_price"))
+    revenue = (F.col("quantity") * F.col("unit_price") - F.col("discount"))
+    return _project(
+        lines.drop("category").join(F.broadcast(catalog), "product_id", "left")
+        .withColumns({"revenue": revenue, "event_date": F.to_date("event_time")}),
+        schema.PURCHASES,
+    )
+
+
+def session_events(valid: DataFrame) -> DataFrame:
+    """What a batch says about each session's start and end, from its session events."""
+    sessions = valid.where(F.col("event_type").isin(schema.SESSION_START, schema.SESSION_END))
+    return sessions.groupBy("session_id").agg(
+        F.first("user_id", ignorenulls=True).alias("user_id"),
+        F.min("event_time").alias("first_seen"),
+        F.max("event_time").alias("last_seen"),
+        F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("device")), ignorenulls=True).alias("device"),
+        F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("referrer")), ignorenulls=True).alias("referrer"),
+        F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("country")), ignorenulls=True).alias("country"),
+    )
+
+
+def session_activity(page_views: DataFrame, purchases: DataFrame) -> DataFrame:
+    """Per session: page views, distinct products viewed, cart adds, orders and revenue, with
+    the first and last time seen. Inputs are the silver rows of the sessions to rebuild."""
+    clicks = page_views.groupBy("session_id").agg(
+        F.first("user_id").alias("user_id"),
+        F.min("event_time").alias("first_seen"),
+        F.max("event_time").alias("last_seen"),
+        F.count(F.when(F.col("event_type") == schema.PAGE_VIEW, 1)).alias("page_views"),
+        F.count_distinct(F.when((F.col("event_type") == schema.PAGE_VIEW) & (F.col("page_type") == "product"),
+                                F.col("product_id"))).alias("products_viewed"),
+        F.count(F.when(F.col("event_type") == schema.ADD_TO_CART, 1)).alias("cart_adds"),
+    )
+    orders = purchases.groupBy("session_id").agg(
+        F.first("user_id").alias("user_id"),
+        F.min("event_time").alias("first_seen"),
+        F.max("event_time").alias("last_seen"),
+        F.count_distinct("order_id").alias("orders"),
+        F.sum("revenue").alias("revenue"),
+    )
+    joined = clicks.alias("c").join(orders.alias("o"), "session_id", "full")
+    return joined.select(
+        "session_id",
+        F.coalesce("c.user_id", "o.user_id").alias("user_id"),
+        F.least("c.first_seen", "o.first_seen").alias("first_seen"),
+        F.greatest("c.last_seen", "o.last_seen").alias("last_seen"),
+        F.coalesce("page_views", F.lit(0)).cast("long").alias("page_views"),
+        F.coalesce("products_viewed", F.lit(0)).cast("long").alias("products_viewed"),
+        F.coalesce("cart_adds", F.lit(0)).cast("long").alias("cart_adds"),
+        F.coalesce("orders", F.lit(0)).cast("long").alias("orders"),
+        F.coalesce("revenue", F.lit(0)).cast(schema.spark_type(schema.MONEY)).alias("revenue"),
+    )
+
+
+def session_rows(activity: DataFrame, events: DataFrame) -> DataFrame:
+    """New session rows (for sessions not yet in the table) from recomputed activity and the
+    batch's session events. Merging into an existing row keeps the earliest start and the latest
+    end, so replaying a batch changes nothing."""
+    a, e = activity.alias("a"), events.alias("e")
+    joined = a.join(e, "session_id", "full")
+    start = F.least("a.first_seen", "e.first_seen")
+    end = F.greatest("a.last_seen", "e.last_seen")
+    return _project(joined.select(
+        "session_id",
+        F.coalesce("a.user_id", "e.user_id").alias("user_id"),
+        start.alias("session_start"),
+        end.alias("session_end"),
+        (F.unix_seconds(end) - F.unix_seconds(start)).alias("duration_seconds"),
+        "e.device", "e.referrer", "e.country",
+        *[F.coalesce(f"a.{n}", F.lit(0)).alias(n) for n in ("page_views", "products_viewed", "cart_adds", "orders")],
+        F.coalesce("a.revenue", F.lit(0)).alias("revenue"),
+        (F.coalesce("a.orders", F.lit(0)) > 0).alias("converted"),
+        F.to_date(start).alias("session_date"),
+    ), schema.USER_SESSIONS)
+
+
+def latest_products(kafka_df: DataFrame) -> DataFrame:
+    """Catalog records from the products topic, the newest per product; unparseable ones dropped
+    (the catalog is the shop's own reference data, not customer input)."""
+    src = kafka_source_columns(kafka_df)
+    parsed = src.select(F.from_json("raw_value", _text_schema(schema.PRODUCT_COLUMNS)).alias("f"))
+    typed = parsed.select(*[_typed(c.name, c.type).alias(c.name) for c in schema.PRODUCT_COLUMNS])
+    complete = typed.dropna(subset=[c.name for c in schema.PRODUCT_COLUMNS if c.required])
+    newest = F.max_by(F.struct(*[c.name for c in schema.PRODUCT_COLUMNS]), "updated_at")
+    return complete.groupBy("product_id").agg(newest.alias("p")).select("p.*")

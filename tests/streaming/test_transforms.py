@@ -1,0 +1,177 @@
+"""The streaming job's pure transforms on small hand-built Kafka batches."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+from pyspark.sql import types as T
+
+from shopstream import schema
+from shopstream.streaming import transforms
+
+pytestmark = pytest.mark.spark
+
+UTC = dt.timezone.utc
+KAFKA_SCHEMA = T.StructType([
+    T.StructField("key", T.BinaryType()), T.StructField("value", T.BinaryType()),
+    T.StructField("topic", T.StringType()), T.StructField("partition", T.IntegerType()),
+    T.StructField("offset", T.LongType()), T.StructField("timestamp", T.TimestampType()),
+])
+T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+
+
+def event(event_type: str, seconds: float = 0, sent_after: float = 1, **fields) -> dict:
+    when = T0 + dt.timedelta(seconds=seconds)
+    body = {"event_id": fields.pop("event_id", f"e-{event_type}-{seconds}"), "event_type": event_type,
+            "event_time": when.isoformat().replace("+00:00", "Z"),
+            "ingest_time": (when + dt.timedelta(seconds=sent_after)).isoformat().replace("+00:00", "Z"),
+            "user_id": "u1", "session_id": "s1"}
+    body.update(fields)
+    return body
+
+
+def kafka_batch(spark, items):
+    """items: (topic, payload) with payload a dict (sent as JSON) or raw text."""
+    rows = [
+        (b"u1", (json.dumps(p) if isinstance(p, dict) else p).encode(), topic, 0, offset, T0.replace(tzinfo=None))
+        for offset, (topic, p) in enumerate(items)
+    ]
+    return spark.createDataFrame(rows, KAFKA_SCHEMA)
+
+
+def verdicts(spark, items):
+    out = transforms.parse_and_validate(kafka_batch(spark, items)).orderBy("kafka_offset").collect()
+    return [(r.reason, r.detail) for r in out], out
+
+
+PV = schema.TOPIC_PAGE_VIEWS
+PU = schema.TOPIC_PURCHASES
+US = schema.TOPIC_USER_SESSIONS
+PURCHASE = dict(order_id="o1", product_id="p1", quantity=2, unit_price=10.5, discount=1.0,
+                payment_method="card", currency="USD")
+
+
+def test_every_reason_code_is_assigned(spark):
+    items = [
+        (PV, event("page_view", page_type="home", page_url="/")),                        # valid
+        (PV, '{"event_id": "x", "event_type": "page_view"'),                              # truncated JSON
+        (PV, "[1, 2]"),                                                                   # JSON, not an object
+        (PV, {k: v for k, v in event("page_view", page_type="home", page_url="/").items() if k != "user_id"}),
+        (PU, event("purchase", **{**PURCHASE, "quantity": "three"})),
+        (PU, event("purchase", **{**PURCHASE, "unit_price": -10.5})),
+        (PU, event("purchase", **{**PURCHASE, "quantity": 0})),
+        (PV, event("purchase", **PURCHASE)),                                              # wrong topic
+        (PV, event("page_view", page_type="basement", page_url="/x")),
+        (US, event("session_start", device="fridge", referrer="direct", country="US")),
+        (PV, event("page_view", page_type="home", page_url="/", event_time="yesterday afternoon")),
+        (PV, {k: v for k, v in event("page_view", page_type="home", page_url="/").items() if k != "event_type"}),
+        (PU, event("purchase", **{**PURCHASE, "discount": 0})),                           # a zero discount is fine
+    ]
+    got, rows = verdicts(spark, items)
+    assert got == [
+        (None, None),
+        (schema.REASON_BAD_JSON, "payload is not a JSON object"),
+        (schema.REASON_BAD_JSON, "payload is not a JSON object"),
+        (schema.REASON_MISSING_FIELD, "user_id"),
+        (schema.REASON_BAD_TYPE, "quantity"),
+        (schema.REASON_OUT_OF_RANGE, "unit_price"),
+        (schema.REASON_OUT_OF_RANGE, "quantity"),
+        (schema.REASON_UNKNOWN_TYPE, "event_type purchase on topic page-views"),
+        (schema.REASON_UNKNOWN_VALUE, "page_type"),
+        (schema.REASON_UNKNOWN_VALUE, "device"),
+        (schema.REASON_BAD_TYPE, "event_time"),
+        (schema.REASON_MISSING_FIELD, "event_type"),
+        (None, None),
+    ]
+    valid = rows[-1]
+    assert valid.quantity == 2 and valid.unit_price == Decimal("10.50") and valid.discount == Decimal("0.00")
+    assert valid.event_time == dt.datetime(2026, 11, 1, 10, 0)  # session time zone is UTC
+    assert rows[1].raw_value.startswith('{"event_id": "x"') and rows[1].kafka_offset == 1
+
+
+def test_purchases_revenue_discount_and_enrichment(spark):
+    batch = kafka_batch(spark, [(PU, event("purchase", **PURCHASE)),
+                                (PU, event("purchase", 5, **{**PURCHASE, "product_id": "p-unknown", "discount": 0}))])
+    valid = transforms.parse_and_validate(batch)
+    catalog = spark.createDataFrame(
+        [("p1", "n", "books", "b", Decimal("11.00"), "USD", T0)], schema.spark_schema(schema.PRODUCT_COLUMNS))
+    rows = {r.product_id: r for r in transforms.to_purchases(valid, catalog).collect()}
+    assert rows["p1"].revenue == Decimal("20.00")  # 2 x 10.50 - 1.00
+    assert (rows["p1"].category, rows["p1"].list_price) == ("books", Decimal("11.00"))
+    assert rows["p-unknown"].revenue == Decimal("21.00") and rows["p-unknown"].category is None
+    assert rows["p1"].event_date == dt.date(2026, 11, 1)
+
+
+def test_page_views_derive_product_and_date(spark):
+    batch = kafka_batch(spark, [
+        (PV, event("page_view", page_type="product", page_url="/p/p42", category="books")),
+        (PV, event("add_to_cart", 3, product_id="p42", quantity=1, unit_price=4.0)),
+        (PV, event("page_view", 6, page_type="home", page_url="/")),
+    ])
+    rows = transforms.to_page_views(transforms.parse_and_validate(batch)).orderBy("event_time").collect()
+    assert [(r.event_type, r.page_type, r.product_id) for r in rows] == [
+        ("page_view", "product", "p42"), ("add_to_cart", "product", "p42"), ("page_view", "home", None)]
+    assert rows[1].quantity == 1 and rows[1].unit_price == Decimal("4.00")
+    assert {r.event_date for r in rows} == {dt.date(2026, 11, 1)}
+
+
+def test_lateness_is_decided_per_record(spark):
+    batch = kafka_batch(spark, [
+        (PV, event("page_view", 0, sent_after=1799, page_type="home", page_url="/")),
+        (PV, event("page_view", 1, sent_after=1801, page_type="home", page_url="/")),
+    ])
+    valid = transforms.parse_and_validate(batch)
+    late = transforms.late_records(valid, 1800).collect()
+    assert [r.event_id for r in late] == ["e-page_view-1"]
+    assert late[0].reason == schema.REASON_LATE and "sent 1801s after" in late[0].detail
+
+
+def test_sessions_from_activity_and_session_events(spark):
+    items = [
+        (US, event("session_start", 0, device="mobile", referrer="search", country="DE")),
+        (PV, event("page_view", 10, page_type="product", page_url="/p/p1", product_id="p1")),
+        (PV, event("page_view", 20, page_type="product", page_url="/p/p1", product_id="p1")),
+        (PV, event("page_view", 30, page_type="product", page_url="/p/p2", product_id="p2")),
+        (PV, event("add_to_cart", 40, product_id="p1", quantity=2, unit_price=10.5)),
+        (PU, event("purchase", 50, **PURCHASE)),
+        (PU, event("purchase", 51, **{**PURCHASE, "product_id": "p2", "quantity": 1, "discount": 0})),
+        (US, event("session_end", 90)),
+        # A session with no page views at all: only its start and end.
+        (US, event("session_start", 0, session_id="s2", device="desktop", referrer="direct", country="US")),
+        (US, event("session_end", 5, session_id="s2")),
+    ]
+    valid = transforms.parse_and_validate(kafka_batch(spark, items))
+    catalog = spark.createDataFrame([], schema.spark_schema(schema.PRODUCT_COLUMNS))
+    activity = transforms.session_activity(transforms.to_page_views(valid), transforms.to_purchases(valid, catalog))
+    touched = valid.select("session_id").distinct()
+    rows = {r.session_id: r for r in transforms.session_rows(activity.join(touched, "session_id", "right"),
+                                                             transforms.session_events(valid)).collect()}
+    s1 = rows["s1"]
+    assert (s1.page_views, s1.products_viewed, s1.cart_adds, s1.orders) == (3, 2, 1, 1)
+    assert s1.revenue == Decimal("30.50") and s1.converted is True  # 20.00 + 10.50
+    assert s1.duration_seconds == 90 and (s1.device, s1.referrer, s1.country) == ("mobile", "search", "DE")
+    s2 = rows["s2"]
+    assert (s2.page_views, s2.orders, s2.revenue, s2.converted) == (0, 0, Decimal("0.00"), False)
+    assert s2.duration_seconds == 5 and s2.session_date == dt.date(2026, 11, 1)
+
+
+def test_bronze_keeps_raw_and_parses_what_it_can(spark):
+    batch = kafka_batch(spark, [(schema.TOPIC_RAW_EVENTS, event("page_view", page_type="home", page_url="/")),
+                                (schema.TOPIC_RAW_EVENTS, "not json")])
+    rows = transforms.to_bronze(batch).orderBy("kafka_offset").collect()
+    assert rows[0].event_type == "page_view" and rows[0].event_time == dt.datetime(2026, 11, 1, 10, 0)
+    assert rows[1].raw_value == "not json" and rows[1].event_type is None
+    assert rows[1].partition_time == dt.datetime(2026, 11, 1, 10, 0)  # falls back to the Kafka time
+
+
+def test_latest_product_version_wins(spark):
+    old = {"product_id": "p1", "name": "a", "category": "books", "brand": "b", "price": 5.0, "currency": "USD",
+           "updated_at": "2026-11-01T00:00:00Z"}
+    new = {**old, "price": 6.0, "updated_at": "2026-11-02T00:00:00Z"}
+    batch = kafka_batch(spark, [(schema.TOPIC_PRODUCTS, new), (schema.TOPIC_PRODUCTS, old),
+                                (schema.TOPIC_PRODUCTS, "garbage")])
+    rows = transforms.latest_products(batch).collect()
+    assert [(r.product_id, r.price) for r in rows] == [("p1", Decimal("6.00"))]
