@@ -137,8 +137,13 @@ def _sqlalchemy_uri(jdbc_uri: str, user: str | None, password: str | None) -> st
 
 
 def iceberg_catalog(settings: LakeSettings):
+    import logging
+
     from pyiceberg.catalog.sql import SqlCatalog
 
+    # The Java JDBC catalog keeps its default (v0) catalog schema on purpose; pyiceberg reads it
+    # fine and would otherwise warn about it on every load.
+    logging.getLogger("pyiceberg.catalog.sql").setLevel(logging.ERROR)
     return SqlCatalog(CATALOG, **settings.pyiceberg_properties())
 
 
@@ -165,6 +170,9 @@ def spark_session(settings: LakeSettings, app_name: str, *, extra_conf: dict[str
         conf["spark.jars"] = ",".join(str(j) for j in jars(SPARK_JARS))
         conf["spark.driver.memory"] = os.environ.get("SHOPSTREAM_DRIVER_MEMORY", "2g")
         conf["spark.ui.enabled"] = os.environ.get("SHOPSTREAM_SPARK_UI", "false")
+        conf["spark.ui.showConsoleProgress"] = "false"
+        # The embedded default listens on loopback only.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         conf["spark.driver.extraJavaOptions"] = "-Dderby.system.home=/tmp -XX:+UseG1GC"
     conf.update(extra_conf or {})
     for key, value in conf.items():
