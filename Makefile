@@ -49,7 +49,7 @@ kafka-down: $(STAMP)
 	$(PY) -m shopstream.kafka_local down
 
 bench: jars
-	$(PY) -m bench
+	$(PY) bench/streaming_bench.py
 
 clean:
 	-@test -x $(PY) && $(PY) -m shopstream.kafka_local down >/dev/null 2>&1

@@ -18,6 +18,7 @@ goes to ops_streaming_progress.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -118,6 +119,25 @@ def _append_once(df, table: str, batch_id: int) -> None:
     df.writeTo(lake.table_ref(table)).option(f"snapshot-property.{marker}", str(batch_id)).append()
 
 
+class StepTimer:
+    """Seconds spent in each step of a micro-batch, printed as one line when it ends."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[step] = time.monotonic() - started
+
+    def report(self) -> None:
+        print(f"{self.label} steps: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()), flush=True)
+
+
 class BatchWriter:
     """The foreachBatch body: one micro-batch of every topic into bronze and silver."""
 
@@ -134,12 +154,16 @@ class BatchWriter:
         # Progress of earlier batches is written here, on the query's own thread (one writer).
         self.recorder.flush(spark)
         batch = batch.persist()
+        steps = StepTimer(f"[{StreamingApp.QUERY_NAME}] batch {batch_id}")
         try:
-            self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
-            _append_once(T.to_bronze(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS)), schema.BRONZE_EVENTS, batch_id)
-            self._silver(spark, batch.where(F.col("topic").isin(*SILVER_TOPICS)))
+            with steps("products"):
+                self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
+            with steps("bronze"):
+                _append_once(T.to_bronze(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS)), schema.BRONZE_EVENTS, batch_id)
+            self._silver(spark, batch.where(F.col("topic").isin(*SILVER_TOPICS)), steps)
         finally:
             batch.unpersist()
+            steps.report()
 
     def _products(self, records) -> None:
         updates = T.latest_products(records)
@@ -159,21 +183,26 @@ class BatchWriter:
             WHEN MATCHED THEN UPDATE SET category = s.category, list_price = s.price
         """)
 
-    def _silver(self, spark, typed_records) -> None:
+    def _silver(self, spark, typed_records, steps: "StepTimer") -> None:
         records = T.parse_and_validate(typed_records).persist()
         try:
-            valid = records.where(F.col("reason").isNull()).dropDuplicates(["event_id"])
+            valid = records.where(F.col("reason").isNull()).dropDuplicates(["event_id"]).persist()
             rejected = records.where(F.col("reason").isNotNull())
             event_key = ("event_id", "event_time")
-            _merge_insert_new(T.to_page_views(valid), schema.SILVER_PAGE_VIEWS, event_key, "page_view_batch")
-            products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
-            _merge_insert_new(T.to_purchases(valid, products), schema.SILVER_PURCHASES, event_key, "purchase_batch")
-            self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)))
-            _merge_insert_new(T.to_quarantine(rejected), schema.QUARANTINE,
-                              ("topic", "kafka_partition", "kafka_offset", "reason"), "rejected_batch")
-            # A late event and its duplicates are one late record, whatever their offsets.
-            _merge_insert_new(T.to_quarantine(T.late_records(valid, self.allowed_lateness)), schema.QUARANTINE,
-                              ("event_id", "reason"), "late_batch")
+            with steps("page views"):
+                _merge_insert_new(T.to_page_views(valid), schema.SILVER_PAGE_VIEWS, event_key, "page_view_batch")
+            with steps("purchases"):
+                products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
+                _merge_insert_new(T.to_purchases(valid, products), schema.SILVER_PURCHASES, event_key, "purchase_batch")
+            with steps("sessions"):
+                self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)))
+            with steps("quarantine"):
+                _merge_insert_new(T.to_quarantine(rejected), schema.QUARANTINE,
+                                  ("topic", "kafka_partition", "kafka_offset", "reason"), "rejected_batch")
+                # A late event and its duplicates are one late record, whatever their offsets.
+                _merge_insert_new(T.to_quarantine(T.late_records(valid, self.allowed_lateness)), schema.QUARANTINE,
+                                  ("event_id", "reason"), "late_batch")
+            valid.unpersist()
         finally:
             records.unpersist()
 

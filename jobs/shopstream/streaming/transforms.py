@@ -31,8 +31,18 @@ RANGES = (("unit_price", 0, False), ("quantity", 0, False), ("discount", 0, True
 EVENT_FIELDS = schema.topic_columns(schema.TOPIC_RAW_EVENTS)
 
 
+CORRUPT = "_corrupt_record"
+# Spark's JSON parser fills CORRUPT with the payload when it is not a JSON object; one parse
+# decides both "is it JSON" and every field's text.
+PARSE_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+
+
 def _text_schema(columns) -> str:
-    return ", ".join(f"`{c.name}` STRING" for c in columns)
+    return ", ".join([f"`{c.name}` STRING" for c in columns] + [f"`{CORRUPT}` STRING"])
+
+
+def _parse(columns) -> SparkColumn:
+    return F.from_json("raw_value", _text_schema(columns), PARSE_OPTIONS)
 
 
 def _typed(name: str, type_: str) -> SparkColumn:
@@ -57,16 +67,16 @@ def kafka_source_columns(df: DataFrame) -> DataFrame:
 
 def to_bronze(kafka_df: DataFrame) -> DataFrame:
     """raw-events as received, plus the event's id, type and time where the payload allows."""
-    src = kafka_source_columns(kafka_df)
-    event_time = F.get_json_object("raw_value", "$.event_time")
-    parsed_time = F.when(event_time.rlike(ISO_INSTANT), F.expr("try_cast(get_json_object(raw_value, '$.event_time') AS TIMESTAMP)"))
-    return src.select(
+    header = [c for c in schema.COMMON_EVENT_COLUMNS if c.name in ("event_id", "event_type", "event_time")]
+    parsed = kafka_source_columns(kafka_df).withColumn("f", _parse(header))
+    event_time = _typed("event_time", schema.TIMESTAMP)
+    return parsed.select(
         "kafka_key", "raw_value", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
         F.current_timestamp().alias("ingest_time"),
-        F.get_json_object("raw_value", "$.event_id").alias("event_id"),
-        F.get_json_object("raw_value", "$.event_type").alias("event_type"),
-        parsed_time.alias("event_time"),
-        F.coalesce(parsed_time, F.col("kafka_timestamp")).alias("partition_time"),
+        F.col("f.event_id").alias("event_id"),
+        F.col("f.event_type").alias("event_type"),
+        event_time.alias("event_time"),
+        F.coalesce(event_time, F.col("kafka_timestamp")).alias("partition_time"),
     )
 
 
@@ -75,10 +85,8 @@ def parse_and_validate(kafka_df: DataFrame) -> DataFrame:
 
     The result has every event field converted to its type, plus `reason` (null for a valid
     record, else one of schema.QUARANTINE_REASONS) and `detail` (which field failed)."""
-    src = kafka_source_columns(kafka_df)
-    json_ok = F.expr("try_parse_json(raw_value) IS NOT NULL AND startswith(ltrim(raw_value), '{')")
-    parsed = src.select("*", json_ok.alias("json_ok"),
-                        F.from_json("raw_value", _text_schema(EVENT_FIELDS)).alias("f"))
+    parsed = kafka_source_columns(kafka_df).withColumn("f", _parse(EVENT_FIELDS))
+    parsed = parsed.withColumn("json_ok", F.col("f").isNotNull() & F.col(f"f.{CORRUPT}").isNull())
 
     event_type = F.col("f.event_type")
     topic_types = F.create_map(*[x for topic in schema.EVENT_TOPICS if topic != schema.TOPIC_RAW_EVENTS
@@ -254,7 +262,7 @@ def latest_products(kafka_df: DataFrame) -> DataFrame:
     """Catalog records from the products topic, the newest per product; unparseable ones dropped
     (the catalog is the shop's own reference data, not customer input)."""
     src = kafka_source_columns(kafka_df)
-    parsed = src.select(F.from_json("raw_value", _text_schema(schema.PRODUCT_COLUMNS)).alias("f"))
+    parsed = src.select(_parse(schema.PRODUCT_COLUMNS).alias("f"))
     typed = parsed.select(*[_typed(c.name, c.type).alias(c.name) for c in schema.PRODUCT_COLUMNS])
     complete = typed.dropna(subset=[c.name for c in schema.PRODUCT_COLUMNS if c.required])
     newest = F.max_by(F.struct(*[c.name for c in schema.PRODUCT_COLUMNS]), "updated_at")
