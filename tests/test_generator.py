@@ -200,3 +200,14 @@ def test_cli_dry_run_summary_file(tmp_path, capsys):
     summary = json.loads(out.read_text())
     assert summary["products"] == 200 and summary["valid"] > 1500
     assert "events/s" in capsys.readouterr().out
+
+
+def test_live_mode_sends_at_the_requested_rate_from_the_start(tmp_path):
+    out = tmp_path / "summary.json"
+    code = generator_main(["--dry-run", "--no-progress", "--rate", "50", "--duration", "10", "--late-fraction", "0",
+                           "--duplicate-fraction", "0", "--malformed-fraction", "0", "--summary-file", str(out)])
+    assert code == 0
+    summary = json.loads(out.read_text())
+    # 50 events/s for 10 s, sessions already under way when sending starts (Poisson noise allowed).
+    assert 350 <= summary["events_sent"] <= 650
+    assert summary["valid_by_type"]["page_view"] > summary["valid_by_type"].get("session_start", 0)

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _merge_insert_new(df, table: str, keys: tuple[str, ...], view: str) -> None:
     """Insert the rows whose key is not in the table yet: a replayed batch inserts nothing."""
+    if df.isEmpty():
+        return  # no commit, no snapshot: small continuous batches stay cheap
     df.createOrReplaceTempView(view)
     on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
     df.sparkSession.sql(f"MERGE INTO {lake.table_ref(table)} t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *")
