@@ -49,7 +49,7 @@ def test_spark_arrow_and_iceberg_schemas_agree(table):
         assert s.nullable == a.nullable == (not i.required) == (not column.required), column.name
         assert (s.dataType, a.type, i.field_type) == EXPECTED[column.type], column.name
     if table.partition_day_of:
-        assert table.column(table.partition_day_of).type == schema.TIMESTAMP
+        assert table.column(table.partition_day_of).type in (schema.TIMESTAMP, schema.DATE)
 
 
 def test_parse_schema_for_untrusted_json_is_all_nullable():

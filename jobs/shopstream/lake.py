@@ -196,10 +196,24 @@ def create_table_sql(table: schema.Table) -> str:
         + (f" COMMENT '{c.doc}'" if c.doc and "'" not in c.doc else "")
         for c in table.columns
     )
-    partition = f"\nPARTITIONED BY (days({table.partition_day_of}))" if table.partition_day_of else ""
+    partition = ""
+    if table.partition_day_of:
+        by = table.partition_day_of
+        partition = f"\nPARTITIONED BY ({by if table.column(by).type == schema.DATE else f'days({by})'})"
     props = ", ".join(f"'{k}'='{v}'" for k, v in TABLE_PROPERTIES.items())
     return (f"CREATE TABLE IF NOT EXISTS {table_ref(table.name)} (\n  {columns}\n) USING iceberg"
             f"{partition}\nTBLPROPERTIES ({props})")
+
+
+def table_exists(spark, name: str) -> bool:
+    # spark.catalog.tableExists also looks for views, which the JDBC catalog's default (v0)
+    # schema refuses; listing the namespace asks only for tables.
+    from pyspark.errors import AnalysisException
+
+    try:
+        return spark.sql(f"SHOW TABLES IN {CATALOG}.{schema.NAMESPACE} LIKE '{name}'").count() > 0
+    except AnalysisException:
+        return False  # no namespace yet
 
 
 def ensure_tables(spark, names) -> None:

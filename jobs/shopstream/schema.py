@@ -186,7 +186,7 @@ SILVER_DATA_QUALITY_REPORT = "silver_data_quality_report"
 class Table:
     name: str
     columns: tuple[Column, ...]
-    partition_day_of: str | None = None  # partitioned by day(<column>)
+    partition_day_of: str | None = None  # partitioned by the day of this column (a date is its own day)
     identifier: tuple[str, ...] = ()  # columns that identify a row (documentation and checks)
 
     @property
@@ -342,6 +342,118 @@ PROGRESS = _table(
     ),
     "progress_time",
     ("query_name", "run_id", "batch_id"),
+)
+
+
+# Gold tables: one partition per date, rewritten whole by each run for that date.
+# docs/metrics.md defines every column in one sentence and one formula.
+
+SEGMENTS = ("new", "high_value", "loyal", "at_risk", "active", "browser")  # first rule that matches wins
+
+CUSTOMER_ANALYTICS = _table(
+    GOLD_CUSTOMER_ANALYTICS,
+    (
+        col("date", DATE),
+        col("user_id", STRING),
+        col("sessions", LONG),
+        col("page_views", LONG),
+        col("products_viewed", LONG),
+        col("cart_adds", LONG),
+        col("orders", LONG),
+        col("units", LONG),
+        col("revenue", MONEY),
+        opt("avg_order_value", MONEY, "null without orders"),
+        col("converted", BOOLEAN),
+        col("first_seen", TIMESTAMP),
+        col("last_seen", TIMESTAMP),
+        col("lifetime_revenue", MONEY, "up to and including the date"),
+        col("lifetime_orders", LONG, "up to and including the date"),
+        opt("days_since_previous_purchase", INT, "null before a first purchase"),
+        col("engagement_score", RATE),
+        col("segment", STRING, "one of SEGMENTS"),
+    ),
+    "date",
+    ("date", "user_id"),
+)
+
+SALES_SUMMARY = _table(
+    GOLD_SALES_SUMMARY,
+    (
+        col("date", DATE),
+        col("revenue", MONEY),
+        col("orders", LONG),
+        col("units", LONG),
+        opt("avg_order_value", MONEY),
+        col("unique_buyers", LONG),
+        col("unique_visitors", LONG),
+        col("sessions", LONG),
+        opt("orders_per_session", RATE),
+        opt("buyers_per_visitor", RATE),
+        *[col(f"sessions_{device}", LONG) for device in DEVICES],
+        *[col(f"sessions_{referrer}", LONG) for referrer in REFERRERS],
+        opt("revenue_change_vs_previous_day", RATE, "relative change; null without a previous day"),
+        opt("revenue_vs_trailing_7d_avg", RATE, "ratio to the mean of the 7 days before"),
+    ),
+    "date",
+    ("date",),
+)
+
+GOLD_SALES_BY_CATEGORY = "gold_daily_sales_by_category"
+SALES_BY_CATEGORY = _table(
+    GOLD_SALES_BY_CATEGORY,
+    (
+        col("date", DATE),
+        col("category", STRING, "'unknown' when the product is not in the catalog"),
+        col("revenue", MONEY),
+        col("orders", LONG),
+        col("units", LONG),
+        col("unique_buyers", LONG),
+    ),
+    "date",
+    ("date", "category"),
+)
+
+PRODUCT_ANALYTICS = _table(
+    GOLD_PRODUCT_ANALYTICS,
+    (
+        col("date", DATE),
+        col("product_id", STRING),
+        opt("category", STRING),
+        col("views", LONG),
+        col("unique_viewers", LONG),
+        col("cart_adds", LONG),
+        col("purchases", LONG, "order lines"),
+        col("units", LONG),
+        col("revenue", MONEY),
+        col("viewing_sessions", LONG),
+        col("purchasing_sessions", LONG),
+        opt("view_to_cart_rate", RATE),
+        opt("cart_to_purchase_rate", RATE),
+        opt("view_to_purchase_rate", RATE),
+        col("revenue_rank", INT),
+        col("category_revenue_rank", INT),
+        col("bought_together", STRING, "JSON list of {product_id, support, confidence}"),
+        col("viewed_together", STRING, "JSON list of {product_id, support, confidence}"),
+    ),
+    "date",
+    ("date", "product_id"),
+)
+
+DATA_QUALITY = _table(
+    SILVER_DATA_QUALITY_REPORT,
+    (
+        col("date", DATE),
+        col("table_name", STRING),
+        col("row_count", LONG),
+        col("null_rates", STRING, "JSON: required column -> share of null values"),
+        col("duplicate_count", LONG),
+        col("out_of_range_count", LONG),
+        col("late_event_count", LONG),
+        col("quarantine_by_reason", STRING, "JSON: reason -> records"),
+        opt("freshness_lag_seconds", LONG, "report time minus the newest event time"),
+    ),
+    "date",
+    ("date", "table_name"),
 )
 
 

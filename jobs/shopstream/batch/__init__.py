@@ -1,0 +1,1 @@
+"""Daily batch jobs: silver -> gold, one date at a time."""

@@ -1,0 +1,26 @@
+"""silver_data_quality_report: one row per (date, silver table)."""
+
+import datetime as dt
+
+from shopstream import schema
+from shopstream.batch import transforms
+from shopstream.batch.runner import BatchJob, Inputs
+
+
+def build(inputs: Inputs):
+    silver = {schema.SILVER_PAGE_VIEWS: inputs.page_views(), schema.SILVER_PURCHASES: inputs.purchases(),
+              schema.SILVER_USER_SESSIONS: inputs.sessions()}
+    return (transforms.data_quality(inputs.day, silver, inputs.quarantine(), dt.datetime.now(dt.timezone.utc)),)
+
+
+JOB = BatchJob(
+    name=schema.SILVER_DATA_QUALITY_REPORT,
+    description="Daily data quality of the silver tables: volume, nulls, duplicates, ranges, late and quarantined records, freshness.",
+    reads=(schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS, schema.QUARANTINE),
+    writes=(schema.SILVER_DATA_QUALITY_REPORT,),
+    build=build,
+    totals=lambda out: {row["table_name"]: {"rows": row["row_count"], "duplicates": row["duplicate_count"],
+                                            "out_of_range": row["out_of_range_count"]}
+                        for row in out[schema.SILVER_DATA_QUALITY_REPORT].collect()},
+)
+main = JOB.main

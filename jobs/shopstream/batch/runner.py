@@ -1,0 +1,125 @@
+"""What every daily batch job shares: arguments, the checks before anything is written, reading
+the silver day, overwriting exactly that day's partitions, and the result file.
+
+A job is a `BatchJob`: the silver tables it needs and a `build` function from those inputs (and
+the date) to its gold DataFrames. `python -m shopstream <job> --help` for the arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shopstream import lake, results, schema
+from shopstream.lake import LakeSettings
+
+
+class MissingTable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The silver rows a job may read for `day`, each as a lazy DataFrame."""
+
+    spark: SparkSession
+    day: dt.date
+
+    def table(self, name: str) -> DataFrame:
+        return self.spark.table(lake.table_ref(name))
+
+    def page_views(self) -> DataFrame:
+        return self.table(schema.SILVER_PAGE_VIEWS).where(F.col("event_date") == F.lit(self.day))
+
+    def purchases(self, days_before: int | None = 0) -> DataFrame:
+        """The day's purchases and those of `days_before` days before it (None: all history)."""
+        rows = self.table(schema.SILVER_PURCHASES).where(F.col("event_date") <= F.lit(self.day))
+        if days_before is not None:
+            rows = rows.where(F.col("event_date") >= F.date_sub(F.lit(self.day), days_before))
+        return rows
+
+    def sessions(self) -> DataFrame:
+        return self.table(schema.SILVER_USER_SESSIONS).where(F.col("session_date") == F.lit(self.day))
+
+    def products(self) -> DataFrame:
+        return self.table(schema.SILVER_PRODUCTS)
+
+    def quarantine(self) -> DataFrame:
+        day_of = F.coalesce(F.to_date("event_time"), F.to_date("ingest_time"))
+        return self.table(schema.QUARANTINE).where(day_of == F.lit(self.day))
+
+    def has_activity(self) -> bool:
+        return not (self.page_views().isEmpty() and self.purchases().isEmpty() and self.sessions().isEmpty())
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    name: str
+    description: str
+    reads: tuple[str, ...]  # silver tables that must exist
+    writes: tuple[str, ...]  # gold tables, in the order `build` returns them
+    build: Callable[[Inputs], tuple[DataFrame, ...]]
+    totals: Callable[[dict[str, DataFrame]], dict]  # key figures for the result file
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog=f"python -m shopstream {self.name}", description=self.description)
+        parser.add_argument("--date", required=True, type=_date, help="the day to compute, YYYY-MM-DD (UTC)")
+        parser.add_argument("--result-file", help="write the run's result (rows, totals, duration) here as JSON")
+        LakeSettings.add_arguments(parser)
+        return parser
+
+    def run(self, spark: SparkSession, day: dt.date) -> dict:
+        started = time.monotonic()
+        for name in self.reads:
+            if not lake.table_exists(spark, name):
+                raise MissingTable(f"silver table {lake.table_ref(name)} does not exist; run the streaming job first")
+        inputs = Inputs(spark, day)
+        written = {name: 0 for name in self.writes}
+        totals: dict = {}
+        if inputs.has_activity():
+            lake.ensure_tables(spark, self.writes)
+            outputs = dict(zip(self.writes, self.build(inputs)))
+            for name, df in outputs.items():
+                df = df.persist()
+                written[name] = df.count()
+                if written[name]:
+                    # Dynamic overwrite: the partitions present in df (this date) are replaced, others kept.
+                    df.writeTo(lake.table_ref(name)).overwritePartitions()
+                outputs[name] = df
+            totals = self.totals(outputs)
+        return {"job": self.name, "date": day.isoformat(), "rows_written": written, "totals": totals,
+                "duration_seconds": round(time.monotonic() - started, 3)}
+
+    def main(self, argv: list[str] | None = None) -> int:
+        args = self.parser().parse_args(argv)
+        spark = lake.spark_session(LakeSettings.from_args(args), f"shopstream-{self.name}")
+        try:
+            result = self.run(spark, args.date)
+        except MissingTable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            spark.stop()
+        results.write_result(args.result_file, **result)
+        rows = ", ".join(f"{n} {c}" for n, c in result["rows_written"].items())
+        print(f"{self.name} {result['date']}: wrote {rows} in {result['duration_seconds']:.1f}s; totals {result['totals']}")
+        return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def sum_of(df: DataFrame, column: str):
+    value = df.agg(F.sum(column)).first()[0]
+    return str(value) if value is not None else "0"
