@@ -50,6 +50,7 @@ kafka-down: $(STAMP)
 
 bench: jars
 	$(PY) bench/streaming_bench.py
+	$(PY) bench/batch_bench.py
 
 clean:
 	-@test -x $(PY) && $(PY) -m shopstream.kafka_local down >/dev/null 2>&1

@@ -1,0 +1,188 @@
+"""Batch benchmark: each gold job at three daily volumes, against DuckDB computing the same daily
+sales and product numbers over the same Iceberg data files, in the same run.
+
+    .venv/bin/python bench/batch_bench.py [--volumes 250000 1000000 4000000]
+
+Silver is built straight from the generator's events for one day (no Kafka, no streaming job:
+this measures the batch side only): the generator's valid events become silver rows with the
+streaming job's definitions (revenue, event date) and sessions are aggregated in Python, then
+appended with pyiceberg. Results are printed and written to bench/results/batch.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from shopstream import lake, schema
+from shopstream.batch import customer_analytics, data_quality, product_analytics, sales_summary
+from shopstream.generator.shop import VALID, GeneratorConfig, Shop
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DAY = dt.date(2026, 11, 1)
+JOBS = (customer_analytics.JOB, sales_summary.JOB, product_analytics.JOB, data_quality.JOB)
+CHUNK = 250_000
+
+
+def _ts(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def build_silver(catalog, events_per_day: int) -> int:
+    """One simulated day of valid events, written as silver; returns the events written."""
+    for table in (schema.PAGE_VIEWS, schema.PURCHASES, schema.USER_SESSIONS, schema.PRODUCTS, schema.QUARANTINE_TABLE):
+        catalog.create_table(table.qualified, schema.iceberg_schema(table.columns))
+    shop = Shop(GeneratorConfig(seed=3, start_date=DAY, events_per_day=events_per_day, late_fraction=0.0,
+                                duplicate_fraction=0.0, malformed_fraction=0.0))
+    products = {p.product_id: p for p in shop.products}
+    catalog.load_table(schema.PRODUCTS.qualified).append(pa.Table.from_pylist([
+        {"product_id": p.product_id, "name": p.name, "category": p.category, "brand": p.brand, "price": p.price,
+         "currency": "USD", "updated_at": dt.datetime.combine(DAY, dt.time(), dt.timezone.utc)} for p in products.values()
+    ], schema.arrow_schema(schema.PRODUCT_COLUMNS)))
+    clicks, lines, written = [], [], 0
+    sessions: dict[str, dict] = {}
+
+    def flush() -> None:
+        for table, rows in ((schema.PAGE_VIEWS, clicks), (schema.PURCHASES, lines)):
+            if rows:
+                catalog.load_table(table.qualified).append(pa.Table.from_pylist(rows, schema.arrow_schema(table.columns)))
+                rows.clear()
+
+    for record in shop.records():
+        if record.kind != VALID:
+            continue
+        e = json.loads(record.value, parse_float=Decimal)
+        e["event_time"], e["ingest_time"] = _ts(e["event_time"]), _ts(e["ingest_time"])
+        s = sessions.setdefault(e["session_id"], defaultdict(int, user_id=e["user_id"], times=[], products=set(), order_ids=set(), revenue=Decimal(0)))
+        s["times"].append(e["event_time"])
+        if e["event_type"] in (schema.PAGE_VIEW, schema.ADD_TO_CART):
+            clicks.append({**e, "page_type": e.get("page_type", "product"), "event_date": e["event_time"].date()})
+            if e["event_type"] == schema.PAGE_VIEW:
+                s["page_views"] += 1
+                if e["page_type"] == "product":
+                    s["products"].add(e["product_id"])
+            else:
+                s["cart_adds"] += 1
+        elif e["event_type"] == schema.PURCHASE:
+            revenue = e["quantity"] * e["unit_price"] - e["discount"]
+            p = products[e["product_id"]]
+            lines.append({**e, "revenue": revenue, "category": p.category, "list_price": p.price, "event_date": e["event_time"].date()})
+            s["order_ids"].add(e["order_id"])
+            s["revenue"] += revenue
+        else:
+            s.update({k: e[k] for k in ("device", "referrer", "country") if k in e})
+        written += 1
+        if len(clicks) >= CHUNK:
+            flush()
+    flush()
+    catalog.load_table(schema.USER_SESSIONS.qualified).append(pa.Table.from_pylist([
+        {"session_id": sid, "user_id": s["user_id"], "session_start": min(s["times"]), "session_end": max(s["times"]),
+         "duration_seconds": int((max(s["times"]) - min(s["times"])).total_seconds()), "device": s.get("device"),
+         "referrer": s.get("referrer"), "country": s.get("country"), "page_views": s["page_views"],
+         "products_viewed": len(s["products"]), "cart_adds": s["cart_adds"], "orders": len(s["order_ids"]),
+         "revenue": s["revenue"], "converted": bool(s["order_ids"]), "session_date": min(s["times"]).date()}
+        for sid, s in sessions.items()
+    ], schema.arrow_schema(schema.USER_SESSIONS.columns)))
+    return written
+
+
+def data_files(catalog, table: schema.Table) -> list[str]:
+    return [task.file.file_path.removeprefix("file://") for task in catalog.load_table(table.qualified).scan().plan_files()]
+
+
+def duckdb_numbers(catalog) -> tuple[dict, dict, float, float]:
+    """The day's sales totals and per-product figures, computed by DuckDB from the data files."""
+    con = duckdb.connect()
+    pv, pu = data_files(catalog, schema.PAGE_VIEWS), data_files(catalog, schema.PURCHASES)
+    started = time.monotonic()
+    sales = con.execute(
+        "SELECT sum(revenue), count(DISTINCT order_id), sum(quantity), count(DISTINCT user_id) "
+        "FROM read_parquet(?) WHERE event_date = ?", [pu, DAY]).fetchone()
+    sales_seconds = time.monotonic() - started
+    started = time.monotonic()
+    rows = con.execute("""
+        WITH v AS (SELECT product_id, count(*) AS views FROM read_parquet($pv)
+                   WHERE event_date = $day AND event_type = 'page_view' AND page_type = 'product' GROUP BY 1),
+             c AS (SELECT product_id, count(*) AS cart_adds FROM read_parquet($pv)
+                   WHERE event_date = $day AND event_type = 'add_to_cart' GROUP BY 1),
+             b AS (SELECT product_id, count(*) AS purchases, sum(quantity) AS units, sum(revenue) AS revenue
+                   FROM read_parquet($pu) WHERE event_date = $day GROUP BY 1)
+        SELECT product_id, coalesce(views, 0), coalesce(cart_adds, 0), coalesce(purchases, 0), coalesce(units, 0),
+               coalesce(revenue, 0)
+        FROM v FULL JOIN c USING (product_id) FULL JOIN b USING (product_id)""",
+        {"pv": pv, "pu": pu, "day": DAY}).fetchall()
+    product_seconds = time.monotonic() - started
+    sales_dict = {"revenue": Decimal(sales[0]), "orders": sales[1], "units": int(sales[2]), "unique_buyers": sales[3]}
+    products = {r[0]: (r[1], r[2], r[3], int(r[4]), Decimal(r[5])) for r in rows}
+    return sales_dict, products, sales_seconds, product_seconds
+
+
+def measure(volume: int, workdir: Path) -> dict:
+    root = workdir / f"lake-{volume}"
+    settings = lake.LakeSettings.local(root)
+    catalog = lake.iceberg_catalog(settings)
+    catalog.create_namespace(schema.NAMESPACE)
+    started = time.monotonic()
+    events = build_silver(catalog, volume)
+    build_seconds = time.monotonic() - started
+
+    started = time.monotonic()
+    spark = lake.spark_session(settings, f"batch-bench-{volume}")
+    startup = time.monotonic() - started
+    try:
+        jobs = {}
+        for job in JOBS:
+            started = time.monotonic()
+            result = job.run(spark, DAY)
+            jobs[job.name] = {"seconds": round(time.monotonic() - started, 2), "rows": result["rows_written"]}
+        gold_sales = spark.table(lake.table_ref(schema.GOLD_SALES_SUMMARY)).first()
+        gold_products = {r.product_id: (r.views, r.cart_adds, r.purchases, r.units, r.revenue)
+                         for r in spark.table(lake.table_ref(schema.GOLD_PRODUCT_ANALYTICS)).collect()}
+    finally:
+        spark.stop()
+    sales, products, duck_sales_s, duck_products_s = duckdb_numbers(catalog)
+    identical = (sales == {k: getattr(gold_sales, k) for k in sales}) and products == gold_products
+    spark_sales_s = jobs[schema.GOLD_SALES_SUMMARY]["seconds"]
+    spark_products_s = jobs[schema.GOLD_PRODUCT_ANALYTICS]["seconds"]
+    return {
+        "events": events, "silver_build_seconds": round(build_seconds, 1), "spark_startup_seconds": round(startup, 2),
+        "jobs": jobs,
+        "duckdb": {"sales_seconds": round(duck_sales_s, 3), "products_seconds": round(duck_products_s, 3)},
+        "identical_numbers": identical,
+        "ratio_sales_spark_to_duckdb": round(spark_sales_s / duck_sales_s, 1),
+        "ratio_products_spark_to_duckdb": round(spark_products_s / duck_products_s, 1),
+        "ratio_sales_with_startup": round((spark_sales_s + startup) / duck_sales_s, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--volumes", type=int, nargs="+", default=[250_000, 1_000_000, 4_000_000],
+                        help="events per day for each run")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(exist_ok=True)
+    out = {"machine_cores": os.cpu_count(), "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="shopstream-batch-bench-") as tmp:
+        os.environ["SHOPSTREAM_HOME"] = tmp
+        for volume in args.volumes:
+            print(f"volume {volume:,} events/day ...", file=sys.stderr, flush=True)
+            out["runs"][str(volume)] = measure(volume, Path(tmp))
+            print(json.dumps(out["runs"][str(volume)]), file=sys.stderr, flush=True)
+    (RESULTS / "batch.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
