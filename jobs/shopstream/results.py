@@ -1,5 +1,5 @@
-"""The small machine-readable result every job writes (`--result-file`), which the Dagster
-launchers read back as asset metadata."""
+"""The small machine-readable result every batch job writes (`--result-file`), for the
+orchestrator to read back as metadata."""
 
 from __future__ import annotations
 
@@ -20,6 +20,3 @@ def write_result(path: str | Path | None, **result: Any) -> None:
     tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
     tmp.replace(path)
 
-
-def read_result(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -268,3 +271,20 @@ def test_inputs_read_the_right_days(empty_lake):
     assert inputs.purchases(days_before=1).count() == 4
     assert inputs.purchases(days_before=None).count() == 6
     assert inputs.page_views().count() == 7 and inputs.sessions().count() == 3
+
+
+def test_cli_run_writes_its_result_file(empty_lake, lake_settings, tmp_path):
+    """The entry point as a launcher runs it: its own process, catalog settings as arguments."""
+    write_silver(empty_lake)
+    result_file = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "shopstream", schema.GOLD_SALES_SUMMARY, "--date", str(DAY), "--result-file", str(result_file),
+         "--catalog-uri", lake_settings.catalog_uri, "--warehouse", lake_settings.warehouse],
+        capture_output=True, text=True, env={**os.environ, "SHOPSTREAM_SPARK_MASTER": "local[1]"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(result_file.read_text())
+    assert result["job"] == schema.GOLD_SALES_SUMMARY and result["date"] == "2026-11-02"
+    assert result["rows_written"] == {schema.GOLD_SALES_SUMMARY: 1, schema.GOLD_SALES_BY_CATEGORY: 2}
+    assert result["totals"] == {"revenue": "32.00", "orders": 2} and result["duration_seconds"] > 0
+    assert "wrote gold_daily_sales_summary 1" in done.stdout
