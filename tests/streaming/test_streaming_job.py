@@ -3,6 +3,7 @@ would run it), real Iceberg tables read back through pyiceberg."""
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -185,3 +186,14 @@ def test_help_documents_every_setting():
         assert flag in out.stdout and env in out.stdout
     bad = subprocess.run([sys.executable, "-m", "shopstream", "streaming", "--trigger", "often"], capture_output=True, text=True)
     assert bad.returncode == 2 and "use 'catch-up' or an interval" in bad.stderr
+
+
+def test_trigger_settings():
+    from shopstream.streaming.job import parse_trigger
+
+    assert parse_trigger("catch-up") is None
+    assert [parse_trigger(t) for t in ("10s", "10 seconds", "2m", "1 minute")] == [
+        "10 seconds", "10 seconds", "2 minutes", "1 minutes"]
+    for bad in ("0s", "soon", "10 hours"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_trigger(bad)

@@ -46,9 +46,10 @@ def parse_trigger(text: str) -> str | None:
     """`catch-up` (None: process what is there, then stop) or a processing-time interval."""
     if text == CATCH_UP:
         return None
-    if not re.fullmatch(r"\d+\s*(seconds?|minutes?|s|m)", text.strip()):
+    match = re.fullmatch(r"(\d+)\s*(seconds?|minutes?|s|m)", text.strip())
+    if not match or int(match.group(1)) < 1:
         raise argparse.ArgumentTypeError(f"trigger {text!r}: use '{CATCH_UP}' or an interval such as '10 seconds'")
-    return text.replace("s", " seconds") if re.fullmatch(r"\d+s", text) else text
+    return f"{match.group(1)} {'minutes' if match.group(2).startswith('m') else 'seconds'}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,14 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap-servers", default=env.get("SHOPSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
                         help="Kafka bootstrap servers (env SHOPSTREAM_KAFKA_BOOTSTRAP)")
     parser.add_argument("--checkpoint-dir", default=env.get("SHOPSTREAM_CHECKPOINT_DIR"),
-                        help="root of the per-query checkpoints, local path or s3a:// (env SHOPSTREAM_CHECKPOINT_DIR; "
+                        help="root of the query's checkpoint, local path or s3a:// (env SHOPSTREAM_CHECKPOINT_DIR; "
                         "default $SHOPSTREAM_HOME/checkpoints)")
     parser.add_argument("--trigger", type=parse_trigger, default=env.get("SHOPSTREAM_TRIGGER", CATCH_UP),
                         help=f"'{CATCH_UP}': process everything available, then exit; or a micro-batch interval "
                         "such as '10 seconds' to run continuously (env SHOPSTREAM_TRIGGER)")
     parser.add_argument("--max-offsets-per-trigger", type=int,
                         default=int(env.get("SHOPSTREAM_MAX_OFFSETS_PER_TRIGGER", "200000")),
-                        help="most Kafka records per micro-batch and query (env SHOPSTREAM_MAX_OFFSETS_PER_TRIGGER)")
+                        help="most Kafka records per micro-batch, over all topics (env SHOPSTREAM_MAX_OFFSETS_PER_TRIGGER)")
     parser.add_argument("--starting-offsets", choices=["earliest", "latest"],
                         default=env.get("SHOPSTREAM_STARTING_OFFSETS", "earliest"),
                         help="where a query without a checkpoint starts (env SHOPSTREAM_STARTING_OFFSETS)")
