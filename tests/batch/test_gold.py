@@ -139,6 +139,7 @@ def test_segment_rules_in_order(spark):
     assert rows["big"]["segment"] == "high_value" and rows["big"]["lifetime_revenue"] == D("1200.00")
     assert rows["regular"]["segment"] == "loyal"
     assert rows["visitor"]["segment"] == "browser" and rows["visitor"]["lifetime_orders"] == 0
+    assert {r["segment"] for r in rows.values()} <= set(schema.SEGMENTS)
 
 
 def test_sales_summary(silver):

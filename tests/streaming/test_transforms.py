@@ -86,6 +86,7 @@ def test_every_reason_code_is_assigned(spark):
         (schema.REASON_MISSING_FIELD, "event_type"),
         (None, None),
     ]
+    assert {reason for reason, _ in got if reason} <= set(schema.QUARANTINE_REASONS)
     valid = rows[-1]
     assert valid.quantity == 2 and valid.unit_price == Decimal("10.50") and valid.discount == Decimal("0.00")
     assert valid.event_time == dt.datetime(2026, 11, 1, 10, 0)  # session time zone is UTC
