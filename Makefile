@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo        run the pipeline on the embedded default (local Kafka, local Spark, Iceberg on ./.demo)"
+	@echo "make ui          the Dagster UI on the demo's data (http://127.0.0.1:3000; Ctrl-C stops it)"
 	@echo "make test        run the whole test suite (PYTEST_ARGS='-m \"not k8s\"' to select)"
 	@echo "make kafka-up    start the local Kafka broker in the background (state in ./.demo/kafka)"
 	@echo "make kafka-down  stop it"
@@ -37,7 +38,10 @@ jars: $(STAMP) prereqs
 	@$(PY) -m shopstream.runtime >/dev/null
 
 demo: jars
-	$(PY) -m shopstream.demo
+	$(PY) -m dagster_repo.demo
+
+ui: jars
+	$(PY) -m dagster_repo.ui
 
 test: jars
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -15,6 +15,7 @@ JOBS = {
     "gold_daily_sales_summary": "shopstream.batch.sales_summary",
     "gold_product_analytics": "shopstream.batch.product_analytics",
     "silver_data_quality_report": "shopstream.batch.data_quality",
+    "maintenance": "shopstream.maintenance",
 }
 
 

@@ -71,7 +71,8 @@ class BatchJob:
     def parser(self) -> argparse.ArgumentParser:
         parser = argparse.ArgumentParser(prog=f"python -m shopstream {self.name}", description=self.description)
         parser.add_argument("--date", required=True, type=_date, help="the day to compute, YYYY-MM-DD (UTC)")
-        parser.add_argument("--result-file", help="write the run's result (rows, totals, duration) here as JSON")
+        parser.add_argument("--result-file", help="write the run's result (rows, totals, duration) here as JSON: a local path "
+                            "or a URI in the warehouse's storage (s3://...)")
         LakeSettings.add_arguments(parser)
         return parser
 
@@ -99,7 +100,8 @@ class BatchJob:
 
     def main(self, argv: list[str] | None = None) -> int:
         args = self.parser().parse_args(argv)
-        spark = lake.spark_session(LakeSettings.from_args(args), f"shopstream-{self.name}")
+        settings = LakeSettings.from_args(args)
+        spark = lake.spark_session(settings, f"shopstream-{self.name}")
         try:
             result = self.run(spark, args.date)
         except MissingTable as exc:
@@ -107,7 +109,7 @@ class BatchJob:
             return 1
         finally:
             spark.stop()
-        results.write_result(args.result_file, **result)
+        results.write_result(args.result_file, settings, **result)
         rows = ", ".join(f"{n} {c}" for n, c in result["rows_written"].items())
         print(f"{self.name} {result['date']}: wrote {rows} in {result['duration_seconds']:.1f}s; totals {result['totals']}")
         return 0

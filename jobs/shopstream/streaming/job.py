@@ -30,7 +30,7 @@ import time
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import functions as F
 
-from shopstream import lake, schema
+from shopstream import lake, results, schema
 from shopstream.lake import LakeSettings
 from shopstream.streaming import transforms as T
 
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds an event may arrive after it happened and still count in its session; "
                         "later ones stay in silver and are recorded in quarantine_events as late_event "
                         "(env SHOPSTREAM_ALLOWED_LATENESS)")
+    parser.add_argument("--result-file", help="on exit, write the micro-batches and input rows of this run here as JSON "
+                        "(a local path or a warehouse URI)")
     LakeSettings.add_arguments(parser)
     return parser
 
@@ -334,6 +336,7 @@ class StreamingApp:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         writer = BatchWriter(self.args.allowed_lateness, recorder)
+        started = time.monotonic()
         query = self.start(spark, writer)
         try:
             while query.isActive and not self.stopping.is_set():
@@ -350,6 +353,10 @@ class StreamingApp:
                 # Exit non-zero: a failed stream must never look like a completed application.
                 print(f"error: streaming query failed: {str(error).splitlines()[0]}", file=sys.stderr)
                 return 1
+            progress = [p for p in query.recentProgress if p.numInputRows]
+            results.write_result(self.args.result_file, self.settings, job="streaming", rows_written={},
+                                 totals={"micro_batches": len(progress), "input_rows": sum(p.numInputRows for p in progress)},
+                                 duration_seconds=round(time.monotonic() - started, 3))
             return 0
         finally:
             spark.stop()

@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline on the embedded default, from a clean state folder.
 
 local Kafka broker -> topics -> generator (simulated days) -> streaming catch-up into bronze and
-silver Iceberg tables -> row counts per table -> the daily gold jobs for each simulated day.
+silver Iceberg tables -> row counts per table -> Dagster materializes every gold asset and its
+checks for each simulated day (local launcher) -> the sales summary.
 """
 
 from __future__ import annotations
@@ -9,20 +10,21 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
+import os
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import dagster as dg
 
 from shopstream import lake, schema
 from shopstream.generator import cli as generator_cli
 from shopstream.generator.shop import GeneratorConfig, Shop
 from shopstream.kafka_local import KafkaBroker, create_topics, free_port
 from shopstream.runtime import SetupError
-from shopstream.batch import customer_analytics, data_quality, product_analytics, sales_summary
 from shopstream.streaming.job import STREAMING_TABLES
-
-GOLD_JOBS = (customer_analytics.JOB, sales_summary.JOB, product_analytics.JOB, data_quality.JOB)
 
 
 def step(message: str) -> None:
@@ -36,6 +38,48 @@ def print_table_counts(settings: lake.LakeSettings, names) -> None:
         table = catalog.load_table(schema.TABLES[name].qualified)
         rows = table.scan().count() if table.current_snapshot() else 0
         print(f"{name:<34}{rows:>12,}")
+
+
+def prepare_instance() -> Path:
+    """$DAGSTER_HOME for the embedded default, with the local instance settings."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(lake.home() / "dagster")))
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(__file__).with_name("local_instance.yaml"), home / "dagster.yaml")
+    return home
+
+
+def materialize_gold(days: list[dt.date]) -> bool:
+    """Run the silver_to_gold_processing job for each day in this process, recorded in the
+    Dagster instance under $DAGSTER_HOME so `make ui` shows the same runs."""
+    prepare_instance()
+    from dagster_repo.definitions import defs
+
+    job = defs.resolve_job_def("silver_to_gold_processing")
+    with dg.DagsterInstance.get() as instance:
+        for day in days:
+            result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False,
+                                            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+            print(f"  {day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}")
+            for step_stats in instance.get_run_step_stats(result.run_id):
+                seconds = (step_stats.end_time or 0) - (step_stats.start_time or 0)
+                print(f"    {step_stats.step_key:<34} {step_stats.status.value:<9} {seconds:6.1f}s")
+            checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+            failed = [e.event_specific_data.check_name for e in checks if not e.event_specific_data.passed]
+            print(f"    checks: {len(checks) - len(failed)} of {len(checks)} passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+            if not result.success or failed:
+                print("error: the gold run failed (its log is above)", file=sys.stderr)
+                return False
+    return True
+
+
+def print_sales_summary(settings: lake.LakeSettings) -> None:
+    table = lake.iceberg_catalog(settings).load_table(schema.TABLES[schema.GOLD_SALES_SUMMARY].qualified)
+    columns = ("date", "revenue", "orders", "units", "avg_order_value", "unique_buyers", "sessions", "orders_per_session")
+    rows = sorted(table.scan(selected_fields=columns).to_arrow().to_pylist(), key=lambda r: r["date"])
+    print("\ngold_daily_sales_summary:")
+    print("".join(f"{c:>20}" for c in columns))
+    for row in rows:
+        print("".join(f"{str(row[c]):>20}" for c in columns))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,31 +123,22 @@ def run(args: argparse.Namespace) -> int:
         broker.stop()
 
     days = [args.start_date + dt.timedelta(days=i) for i in range(args.days)]
-    step(f"daily gold jobs for {', '.join(map(str, days))}")
+    step(f"Dagster materializes every gold asset and check for {', '.join(map(str, days))} (local launcher)")
     started = time.monotonic()
-    spark = lake.spark_session(lake.LakeSettings.from_env(), "shopstream-demo-gold")
-    try:
-        for day in days:
-            for job in GOLD_JOBS:
-                result = job.run(spark, day)
-                rows = ", ".join(f"{n} {c:,}" for n, c in result["rows_written"].items())
-                print(f"  {day} {job.name:<30} {rows} ({result['duration_seconds']:.1f}s)")
-        timings["gold"] = time.monotonic() - started
-        print("\ngold_daily_sales_summary:")
-        spark.table(lake.table_ref(schema.GOLD_SALES_SUMMARY)).orderBy("date").select(
-            "date", "revenue", "orders", "units", "avg_order_value", "unique_buyers", "sessions", "orders_per_session",
-        ).show(truncate=False)
-    finally:
-        spark.stop()
+    if not materialize_gold(days):
+        return 1
+    timings["gold (Dagster)"] = time.monotonic() - started
+    print_sales_summary(lake.LakeSettings.from_env())
 
     step("done")
     for name, seconds in timings.items():
         print(f"  {name:<16} {seconds:7.1f}s")
+    print(f"\nThe Dagster UI on the same data: make ui   (then http://127.0.0.1:3000; Ctrl-C stops it)")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shopstream.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m dagster_repo.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--start-date", type=dt.date.fromisoformat, default=dt.date(2026, 11, 1))
     parser.add_argument("--days", type=int, default=2)

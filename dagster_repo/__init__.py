@@ -1,0 +1,1 @@
+"""Dagster definitions for Shopstream: `dagster_repo.definitions:defs`."""

@@ -1,0 +1,133 @@
+"""Jobs, schedules and the sensor.
+
+Asset jobs and schedules follow the seed: everything gold daily at 02:00 UTC (running by default),
+customer analytics at 03:00 and sales with products at 04:00 (stopped by default). Each schedule
+materializes the previous day, the last complete partition; backfills over date ranges use the
+same jobs from the UI.
+
+`spark_application_op` is the op-level way to run any project Spark job through the launcher, in
+the manner of dagster-k8s's `k8s_job_op`; `streaming_catch_up` uses it.
+"""
+
+
+import os
+import time
+
+import dagster as dg
+from pydantic import Field
+
+from dagster_repo import spark_application as sa
+from dagster_repo.assets import DAILY, GOLD_GROUP, HealthConfig, measure_streaming
+from dagster_repo.launcher import SparkJobConfig, SparkLauncher
+from shopstream import schema
+from shopstream.__main__ import JOBS
+
+silver_to_gold_processing = dg.define_asset_job(
+    "silver_to_gold_processing", selection=dg.AssetSelection.groups(GOLD_GROUP), partitions_def=DAILY,
+    description="Every gold table for a date, with its checks.")
+customer_analytics_processing = dg.define_asset_job(
+    "customer_analytics_processing", selection=dg.AssetSelection.assets(schema.GOLD_CUSTOMER_ANALYTICS),
+    partitions_def=DAILY, description="Customer analytics for a date, with its checks.")
+sales_analytics_processing = dg.define_asset_job(
+    "sales_analytics_processing",
+    selection=dg.AssetSelection.assets(schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY,
+                                       schema.GOLD_PRODUCT_ANALYTICS),
+    partitions_def=DAILY, description="Sales summary, sales by category and product analytics for a date, with checks.")
+iceberg_maintenance = dg.define_asset_job(
+    "iceberg_maintenance", selection=dg.AssetSelection.assets("iceberg_table_maintenance"),
+    description="Compact closed partitions, expire snapshots, remove orphan files.")
+
+SCHEDULES = [
+    dg.build_schedule_from_partitioned_job(silver_to_gold_processing, name="daily_gold_processing_schedule",
+                                           hour_of_day=2, minute_of_hour=0,
+                                           default_status=dg.DefaultScheduleStatus.RUNNING),
+    dg.build_schedule_from_partitioned_job(customer_analytics_processing, name="customer_analytics_schedule",
+                                           hour_of_day=3, minute_of_hour=0),
+    dg.build_schedule_from_partitioned_job(sales_analytics_processing, name="sales_analytics_schedule",
+                                           hour_of_day=4, minute_of_hour=0),
+    dg.ScheduleDefinition(name="weekly_maintenance_schedule", job=iceberg_maintenance, cron_schedule="0 5 * * 0",
+                          execution_timezone="UTC"),
+]
+
+
+# -- the reusable op ----------------------------------------------------------------------------
+
+
+class SparkApplicationOpConfig(SparkJobConfig):
+    job: str = Field(description=f"the project job to run: {', '.join(JOBS)}")
+    arguments: list[str] = Field(default_factory=list, description="its arguments (python -m shopstream <job> --help)")
+
+
+@dg.op(description="Runs one project Spark job through the launcher (a SparkApplication in kubernetes mode, "
+                   "local Spark otherwise) and returns its JSON result.",
+       ins={"start_after": dg.In(dg.Nothing, description="optional: ops that must finish first")},
+       out=dg.Out(dict, description="the job's result"))
+def spark_application_op(context: dg.OpExecutionContext, config: SparkApplicationOpConfig, spark_launcher: SparkLauncher):
+    if config.job not in JOBS:
+        raise dg.Failure(description=f"unknown job {config.job!r}; jobs: {', '.join(JOBS)}")
+    launch = spark_launcher.run(context, config.job, list(config.arguments), config)
+    context.add_output_metadata(launch.metadata())
+    return launch.result or {}
+
+
+@dg.op(description="Refuses to replay while the long-running streaming application owns the checkpoint.",
+       out=dg.Out(dg.Nothing))
+def ensure_stream_is_stopped(context: dg.OpExecutionContext, spark_launcher: SparkLauncher) -> None:
+    if spark_launcher.mode != "kubernetes":
+        return
+    name = os.environ.get("SHOPSTREAM_STREAMING_APP", "shopstream-streaming")
+    found = spark_launcher.applications(log=context.log.warning).get(name, deadline=time.monotonic() + 30)
+    state = None if found is None else sa.state_of(found)
+    if found is not None and state not in sa.TERMINAL_STATES:
+        raise dg.Failure(description=f"the streaming SparkApplication {name} is {state or 'starting'} and owns the "
+                                     "checkpoint: suspend it (helm upgrade --set streaming.enabled=false) before a catch-up")
+
+
+@dg.job(description="Reads everything new in Kafka into bronze and silver, then stops (the streaming job with "
+                    "`--trigger catch-up`). Locally this is how new events reach the lake; in a cluster, for when "
+                    "the long-running stream is suspended.",
+        config={"ops": {"spark_application_op": {"config": {"job": "streaming", "arguments": ["--trigger", "catch-up"]}}}})
+def streaming_catch_up():
+    spark_application_op(start_after=ensure_stream_is_stopped())
+
+
+# -- health alert -------------------------------------------------------------------------------
+
+
+class AlertConfig(dg.Config):
+    problems: list[str]
+
+
+@dg.op(description="Fails with the streaming job's problems, so the alert shows as a failed run.")
+def raise_streaming_alert(config: AlertConfig) -> None:
+    raise dg.Failure(description="streaming is unhealthy: " + "; ".join(config.problems))
+
+
+@dg.job(description="Started by streaming_health_sensor when the stream is unhealthy; its failure is the alert.")
+def streaming_health_alert():
+    raise_streaming_alert()
+
+
+ALERT_REPEAT_SECONDS = 3600  # one alert run per kind of problem per hour
+
+
+@dg.sensor(job=streaming_health_alert, minimum_interval_seconds=300,
+           default_status=dg.DefaultSensorStatus.RUNNING if os.environ.get("SHOPSTREAM_LAUNCHER_MODE") == "kubernetes"
+           else dg.DefaultSensorStatus.STOPPED,
+           description="Every 5 minutes: alerts (a failed streaming_health_alert run) when progress is stale, lag is "
+                       "too high or the streaming application has stopped.")
+def streaming_health_sensor(context: dg.SensorEvaluationContext, spark_launcher: SparkLauncher):
+    measured = measure_streaming(spark_launcher)
+    problems = measured.problems(HealthConfig().thresholds())
+    if not problems:
+        return dg.SkipReason(f"healthy: progress {measured.progress_age_seconds:.0f}s old, lag {measured.total_lag:,}")
+    kinds = "+".join(sorted(p.split(" ")[1] for p in problems))
+    bucket = int(time.time() // ALERT_REPEAT_SECONDS)
+    return dg.RunRequest(run_key=f"{kinds}-{bucket}",
+                         run_config={"ops": {"raise_streaming_alert": {"config": {"problems": problems}}}},
+                         tags={"shopstream/alert": "streaming"})
+
+
+JOBS_DEFS = [silver_to_gold_processing, customer_analytics_processing, sales_analytics_processing, iceberg_maintenance,
+             streaming_catch_up, streaming_health_alert]
+SENSORS = [streaming_health_sensor]

@@ -1,0 +1,249 @@
+"""The one way Dagster runs a Spark job: `SparkLauncher`, a resource with two modes.
+
+- `local`: `python -m shopstream <job> <arguments>` in a child process with local Spark; its log
+  goes to the Dagster log line by line.
+- `kubernetes`: a SparkApplication built by `spark_application.ApplicationSpec`, created, watched
+  to a terminal state, and deleted when the run is cancelled or times out.
+
+Both modes pass the same arguments and read back the job's JSON result (rows written, totals).
+Only configuration chooses the mode; assets and ops call `launcher.run(...)` the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from dagster_repo import kube
+from dagster_repo import spark_application as sa
+from shopstream import results
+from shopstream.lake import LakeSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SparkJobConfig(dg.Config):
+    """Per-asset (or per-op) sizing, overridable in the launchpad. Defaults from the seed."""
+
+    driver_memory: str = Field("1g", description="Spark driver memory (512m, 1g, ...)")
+    driver_cores: int = Field(1, description="Spark driver cores")
+    executor_memory: str = Field("2g", description="memory of each executor (kubernetes mode)")
+    executor_cores: int = Field(2, description="cores of each executor; local mode runs local[executor_cores]")
+    executor_instances: int = Field(1, description="number of executors (kubernetes mode)")
+    timeout_seconds: int = Field(3600, description="fail (and delete the SparkApplication) after this long")
+
+    def resources(self) -> sa.Resources:
+        return sa.Resources(driver_cores=self.driver_cores, driver_memory=self.driver_memory,
+                            executor_cores=self.executor_cores, executor_memory=self.executor_memory,
+                            executor_instances=self.executor_instances)
+
+
+@dataclass
+class LaunchResult:
+    job: str
+    mode: str
+    duration_seconds: float
+    result: dict | None  # the job's own JSON result
+    log_tail: str
+    details: dict = field(default_factory=dict)  # mode-specific: application name, state history, ...
+
+    def metadata(self) -> dict:
+        meta: dict = {"launcher_mode": self.mode, "spark_job": self.job,
+                      "launch_duration_seconds": round(self.duration_seconds, 2)}
+        if self.result:
+            meta["rows_written"] = dg.MetadataValue.json(self.result.get("rows_written", {}))
+            meta["totals"] = dg.MetadataValue.json(self.result.get("totals", {}))
+            if "duration_seconds" in self.result:
+                meta["job_duration_seconds"] = self.result["duration_seconds"]
+        for key, value in self.details.items():
+            meta[key] = dg.MetadataValue.json(value) if isinstance(value, (list, dict)) else value
+        return meta
+
+
+class SparkLauncher(dg.ConfigurableResource):
+    """Runs the project's Spark jobs locally or as SparkApplications (env: SHOPSTREAM_LAUNCHER_MODE, ...)."""
+
+    mode: Literal["local", "kubernetes"] = Field("local", description="local Spark in a child process, or a SparkApplication")
+    # kubernetes mode
+    namespace: str = Field("shopstream", description="namespace of the SparkApplications")
+    image: str = Field("", description="the Spark job image (images/spark), by digest or unique tag")
+    image_pull_policy: str = Field("IfNotPresent")
+    spark_version: str = Field("4.0.1", description="spec.sparkVersion: the Spark version in the image")
+    service_account: str = Field("shopstream-spark", description="service account of the driver (creates executors)")
+    env_configmap: str = Field("", description="ConfigMap of lake settings given to driver and executors (envFrom)")
+    env_secret: str = Field("", description="Secret of credentials given to driver and executors (envFrom)")
+    kubeconfig_file: str = Field("", description="kubeconfig to use; empty: in-cluster, else the default kubeconfig")
+    result_root: str = Field("", description="where drivers write results; empty: <warehouse>/_job_results")
+    time_to_live_seconds: int = Field(86400, description="the operator deletes finished applications after this")
+    on_failure_retries: int = Field(0, description="operator-side retries (0: restartPolicy Never; Dagster retries instead)")
+    log_tail_lines: int = Field(60, description="lines of the driver log copied into the Dagster log")
+
+    @classmethod
+    def from_env(cls) -> "SparkLauncher":
+        env = os.environ
+        values = {
+            "mode": env.get("SHOPSTREAM_LAUNCHER_MODE", "local"),
+            "namespace": env.get("SHOPSTREAM_SPARK_NAMESPACE"),
+            "image": env.get("SHOPSTREAM_SPARK_IMAGE"),
+            "spark_version": env.get("SHOPSTREAM_SPARK_VERSION"),
+            "service_account": env.get("SHOPSTREAM_SPARK_SERVICE_ACCOUNT"),
+            "env_configmap": env.get("SHOPSTREAM_SPARK_ENV_CONFIGMAP"),
+            "env_secret": env.get("SHOPSTREAM_SPARK_ENV_SECRET"),
+            "kubeconfig_file": env.get("SHOPSTREAM_KUBECONFIG"),
+        }
+        return cls(**{k: v for k, v in values.items() if v})
+
+    # -- the one entry point ----------------------------------------------------------------
+
+    def run(self, context, job: str, arguments: list[str], config: SparkJobConfig | None = None,
+            labels: dict[str, str] | None = None) -> LaunchResult:
+        """Run `python -m shopstream <job> <arguments>` and return its result; raise dg.Failure
+        with the job's error when it fails."""
+        config = config or SparkJobConfig()
+        problems = config.resources().problems()
+        if problems:
+            raise dg.Failure(description=f"invalid Spark settings for {job}: " + "; ".join(problems))
+        if self.mode == "local":
+            return self._run_local(context, job, arguments, config)
+        return self._run_kubernetes(context, job, arguments, config, labels or {})
+
+    # -- local -------------------------------------------------------------------------------
+
+    def _run_local(self, context, job: str, arguments: list[str], config: SparkJobConfig) -> LaunchResult:
+        with tempfile.TemporaryDirectory(prefix="shopstream-result-") as tmp:
+            result_file = Path(tmp) / "result.json"
+            command = [sys.executable, "-m", "shopstream", job, *arguments, "--result-file", str(result_file)]
+            env = {**os.environ, "SHOPSTREAM_SPARK_MASTER": f"local[{config.executor_cores}]",
+                   "SHOPSTREAM_DRIVER_MEMORY": config.driver_memory, "PYTHONUNBUFFERED": "1"}
+            context.log.info(f"running {job} with local Spark: {' '.join(command[1:])}")
+            started = time.monotonic()
+            tail: deque[str] = deque(maxlen=self.log_tail_lines)
+            process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, start_new_session=True)
+
+            def relay() -> None:
+                for line in process.stdout:
+                    tail.append(line.rstrip())
+                    context.log.info(f"[{job}] {line.rstrip()}")
+
+            reader = threading.Thread(target=relay, daemon=True)
+            reader.start()
+            try:
+                code = process.wait(timeout=config.timeout_seconds)
+            except subprocess.TimeoutExpired:
+                _stop_group(process)
+                raise dg.Failure(description=f"{job} did not finish within {config.timeout_seconds}s and was stopped",
+                                 metadata={"log_tail": dg.MetadataValue.text("\n".join(tail))}) from None
+            except BaseException:  # the run was cancelled: leave nothing running
+                _stop_group(process)
+                raise
+            reader.join(timeout=10)
+            duration = time.monotonic() - started
+            if code != 0:
+                raise dg.Failure(description=f"{job} failed with exit code {code}: {_last_error(tail)}",
+                                 metadata={"log_tail": dg.MetadataValue.text("\n".join(tail)), "exit_code": code})
+            return LaunchResult(job, "local", duration, results.read_result(str(result_file)), "\n".join(tail),
+                                {"command": " ".join(command[1:-2])})
+
+    # -- kubernetes ----------------------------------------------------------------------------
+
+    def application_spec(self, job: str, arguments: list[str], config: SparkJobConfig, name: str,
+                         labels: dict[str, str]) -> sa.ApplicationSpec:
+        return sa.ApplicationSpec(
+            name=name, namespace=self.namespace, image=self.image, job=job, arguments=tuple(arguments),
+            spark_version=self.spark_version, service_account=self.service_account, resources=config.resources(),
+            labels=labels, env_configmap=self.env_configmap or None, env_secret=self.env_secret or None,
+            image_pull_policy=self.image_pull_policy, on_failure_retries=self.on_failure_retries,
+            time_to_live_seconds=self.time_to_live_seconds,
+        )
+
+    def result_location(self, name: str) -> str:
+        root = self.result_root or f"{LakeSettings.from_env().warehouse.rstrip('/')}/_job_results"
+        return f"{root.rstrip('/')}/{name}.json"
+
+    def applications(self, log=None) -> kube.SparkApplications:
+        api = kube.api_client(self.kubeconfig_file or None)
+        return kube.SparkApplications(api, self.namespace, log=log)
+
+    def _run_kubernetes(self, context, job: str, arguments: list[str], config: SparkJobConfig,
+                        labels: dict[str, str]) -> LaunchResult:
+        run_id = context.run_id
+        partition = context.partition_key if context.has_partition_key else None
+        name = sa.application_name(job, run_id, partition, str(context.op_handle))
+        labels = {sa.LABEL_RUN_ID: run_id, **({sa.LABEL_PARTITION: partition} if partition else {}), **labels}
+        result_location = self.result_location(name)
+        spec = self.application_spec(job, [*arguments, "--result-file", result_location], config, name, labels)
+        problems = spec.problems()
+        if problems:
+            raise dg.Failure(description=f"cannot build the SparkApplication for {job}: " + "; ".join(problems))
+        body = spec.body()
+        started = time.monotonic()
+        deadline = started + config.timeout_seconds
+        apps = self.applications(log=context.log.warning)
+        try:
+            apps.preflight(body, self.service_account, deadline)
+        except kube.LauncherError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        created = None
+        try:
+            created = apps.create(body, deadline)
+            context.log.info(f"created SparkApplication {self.namespace}/{name}; watching it "
+                             f"(kubectl -n {self.namespace} get sparkapplication {name})")
+            outcome = apps.watch_until_terminal(
+                created, deadline, on_transition=lambda t: context.log.info(f"SparkApplication {name}: {t.state}"))
+        except kube.DeadlineExceeded as exc:
+            apps.delete(name, time.monotonic() + 60)
+            raise dg.Failure(description=f"{job}: {exc}; SparkApplication {self.namespace}/{name} was deleted "
+                                         f"(timeout {config.timeout_seconds}s)") from None
+        except kube.LauncherError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        except BaseException:  # cancelled (or the step died): leave nothing running behind the run
+            if created is not None:
+                context.log.warning(f"run stopped: deleting SparkApplication {self.namespace}/{name}")
+                apps.delete(name, time.monotonic() + 60)
+            raise
+        duration = time.monotonic() - started
+        driver_pod = sa.driver_pod_of(outcome.obj)
+        log_tail = apps.driver_log_tail(driver_pod, self.log_tail_lines)
+        context.log.info(f"driver log of {driver_pod} (last {self.log_tail_lines} lines):\n{log_tail}")
+        details = {"spark_application": name, "namespace": self.namespace, "driver_pod": driver_pod or "",
+                   "state_history": [t.as_dict() for t in outcome.history], "watch_reconnects": outcome.reconnects,
+                   "watch_relists_after_410": outcome.relists}
+        if outcome.state != sa.COMPLETED:
+            raise dg.Failure(
+                description=f"{job}: SparkApplication {self.namespace}/{name} ended {outcome.state}: "
+                            f"{sa.error_of(outcome.obj) or 'the operator gave no error message'}",
+                metadata={**{k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in details.items()},
+                          "driver_log_tail": dg.MetadataValue.text(log_tail)})
+        result = results.read_result(result_location)
+        return LaunchResult(job, "kubernetes", duration, result, log_tail, details)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stop a local job and the JVM it started (they share a process group)."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _last_error(lines) -> str:
+    errors = [line for line in lines if "error" in line.lower() or "exception" in line.lower()]
+    return (errors[-1] if errors else (list(lines)[-1] if lines else "no output")).strip()

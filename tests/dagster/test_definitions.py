@@ -1,0 +1,151 @@
+"""The code location loads, and its jobs, schedules, checks and SparkApplication bodies are what
+the docs say."""
+
+from __future__ import annotations
+
+import re
+
+import dagster as dg
+import pytest
+
+from dagster_repo import spark_application as sa
+from dagster_repo.definitions import defs
+from dagster_repo.launcher import SparkJobConfig, SparkLauncher
+from shopstream import schema
+from shopstream.__main__ import JOBS
+
+GOLD_TABLES = {schema.GOLD_CUSTOMER_ANALYTICS, schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY,
+               schema.GOLD_PRODUCT_ANALYTICS, schema.SILVER_DATA_QUALITY_REPORT}
+
+
+def test_definitions_load_and_validate():
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert GOLD_TABLES | {"streaming_health_monitor", "iceberg_table_maintenance"} <= keys
+    assert {schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS, schema.SILVER_PRODUCTS,
+            schema.QUARANTINE} <= keys
+    # every gold table depends on exactly the silver tables its job reads
+    deps = {dep.to_user_string() for dep in graph.get(dg.AssetKey(schema.GOLD_PRODUCT_ANALYTICS)).parent_keys}
+    assert deps == {schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_PRODUCTS}
+
+
+def test_checks_cover_the_seed_list_and_block():
+    checks = {(key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys}
+    assert {
+        (schema.GOLD_CUSTOMER_ANALYTICS, "customer_completeness"),
+        (schema.GOLD_CUSTOMER_ANALYTICS, "customer_revenue_consistency"),
+        (schema.GOLD_CUSTOMER_ANALYTICS, "customer_segment_logic"),
+        (schema.GOLD_SALES_SUMMARY, "sales_revenue_arithmetic"),
+        (schema.GOLD_SALES_SUMMARY, "sales_order_consistency"),
+        (schema.GOLD_PRODUCT_ANALYTICS, "product_rates_in_range"),
+        (schema.GOLD_PRODUCT_ANALYTICS, "product_views_cover_purchases"),
+        ("streaming_health_monitor", "streaming_progress_is_recent"),
+        ("streaming_health_monitor", "consumer_lag_within_limit"),
+    } == checks
+    for check in defs.asset_checks:
+        for spec in check.check_specs:
+            assert spec.blocking, spec.key
+
+
+@pytest.mark.parametrize("name, cron, status, selection", [
+    ("daily_gold_processing_schedule", "0 2 * * *", dg.DefaultScheduleStatus.RUNNING, GOLD_TABLES),
+    ("customer_analytics_schedule", "0 3 * * *", dg.DefaultScheduleStatus.STOPPED, {schema.GOLD_CUSTOMER_ANALYTICS}),
+    ("sales_analytics_schedule", "0 4 * * *", dg.DefaultScheduleStatus.STOPPED,
+     {schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY, schema.GOLD_PRODUCT_ANALYTICS}),
+])
+def test_schedules(name, cron, status, selection):
+    schedule = defs.resolve_schedule_def(name)
+    assert schedule.cron_schedule == cron
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == status
+    job = defs.resolve_job_def(schedule.job_name)
+    assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == selection
+    # a run at 02:00 on the 10th computes the 9th, the last complete day
+    context = dg.build_schedule_context(scheduled_execution_time=__import__("datetime").datetime(2026, 3, 10, 2, 0))
+    request = next(iter(schedule.evaluate_tick(context).run_requests))
+    assert request.partition_key == "2026-03-09"
+
+
+def test_streaming_catch_up_runs_the_streaming_job_through_spark_application_op():
+    job = defs.resolve_job_def("streaming_catch_up")
+    assert sorted(node.name for node in job.nodes) == ["ensure_stream_is_stopped", "spark_application_op"]
+    defaults = job.run_config_schema.config_type.fields["ops"].default_value
+    assert defaults["spark_application_op"]["config"]["job"] == "streaming"
+    assert defaults["spark_application_op"]["config"]["arguments"] == ["--trigger", "catch-up"]
+
+
+def launcher(**overrides) -> SparkLauncher:
+    settings = dict(mode="kubernetes", image="registry.local/shopstream-spark:abc", namespace="shopstream",
+                    service_account="shopstream-spark", env_configmap="shopstream-lake",
+                    env_secret="shopstream-lake-credentials")
+    return SparkLauncher(**{**settings, **overrides})
+
+
+@pytest.mark.parametrize("job", [j for j in JOBS if j != "streaming"])
+def test_spark_application_body_for_each_job(job):
+    name = sa.application_name(job, "9f1c6a8e-2b3d-4e5f-8a9b-0c1d2e3f4a5b", "2026-03-09", "step")
+    spec = launcher().application_spec(job, ["--date", "2026-03-09", "--result-file", "s3://lake/_job_results/x.json"],
+                                       SparkJobConfig(), name, {sa.LABEL_RUN_ID: "9f1c6a8e-2b3d-4e5f-8a9b-0c1d2e3f4a5b",
+                                                                sa.LABEL_PARTITION: "2026-03-09"})
+    assert spec.problems() == []
+    body = spec.body()
+    assert body["apiVersion"] == "sparkoperator.k8s.io/v1beta2" and body["kind"] == "SparkApplication"
+    assert sa.is_dns_label(body["metadata"]["name"]) and len(body["metadata"]["name"]) <= sa.MAX_NAME_LENGTH
+    spec_ = body["spec"]
+    assert {"type", "mode", "image", "mainApplicationFile", "sparkVersion", "driver", "executor"} <= spec_.keys()
+    assert spec_["type"] == "Python" and spec_["mode"] == "cluster"
+    assert spec_["mainApplicationFile"] == "local:///opt/shopstream/jobs/shopstream/__main__.py"
+    assert spec_["arguments"][:3] == [job, "--date", "2026-03-09"]
+    assert spec_["restartPolicy"] == {"type": "Never"} and spec_["timeToLiveSeconds"] == 86400
+    # the seed's defaults
+    assert (spec_["driver"]["cores"], spec_["driver"]["memory"]) == (1, "1g")
+    assert (spec_["executor"]["cores"], spec_["executor"]["memory"], spec_["executor"]["instances"]) == (2, "2g", 1)
+    for pod in (spec_["driver"], spec_["executor"]):
+        assert pod["serviceAccount"] == "shopstream-spark"
+        assert pod["envFrom"] == [{"configMapRef": {"name": "shopstream-lake"}},
+                                  {"secretRef": {"name": "shopstream-lake-credentials"}}]
+        labels = pod["labels"]
+        assert labels["dagster.io/run-id"] == "9f1c6a8e-2b3d-4e5f-8a9b-0c1d2e3f4a5b"
+        assert labels["dagster.io/partition"] == "2026-03-09"
+        assert labels["shopstream.io/job"] == job
+        for value in labels.values():
+            assert len(value) <= 63 and re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", value)
+
+
+def test_application_names_are_deterministic_dns_labels():
+    run = "9f1c6a8e-2b3d-4e5f-8a9b-0c1d2e3f4a5b"
+    first = sa.application_name("gold_daily_customer_analytics", run, "2026-03-09", "a")
+    assert first == sa.application_name("gold_daily_customer_analytics", run, "2026-03-09", "a")
+    assert first != sa.application_name("gold_daily_customer_analytics", run, "2026-03-10", "a")
+    assert first != sa.application_name("gold_daily_customer_analytics", "other-run", "2026-03-09", "a")
+    assert first.startswith("gold-daily-customer-analytics-20260309"[: len(first) - 11])
+    for job in ["x" * 200, "9_starts_with_digit", "UPPER.case", "-"]:
+        name = sa.application_name(job, run, "2026-03-09")
+        assert sa.is_dns_label(name) and len(name) <= sa.MAX_NAME_LENGTH, name
+
+
+def test_bad_settings_are_refused_with_the_field_named():
+    problems = sa.Resources(driver_memory="lots", executor_cores=0).problems()
+    assert any("driver_memory 'lots'" in p for p in problems)
+    assert any("executor_cores must be at least 1" in p for p in problems)
+    spec = launcher(image="").application_spec("maintenance", [], SparkJobConfig(), "Bad_Name", {})
+    assert any("no Spark image" in p for p in spec.problems())
+    assert any("DNS-1123" in p for p in spec.problems())
+
+
+def test_operator_retries_only_when_asked():
+    spec = launcher(on_failure_retries=2).application_spec("maintenance", [], SparkJobConfig(), "maint-1", {})
+    restart = spec.body()["spec"]["restartPolicy"]
+    assert restart["type"] == "OnFailure" and restart["onFailureRetries"] == 2
+
+
+def test_launcher_reads_its_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_LAUNCHER_MODE", "kubernetes")
+    monkeypatch.setenv("SHOPSTREAM_SPARK_IMAGE", "img@sha256:" + "a" * 64)
+    monkeypatch.setenv("SHOPSTREAM_SPARK_NAMESPACE", "analytics")
+    loaded = SparkLauncher.from_env()
+    assert (loaded.mode, loaded.image, loaded.namespace) == ("kubernetes", "img@sha256:" + "a" * 64, "analytics")
+    monkeypatch.setenv("SHOPSTREAM_LAUNCHER_MODE", "cloud")
+    with pytest.raises(Exception, match="mode"):
+        SparkLauncher.from_env()
