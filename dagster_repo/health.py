@@ -157,7 +157,7 @@ def latest_progress(settings: LakeSettings, now: dt.datetime):
     catalog = lake.iceberg_catalog(settings)
     table = catalog.load_table(schema.TABLES[schema.STREAMING_PROGRESS].qualified)
     columns = ("progress_time", "batch_id", "input_rows_per_second")
-    recent = GreaterThanOrEqual("progress_time", (now - dt.timedelta(days=1)).replace(tzinfo=None).isoformat())
+    recent = GreaterThanOrEqual("progress_time", (now - dt.timedelta(days=1)).isoformat())
     rows = table.scan(row_filter=recent, selected_fields=columns).to_arrow()
     if rows.num_rows == 0:
         rows = table.scan(selected_fields=columns).to_arrow()

@@ -118,8 +118,8 @@ class SparkApplications:
         except (DeadlineExceeded, ApiException, *CONNECTION_ERRORS) as exc:
             raise LauncherError(f"cannot reach the Kubernetes API at {host}: {exc}") from None
         try:
-            self.api.call_api(f"/apis/{sa.GROUP}/{sa.VERSION}", "GET", auth_settings=["BearerToken"],
-                              response_type="object", _return_http_data_only=True, _request_timeout=10)
+            # Discovery is open to every authenticated user; reading the CRD itself would need a ClusterRole.
+            self.custom.get_api_resources(sa.GROUP, sa.VERSION, _request_timeout=10)
         except ApiException as exc:
             if exc.status == 404:
                 raise LauncherError(

@@ -113,3 +113,14 @@ def test_cli_up_status_down(tmp_path, capsys):
         assert "created" not in capsys.readouterr().out
     finally:
         kafka_main(["down", *args])
+
+
+def test_a_cluster_id_that_starts_with_a_dash_still_formats(tmp_path, monkeypatch):
+    from shopstream import kafka_local
+
+    monkeypatch.setattr(kafka_local, "_random_cluster_id", lambda: "-5bRrKkxQ3yzJ5a7o0Y8Uw")
+    broker = KafkaBroker(tmp_path / "kafka", port=free_port()).start()
+    try:
+        assert "cluster.id=-5bRrKkxQ3yzJ5a7o0Y8Uw" in (tmp_path / "kafka" / "data" / "meta.properties").read_text()
+    finally:
+        broker.stop()

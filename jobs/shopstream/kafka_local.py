@@ -55,6 +55,7 @@ def _require_free(port: int) -> None:
 
 
 def _random_cluster_id() -> str:
+    # One id in 64 starts with "-": the format command gets it as --cluster-id=<id> for that reason.
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
@@ -128,7 +129,7 @@ class KafkaBroker:
         config = self._write_config()
         if not (self.workdir / "data" / "meta.properties").exists():
             fmt = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", _random_cluster_id(), "-c", str(config)),
+                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={_random_cluster_id()}", "-c", str(config)),
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:

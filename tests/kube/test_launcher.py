@@ -1,0 +1,214 @@
+"""The launcher in kubernetes mode against a real API server, with the operator stand-in playing
+the Spark operator: success with real gold output, failures with the operator's message, timeout
+and cancellation deleting the application, a watch that survives a dropped connection and a
+410 Gone, and clear messages when the cluster is not ready."""
+
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import dagster as dg
+import pytest
+from kubernetes import client
+
+from dagster_repo import spark_application as sa
+from dagster_repo.assets import GOLD_ASSETS
+from dagster_repo.launcher import SparkJobConfig, SparkLauncher
+from shopstream import lake, schema
+from tests.batch.test_gold import DAY, write_silver
+from tests.kube.conftest import install_crds
+from tests.kube.operator import DRIVER_FAILURE, REPO
+
+pytestmark = pytest.mark.k8s
+
+IMAGE = "registry.local/shopstream-spark:test"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def launcher(kube_api, namespace, **overrides) -> SparkLauncher:
+    settings = dict(mode="kubernetes", kubeconfig_file=str(kube_api.kubeconfig), namespace=namespace, image=IMAGE,
+                    service_account="shopstream-spark")
+    return SparkLauncher(**{**settings, **overrides})
+
+
+class ProbeConfig(SparkJobConfig):
+    job: str = "maintenance"
+
+
+@dg.asset
+def probe(context: dg.AssetExecutionContext, config: ProbeConfig, spark_launcher: SparkLauncher):
+    launch = spark_launcher.run(context, config.job, [], config)
+    return dg.MaterializeResult(metadata=launch.metadata())
+
+
+def run_probe(resource: SparkLauncher, **config) -> dg.ExecuteInProcessResult:
+    return dg.materialize([probe], resources={"spark_launcher": resource}, raise_on_error=False,
+                          run_config={**QUIET, "ops": {"probe": {"config": config}}})
+
+
+def failure_of(result: dg.ExecuteInProcessResult) -> str:
+    [event] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    data = event.step_failure_data
+    if data.user_failure_data and data.user_failure_data.description:
+        return data.user_failure_data.description
+    return data.error.to_string()  # an unexpected exception: its whole chain
+
+
+def applications(kube_api, namespace) -> list[dict]:
+    custom = client.CustomObjectsApi(kube_api.api_client())
+    return custom.list_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL)["items"]
+
+
+def metadata_of(result) -> dict:
+    [event] = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_success_writes_real_gold(kube_api, namespace, operator, empty_lake, lake_settings, monkeypatch):
+    """A gold asset in kubernetes mode: the stand-in runs the job the application names, with local Spark."""
+    write_silver(empty_lake)
+    monkeypatch.setenv("SHOPSTREAM_CATALOG_URI", lake_settings.catalog_uri)
+    monkeypatch.setenv("SHOPSTREAM_WAREHOUSE", lake_settings.warehouse)
+    operator.behaviour = "run"
+    sales = next(a for a in GOLD_ASSETS if schema.GOLD_SALES_SUMMARY in {k.to_user_string() for k in a.keys})
+    result = dg.materialize([sales], partition_key=DAY.isoformat(), resources={"spark_launcher": launcher(kube_api, namespace)},
+                            run_config=QUIET, raise_on_error=False)
+    assert result.success, failure_of(result)
+    events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    summary = events[schema.GOLD_SALES_SUMMARY]
+    assert summary["launcher_mode"].value == "kubernetes"
+    assert summary["dagster/row_count"].value == 1  # one summary row for the day, read back from the job's result
+    assert [t["state"] for t in summary["state_history"].value][-3:] == ["SUBMITTED", "RUNNING", "COMPLETED"]
+    name = summary["spark_application"].value
+    assert summary["driver_pod"].value == f"{name}-driver"
+    assert summary["namespace"].value == namespace
+    assert "--date" in operator.logs[name] or "gold_daily_sales_summary" in operator.logs[name]
+    [app] = applications(kube_api, namespace)
+    assert app["metadata"]["labels"]["dagster.io/partition"] == DAY.isoformat()
+    assert app["metadata"]["labels"]["dagster.io/run-id"] == result.run_id
+    assert app["spec"]["arguments"][:3] == [schema.GOLD_SALES_SUMMARY, "--date", DAY.isoformat()]
+    # the gold row is really there
+    rows = lake.iceberg_catalog(lake_settings).load_table(schema.SALES_SUMMARY.qualified).scan().to_arrow().to_pylist()
+    assert [r["date"] for r in rows] == [DAY]
+
+
+def test_failed_application_surfaces_the_operators_message(kube_api, namespace, operator):
+    operator.behaviour = "fail"
+    result = run_probe(launcher(kube_api, namespace))
+    assert not result.success
+    message = failure_of(result)
+    assert "ended FAILED" in message and DRIVER_FAILURE in message
+
+
+def test_submission_failure_surfaces_the_operators_message(kube_api, namespace, operator):
+    operator.behaviour = "reject"
+    result = run_probe(launcher(kube_api, namespace))
+    assert "ended SUBMISSION_FAILED" in failure_of(result)
+    assert "failed to run spark-submit" in failure_of(result)
+
+
+def test_timeout_deletes_the_application(kube_api, namespace, operator):
+    operator.behaviour = "hang"
+    started = time.monotonic()
+    result = run_probe(launcher(kube_api, namespace), timeout_seconds=6)
+    assert not result.success
+    assert "did not finish before the timeout" in failure_of(result) and "was deleted" in failure_of(result)
+    assert time.monotonic() - started < 60
+    assert applications(kube_api, namespace) == []
+
+
+CANCELLABLE = """
+import sys
+from tests.kube.test_launcher import launcher, run_probe
+class Server: kubeconfig = sys.argv[1]
+run_probe(launcher(Server, sys.argv[2]), timeout_seconds=600)
+"""
+# no `from __future__ import annotations`: Dagster reads the probe asset's config annotation at definition time
+
+
+def test_cancellation_deletes_the_application(kube_api, namespace, operator):
+    operator.behaviour = "hang"
+    run = subprocess.Popen([sys.executable, "-c", CANCELLABLE, str(kube_api.kubeconfig), namespace],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not any(sa.state_of(a) == "RUNNING" for a in applications(kube_api, namespace)):
+            assert run.poll() is None, run.stdout.read()
+            assert time.monotonic() < deadline, "the application never started"
+            time.sleep(0.3)
+        run.send_signal(signal.SIGINT)  # what Dagster delivers to a run's process when the run is terminated
+        output = run.communicate(timeout=60)[0]
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert applications(kube_api, namespace) == [], output
+    assert "deleting SparkApplication" in output
+
+
+def test_watch_survives_a_dropped_connection_and_410_gone(kube_api, namespace, operator):
+    operator.behaviour = "hang"
+    resource = launcher(kube_api, namespace, kubeconfig_file=str(kube_api.proxied_kubeconfig))
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("result", run_probe(resource, timeout_seconds=120)))
+    thread.start()
+    custom = client.CustomObjectsApi(kube_api.api_client())
+    deadline = time.monotonic() + 60
+    while not any(sa.state_of(a) == "RUNNING" for a in applications(kube_api, namespace)):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1)  # the launcher is now inside its watch
+    [app] = applications(kube_api, namespace)
+    # Drop every connection, then move etcd on and compact it while the launcher is away, so the
+    # resourceVersion it resumes from no longer exists: the server answers 410 Gone.
+    assert kube_api.proxy.cut() >= 1
+    client.CoreV1Api(kube_api.api_client()).create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="bump")))
+    kube_api.compact()
+    time.sleep(4)
+    custom.patch_namespaced_custom_object_status(
+        sa.GROUP, sa.VERSION, namespace, sa.PLURAL, app["metadata"]["name"],
+        {"status": {"applicationState": {"state": "COMPLETED"}, "terminationTime": dt.datetime.now(dt.timezone.utc)
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")}})
+    thread.join(timeout=90)
+    result = outcome["result"]
+    assert result.success, failure_of(result)
+    metadata = metadata_of(result)
+    assert metadata["watch_reconnects"] >= 1
+    assert metadata["watch_relists_after_410"] >= 1
+    assert metadata["state_history"][-1]["state"] == "COMPLETED"
+
+
+def test_a_spec_the_crd_rejects_gives_a_clear_error(kube_api, namespace, operator):
+    result = run_probe(launcher(kube_api, namespace, image_pull_policy="Sometimes"))
+    message = failure_of(result)
+    assert "the cluster refused SparkApplication" in message and "imagePullPolicy" in message
+    assert applications(kube_api, namespace) == []
+
+
+def test_preflight_messages(kube_api, namespace, tmp_path):
+    missing_namespace = failure_of(run_probe(launcher(kube_api, "no-such-namespace")))
+    assert "namespace 'no-such-namespace' does not exist" in missing_namespace
+    missing_account = failure_of(run_probe(launcher(kube_api, namespace, service_account="ghost")))
+    assert "service account 'ghost' does not exist in namespace" in missing_account
+    unreachable = kube_api.write_kubeconfig(tmp_path / "closed.kubeconfig", port=1)
+    assert "cannot reach the Kubernetes API at https://127.0.0.1:1" in failure_of(
+        run_probe(launcher(kube_api, namespace, kubeconfig_file=str(unreachable))))
+
+
+def test_preflight_message_when_the_crd_is_missing(kube_api, namespace):
+    extensions = client.ApiextensionsV1Api(kube_api.api_client())
+    extensions.delete_custom_resource_definition(sa.CRD_NAME)
+    try:
+        deadline = time.monotonic() + 60
+        while any(c.metadata.name == sa.CRD_NAME for c in extensions.list_custom_resource_definition().items):
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        message = failure_of(run_probe(launcher(kube_api, namespace)))
+        assert "the SparkApplication CRD (sparkapplications.sparkoperator.k8s.io, v1beta2) is not installed" in message
+    finally:
+        install_crds(kube_api.api_client(), only=sa.CRD_NAME)
