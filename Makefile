@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q pip==25.3
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[orchestration,dev]'
 	@touch $@
 
 jars: $(STAMP) prereqs

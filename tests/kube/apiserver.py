@@ -32,18 +32,6 @@ from cryptography.x509.oid import NameOID
 
 from shopstream.kafka_local import free_port
 
-REPO = Path(__file__).resolve().parents[2]
-BUILD = REPO / "tests" / "tools" / "build.sh"
-
-
-def build(tool: str) -> Path:
-    """The directory of a Go-built tool's binaries (built once, then cached)."""
-    done = subprocess.run(["bash", str(BUILD), tool], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"building {tool} failed:\n{done.stderr.strip()}")
-    return Path(done.stdout.strip())
-
-
 # -- certificates -------------------------------------------------------------------------------
 
 

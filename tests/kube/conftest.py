@@ -11,7 +11,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.kube.apiserver import KubeAPIServer, build
+from tests.kube.apiserver import KubeAPIServer
+from tests.tools import build
 from tests.kube.operator import OperatorStandIn
 
 CRDS = Path(__file__).with_name("crds")

@@ -163,12 +163,14 @@ def test_watch_survives_a_dropped_connection_and_410_gone(kube_api, namespace, o
         time.sleep(0.2)
     time.sleep(1)  # the launcher is now inside its watch
     [app] = applications(kube_api, namespace)
-    # Drop every connection, then move etcd on and compact it while the launcher is away, so the
-    # resourceVersion it resumes from no longer exists: the server answers 410 Gone.
-    assert kube_api.proxy.cut() >= 1
-    client.CoreV1Api(kube_api.api_client()).create_namespaced_config_map(
-        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="bump")))
+    # Move etcd on and compact it (the open watch does not mind), then drop every connection: the
+    # resourceVersion the launcher resumes from no longer exists, and the server answers 410 Gone.
+    # (A watch from revision R starts at R + 1, so it takes two writes to compact past it.)
+    for bump in ("bump-1", "bump-2"):
+        client.CoreV1Api(kube_api.api_client()).create_namespaced_config_map(
+            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=bump)))
     kube_api.compact()
+    assert kube_api.proxy.cut() >= 1
     time.sleep(4)
     custom.patch_namespaced_custom_object_status(
         sa.GROUP, sa.VERSION, namespace, sa.PLURAL, app["metadata"]["name"],

@@ -2,7 +2,8 @@
 # Builds a Go-built test tool (helm, kube-apiserver, etcd, ...) from the Go module proxy and prints
 # the directory holding its binaries. Each tool is a wrapper module in tests/tools/<tool>/: its
 # go.mod and go.sum pin every version (that is the one place for the pin), and `packages` lists the
-# Go packages to install. Binaries are cached in ~/.cache/shopstream/tools/<tool>-<hash of the pins>
+# Go packages to install, and an optional `ldflags` file adds linker flags (version stamps).
+# Binaries are cached in ~/.cache/shopstream/tools/<tool>-<hash of the pins>
 # and reused until the pins change.
 #
 #   tests/tools/build.sh <tool>        e.g.  "$(tests/tools/build.sh helm)/helm" version
@@ -20,7 +21,13 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
-pins="$(cat "$module/go.mod" "$module/go.sum" "$module/packages" 2>/dev/null | sha256sum | cut -c1-12)"
+inputs=("$module/go.mod" "$module/go.sum" "$module/packages")
+ldflags="-s -w"
+if [ -f "$module/ldflags" ]; then
+  inputs+=("$module/ldflags")
+  ldflags+=" $(grep -v '^#' "$module/ldflags" | tr '\n' ' ')"
+fi
+pins="$(cat "${inputs[@]}" | sha256sum | cut -c1-12)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/shopstream/tools"
 out="$cache/$tool-$pins"
 if [ ! -f "$out/.complete" ]; then
@@ -29,7 +36,7 @@ if [ ! -f "$out/.complete" ]; then
   rm -rf "$out.partial" && mkdir -p "$out.partial"
   # shellcheck disable=SC2046
   if ! (cd "$module" && CGO_ENABLED=0 GOFLAGS=-mod=mod GOBIN="$out.partial" \
-        go install -trimpath -ldflags="-s -w" $(grep -v '^#' packages)) >&2; then
+        go install -trimpath -ldflags="$ldflags" $(grep -v '^#' packages)) >&2; then
     echo "error: building $tool failed (see the Go output above); check network access to the Go module proxy ($(go env GOPROXY))" >&2
     exit 1
   fi
