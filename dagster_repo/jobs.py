@@ -17,22 +17,22 @@ import dagster as dg
 from pydantic import Field
 
 from dagster_repo import spark_application as sa
-from dagster_repo.assets import DAILY, GOLD_GROUP, HealthConfig, measure_streaming
+from dagster_repo.assets import GOLD_GROUP, HealthConfig, measure_streaming
 from dagster_repo.launcher import SparkJobConfig, SparkLauncher
 from shopstream import schema
 from shopstream.__main__ import JOBS
 
 silver_to_gold_processing = dg.define_asset_job(
-    "silver_to_gold_processing", selection=dg.AssetSelection.groups(GOLD_GROUP), partitions_def=DAILY,
+    "silver_to_gold_processing", selection=dg.AssetSelection.groups(GOLD_GROUP),
     description="Every gold table for a date, with its checks.")
 customer_analytics_processing = dg.define_asset_job(
     "customer_analytics_processing", selection=dg.AssetSelection.assets(schema.GOLD_CUSTOMER_ANALYTICS),
-    partitions_def=DAILY, description="Customer analytics for a date, with its checks.")
+    description="Customer analytics for a date, with its checks.")
 sales_analytics_processing = dg.define_asset_job(
     "sales_analytics_processing",
     selection=dg.AssetSelection.assets(schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY,
                                        schema.GOLD_PRODUCT_ANALYTICS),
-    partitions_def=DAILY, description="Sales summary, sales by category and product analytics for a date, with checks.")
+    description="Sales summary, sales by category and product analytics for a date, with checks.")
 iceberg_maintenance = dg.define_asset_job(
     "iceberg_maintenance", selection=dg.AssetSelection.assets("iceberg_table_maintenance"),
     description="Compact closed partitions, expire snapshots, remove orphan files.")

@@ -179,9 +179,10 @@ class SparkLauncher(dg.ConfigurableResource):
 
     def _run_kubernetes(self, context, job: str, arguments: list[str], config: SparkJobConfig,
                         labels: dict[str, str]) -> LaunchResult:
-        run_id = context.run_id
+        op_context = getattr(context, "op_execution_context", context)  # an asset's or an op's context
+        run_id = op_context.run_id
         partition = context.partition_key if context.has_partition_key else None
-        name = sa.application_name(job, run_id, partition, str(context.op_handle))
+        name = sa.application_name(job, run_id, partition, str(op_context.op_handle))
         labels = {sa.LABEL_RUN_ID: run_id, **({sa.LABEL_PARTITION: partition} if partition else {}), **labels}
         result_location = self.result_location(name)
         spec = self.application_spec(job, [*arguments, "--result-file", result_location], config, name, labels)

@@ -144,9 +144,10 @@ class ApplicationSpec:
                 "sparkConf": dict(self.spark_conf),
                 "restartPolicy": restart,
                 "timeToLiveSeconds": self.time_to_live_seconds,
-                "driver": {**pod, "cores": r.driver_cores, "memory": r.driver_memory},
-                "executor": {**pod, "cores": r.executor_cores, "memory": r.executor_memory,
-                             "instances": r.executor_instances},
+                # coreLimit caps the CPU at what was asked for; Spark caps the memory itself.
+                "driver": {**pod, "cores": r.driver_cores, "coreLimit": str(r.driver_cores), "memory": r.driver_memory},
+                "executor": {**pod, "cores": r.executor_cores, "coreLimit": str(r.executor_cores),
+                             "memory": r.executor_memory, "instances": r.executor_instances},
             },
         }
 

@@ -99,8 +99,9 @@ def test_spark_application_body_for_each_job(job):
     assert spec_["arguments"][:3] == [job, "--date", "2026-03-09"]
     assert spec_["restartPolicy"] == {"type": "Never"} and spec_["timeToLiveSeconds"] == 86400
     # the seed's defaults
-    assert (spec_["driver"]["cores"], spec_["driver"]["memory"]) == (1, "1g")
-    assert (spec_["executor"]["cores"], spec_["executor"]["memory"], spec_["executor"]["instances"]) == (2, "2g", 1)
+    assert (spec_["driver"]["cores"], spec_["driver"]["coreLimit"], spec_["driver"]["memory"]) == (1, "1", "1g")
+    assert (spec_["executor"]["cores"], spec_["executor"]["coreLimit"], spec_["executor"]["memory"],
+            spec_["executor"]["instances"]) == (2, "2", "2g", 1)
     for pod in (spec_["driver"], spec_["executor"]):
         assert pod["serviceAccount"] == "shopstream-spark"
         assert pod["envFrom"] == [{"configMapRef": {"name": "shopstream-lake"}},

@@ -89,25 +89,24 @@ class OperatorStandIn:
             finally:
                 stream.stop()
 
-    def _status(self, name: str, **status) -> bool:
-        """Patch the status; False when the application is gone."""
+    @staticmethod
+    def _found(call) -> bool:
+        """Run an API call on an application; False when the application is gone."""
         try:
-            self.custom.patch_namespaced_custom_object_status(sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name,
-                                                              {"status": status})
+            call()
             return True
         except ApiException as exc:
             if exc.status == 404:
                 return False
             raise
 
+    def _status(self, name: str, **status) -> bool:
+        return self._found(lambda: self.custom.patch_namespaced_custom_object_status(
+            sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, {"status": status}))
+
     def _exists(self, name: str) -> bool:
-        try:
-            self.custom.get_namespaced_custom_object(sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name)
-            return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+        return self._found(lambda: self.custom.get_namespaced_custom_object(
+            sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name))
 
     def _reconcile(self, obj: dict) -> None:
         name, spec = obj["metadata"]["name"], obj["spec"]
