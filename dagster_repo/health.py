@@ -77,8 +77,11 @@ class StreamingHealth:
             return f"the streaming SparkApplication is {self.application_state}"
         return None
 
-    def problems(self, thresholds: Thresholds) -> list[str]:
-        return [p for p in (self.progress_problem(thresholds), self.lag_problem(thresholds), self.application_problem()) if p]
+    def problems(self, thresholds: Thresholds) -> dict[str, str]:
+        """What is wrong, by kind (progress, lag, application); empty when healthy."""
+        found = {"progress": self.progress_problem(thresholds), "lag": self.lag_problem(thresholds),
+                 "application": self.application_problem()}
+        return {kind: message for kind, message in found.items() if message}
 
     def metadata(self) -> dict:
         return {

@@ -16,8 +16,9 @@ import time
 import dagster as dg
 from pydantic import Field
 
+from dagster_repo import health
 from dagster_repo import spark_application as sa
-from dagster_repo.assets import GOLD_GROUP, HealthConfig, measure_streaming
+from dagster_repo.assets import GOLD_GROUP, measure_streaming
 from dagster_repo.launcher import SparkJobConfig, SparkLauncher
 from shopstream import schema
 from shopstream.__main__ import JOBS
@@ -118,13 +119,12 @@ ALERT_REPEAT_SECONDS = 3600  # one alert run per kind of problem per hour
                        "too high or the streaming application has stopped.")
 def streaming_health_sensor(context: dg.SensorEvaluationContext, spark_launcher: SparkLauncher):
     measured = measure_streaming(spark_launcher)
-    problems = measured.problems(HealthConfig().thresholds())
+    problems = measured.problems(health.Thresholds.from_env())  # read at every tick: a restart-free change
     if not problems:
         return dg.SkipReason(f"healthy: progress {measured.progress_age_seconds:.0f}s old, lag {measured.total_lag:,}")
-    kinds = "+".join(sorted(p.split(" ")[1] for p in problems))
     bucket = int(time.time() // ALERT_REPEAT_SECONDS)
-    return dg.RunRequest(run_key=f"{kinds}-{bucket}",
-                         run_config={"ops": {"raise_streaming_alert": {"config": {"problems": problems}}}},
+    return dg.RunRequest(run_key=f"{'+'.join(sorted(problems))}-{bucket}",
+                         run_config={"ops": {"raise_streaming_alert": {"config": {"problems": list(problems.values())}}}},
                          tags={"shopstream/alert": "streaming"})
 
 

@@ -215,3 +215,27 @@ def test_table_maintenance_compacts_closed_days_and_keeps_every_row(pipeline, ic
     assert files_after <= files_before
     if tables[schema.SILVER_PAGE_VIEWS]["rewritten_files"]:
         assert files_after < files_before
+
+
+def test_health_sensor_alerts_with_a_failed_run_only_when_unhealthy(pipeline, monkeypatch):
+    from dagster_repo.jobs import streaming_health_sensor
+
+    resources = {"spark_launcher": SparkLauncher()}
+    monkeypatch.setenv("SHOPSTREAM_HEALTH_MAX_PROGRESS_AGE", "86400")
+    monkeypatch.setenv("SHOPSTREAM_HEALTH_MAX_LAG", "1000000")
+    with dg.build_sensor_context(resources=resources) as context:
+        quiet = streaming_health_sensor(context)
+    assert isinstance(quiet, dg.SkipReason) and quiet.skip_message.startswith("healthy:")
+
+    monkeypatch.setenv("SHOPSTREAM_HEALTH_MAX_LAG", "10")  # the events sent unread by the test above exceed it
+    with dg.build_sensor_context(resources=resources) as context:
+        request = streaming_health_sensor(context)
+    assert isinstance(request, dg.RunRequest) and request.run_key.startswith("lag-")
+    [problem] = request.run_config["ops"]["raise_streaming_alert"]["config"]["problems"]
+    assert problem.startswith("consumer lag is ") and "(limit 10;" in problem
+
+    alert = defs.resolve_job_def("streaming_health_alert").execute_in_process(
+        run_config={**QUIET, **request.run_config}, raise_on_error=False)
+    assert not alert.success
+    [failure] = [e for e in alert.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_failure_data.user_failure_data.description == f"streaming is unhealthy: {problem}"

@@ -18,6 +18,7 @@ from kubernetes import client
 
 from dagster_repo import spark_application as sa
 from dagster_repo.assets import GOLD_ASSETS
+from dagster_repo.health import Thresholds
 from dagster_repo.launcher import SparkJobConfig, SparkLauncher
 from shopstream import lake, schema
 from tests.batch.test_gold import DAY, write_silver
@@ -214,3 +215,36 @@ def test_preflight_message_when_the_crd_is_missing(kube_api, namespace):
         assert "the SparkApplication CRD (sparkapplications.sparkoperator.k8s.io, v1beta2) is not installed" in message
     finally:
         install_crds(kube_api.api_client(), only=sa.CRD_NAME)
+
+
+def test_health_and_catch_up_read_the_streaming_applications_state(kube_api, namespace, operator, monkeypatch, tmp_path):
+    from dagster_repo.assets import measure_streaming
+    from dagster_repo.jobs import streaming_catch_up
+
+    monkeypatch.setenv("SHOPSTREAM_HOME", str(tmp_path))
+    monkeypatch.setenv("SHOPSTREAM_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("SHOPSTREAM_STREAMING_APP", "shopstream-streaming")
+    operator.behaviour = "hang"
+    resource = launcher(kube_api, namespace)
+    stream = resource.application_spec("streaming", ["--trigger", "10 seconds"], SparkJobConfig(), "shopstream-streaming", {})
+    custom = client.CustomObjectsApi(kube_api.api_client())
+    custom.create_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, stream.body())
+    deadline = time.monotonic() + 30
+    while measure_streaming(resource).application_state != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert "application" not in measure_streaming(resource).problems(Thresholds())
+
+    # a catch-up would share the running stream's checkpoint: refused before anything is launched
+    in_cluster = dg.Definitions(jobs=[streaming_catch_up], resources={"spark_launcher": resource})
+    catch_up = in_cluster.resolve_job_def("streaming_catch_up").execute_in_process(run_config=QUIET, raise_on_error=False)
+    assert not catch_up.success
+    assert "shopstream-streaming is RUNNING and owns the checkpoint" in failure_of(catch_up)
+    assert [a["metadata"]["name"] for a in applications(kube_api, namespace)] == ["shopstream-streaming"]
+
+    custom.delete_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "shopstream-streaming")
+    deadline = time.monotonic() + 30
+    while (measured := measure_streaming(resource)).application_state != "MISSING":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert measured.problems(Thresholds())["application"] == "the streaming SparkApplication is MISSING"
