@@ -114,7 +114,7 @@ class SparkApplications:
         host = self.api.configuration.host
         try:
             with_retries(lambda: client.VersionApi(self.api).get_code(_request_timeout=10), min(deadline, time.monotonic() + 30),
-                         "reaching the API")
+                         "reaching the API", self.log)
         except (DeadlineExceeded, ApiException, *CONNECTION_ERRORS) as exc:
             raise LauncherError(f"cannot reach the Kubernetes API at {host}: {exc}") from None
         try:

@@ -97,7 +97,8 @@ class Credentials:
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; `cut()` drops every open connection at once, as a
-    network failure or a load balancer restart would."""
+    network failure or a load balancer restart would, and `refuse_for()` hangs up on every new
+    connection for a while, as an API server that is restarting does."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
@@ -107,6 +108,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self.cuts = 0
+        self.refused = 0
+        self._refuse_until = 0.0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -115,6 +118,10 @@ class TcpProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if time.monotonic() < self._refuse_until:
+                client.close()
+                self.refused += 1
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._connections += [client, upstream]
@@ -151,6 +158,11 @@ class TcpProxy:
                 pass
         self.cuts += 1
         return len(live) // 2
+
+    def refuse_for(self, seconds: float) -> None:
+        """Drop the live connections and hang up on new ones for `seconds`."""
+        self._refuse_until = time.monotonic() + seconds
+        self.cut()
 
     def close(self) -> None:
         self._stopped.set()

@@ -47,8 +47,8 @@ def probe(context: dg.AssetExecutionContext, config: ProbeConfig, spark_launcher
     return dg.MaterializeResult(metadata=launch.metadata())
 
 
-def run_probe(resource: SparkLauncher, **config) -> dg.ExecuteInProcessResult:
-    return dg.materialize([probe], resources={"spark_launcher": resource}, raise_on_error=False,
+def run_probe(resource: SparkLauncher, instance: dg.DagsterInstance | None = None, **config) -> dg.ExecuteInProcessResult:
+    return dg.materialize([probe], resources={"spark_launcher": resource}, raise_on_error=False, instance=instance,
                           run_config={**QUIET, "ops": {"probe": {"config": config}}})
 
 
@@ -184,6 +184,21 @@ def test_watch_survives_a_dropped_connection_and_410_gone(kube_api, namespace, o
     assert metadata["watch_reconnects"] >= 1
     assert metadata["watch_relists_after_410"] >= 1
     assert metadata["state_history"][-1]["state"] == "COMPLETED"
+
+
+def test_an_api_server_that_hangs_up_for_a_while_costs_retries_not_the_run(kube_api, namespace, operator):
+    """A restarting API server or a load balancer failover: connections are refused for a few
+    seconds; the launcher retries with backoff, says so in the run's log, and the run succeeds."""
+    resource = launcher(kube_api, namespace, kubeconfig_file=str(kube_api.proxied_kubeconfig))
+    refused_before = kube_api.proxy.refused
+    instance = dg.DagsterInstance.ephemeral()
+    kube_api.proxy.refuse_for(4)
+    result = run_probe(resource, instance=instance)
+    assert result.success, failure_of(result)
+    assert kube_api.proxy.refused > refused_before
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("reaching the API: transient API error" in m for m in messages), messages
+    assert metadata_of(result)["state_history"][-1]["state"] == "COMPLETED"
 
 
 def test_a_spec_the_crd_rejects_gives_a_clear_error(kube_api, namespace, operator):
