@@ -107,7 +107,6 @@ class TcpProxy:
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self.cuts = 0
         self.refused = 0
         self._refuse_until = 0.0
         threading.Thread(target=self._accept, daemon=True).start()
@@ -156,7 +155,6 @@ class TcpProxy:
                 s.close()
             except OSError:
                 pass
-        self.cuts += 1
         return len(live) // 2
 
     def refuse_for(self, seconds: float) -> None:
