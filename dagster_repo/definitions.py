@@ -22,18 +22,21 @@ from dagster_repo.checks import GOLD_CHECKS
 from dagster_repo.jobs import JOBS_DEFS, SCHEDULES, SENSORS
 from dagster_repo.launcher import SparkLauncher  # noqa: E402 - after the warning filters
 
-launcher = SparkLauncher.from_env()
 
-# Locally every step is a Spark JVM on this machine: one at a time unless told otherwise.
-# In a cluster each step only watches a SparkApplication, so several can run at once.
-max_concurrent = int(os.environ.get("SHOPSTREAM_MAX_CONCURRENT_STEPS", "1" if launcher.mode == "local" else "4"))
+def build_definitions(launcher: SparkLauncher) -> dg.Definitions:
+    """Everything of the code location, with the given launcher (tests pass their own)."""
+    # Locally every step is a Spark JVM on this machine: one at a time unless told otherwise.
+    # In a cluster each step only watches a SparkApplication, so several can run at once.
+    max_concurrent = int(os.environ.get("SHOPSTREAM_MAX_CONCURRENT_STEPS", "1" if launcher.mode == "local" else "4"))
+    return dg.Definitions(
+        assets=[*SILVER_ASSETS, *GOLD_ASSETS, streaming_health_monitor, iceberg_table_maintenance],
+        asset_checks=GOLD_CHECKS,
+        jobs=JOBS_DEFS,
+        schedules=SCHEDULES,
+        sensors=SENSORS,
+        resources={"spark_launcher": launcher},
+        executor=dg.multiprocess_executor.configured({"max_concurrent": max_concurrent}),
+    )
 
-defs = dg.Definitions(
-    assets=[*SILVER_ASSETS, *GOLD_ASSETS, streaming_health_monitor, iceberg_table_maintenance],
-    asset_checks=GOLD_CHECKS,
-    jobs=JOBS_DEFS,
-    schedules=SCHEDULES,
-    sensors=SENSORS,
-    resources={"spark_launcher": launcher},
-    executor=dg.multiprocess_executor.configured({"max_concurrent": max_concurrent}),
-)
+
+defs = build_definitions(SparkLauncher.from_env())

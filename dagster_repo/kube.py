@@ -108,7 +108,7 @@ class SparkApplications:
 
     # -- checks ------------------------------------------------------------------------------
 
-    def preflight(self, body: dict, service_account: str, deadline: float) -> None:
+    def preflight(self, body: dict, deadline: float) -> None:
         """Fail with a clear message when the cluster cannot run `body`: API unreachable, CRD not
         installed, namespace or service account missing, or a spec the CRD refuses."""
         host = self.api.configuration.host
@@ -131,6 +131,9 @@ class SparkApplications:
                                                         dry_run="All", _request_timeout=30)
         except ApiException as exc:
             raise self._explain(exc, body) from None
+        service_account = body["spec"]["driver"].get("serviceAccount")
+        if not service_account:
+            return
         try:
             self.core.read_namespaced_service_account(service_account, self.namespace, _request_timeout=10)
         except ApiException as exc:

@@ -11,6 +11,7 @@ Only configuration chooses the mode; assets and ops call `launcher.run(...)` the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -79,11 +80,15 @@ class SparkLauncher(dg.ConfigurableResource):
     # kubernetes mode
     namespace: str = Field("shopstream", description="namespace of the SparkApplications")
     image: str = Field("", description="the Spark job image (images/spark), by digest or unique tag")
-    image_pull_policy: str = Field("IfNotPresent")
-    spark_version: str = Field("4.0.1", description="spec.sparkVersion: the Spark version in the image")
-    service_account: str = Field("shopstream-spark", description="service account of the driver (creates executors)")
+    image_pull_policy: str = Field("", description="empty: application_defaults, else IfNotPresent")
+    spark_version: str = Field("", description="spec.sparkVersion; empty: application_defaults, else the pinned pyspark's")
+    service_account: str = Field("", description="service account of the driver (creates executors); "
+                                                 "empty: the one in application_defaults")
     env_configmap: str = Field("", description="ConfigMap of lake settings given to driver and executors (envFrom)")
     env_secret: str = Field("", description="Secret of credentials given to driver and executors (envFrom)")
+    application_defaults: str = Field("", description="JSON: the spec every application of the deployment shares "
+                                                      "(service accounts, envFrom, security contexts, sparkConf); "
+                                                      "the platform chart publishes it in the launcher ConfigMap")
     kubeconfig_file: str = Field("", description="kubeconfig to use; empty: in-cluster, else the default kubeconfig")
     result_root: str = Field("", description="where drivers write results; empty: <warehouse>/_job_results")
     time_to_live_seconds: int = Field(86400, description="the operator deletes finished applications after this")
@@ -101,6 +106,7 @@ class SparkLauncher(dg.ConfigurableResource):
             "service_account": env.get("SHOPSTREAM_SPARK_SERVICE_ACCOUNT"),
             "env_configmap": env.get("SHOPSTREAM_SPARK_ENV_CONFIGMAP"),
             "env_secret": env.get("SHOPSTREAM_SPARK_ENV_SECRET"),
+            "application_defaults": env.get("SHOPSTREAM_SPARK_APP_DEFAULTS"),
             "kubeconfig_file": env.get("SHOPSTREAM_KUBECONFIG"),
         }
         return cls(**{k: v for k, v in values.items() if v})
@@ -166,8 +172,19 @@ class SparkLauncher(dg.ConfigurableResource):
             spark_version=self.spark_version, service_account=self.service_account, resources=config.resources(),
             labels=labels, env_configmap=self.env_configmap or None, env_secret=self.env_secret or None,
             image_pull_policy=self.image_pull_policy, on_failure_retries=self.on_failure_retries,
-            time_to_live_seconds=self.time_to_live_seconds,
+            time_to_live_seconds=self.time_to_live_seconds, defaults=self.defaults(),
         )
+
+    def defaults(self) -> dict:
+        if not self.application_defaults:
+            return {}
+        try:
+            found = json.loads(self.application_defaults)
+        except json.JSONDecodeError as exc:
+            raise dg.Failure(description=f"application_defaults (env SHOPSTREAM_SPARK_APP_DEFAULTS) is not JSON: {exc}") from None
+        if not isinstance(found, dict):
+            raise dg.Failure(description="application_defaults (env SHOPSTREAM_SPARK_APP_DEFAULTS) must be a JSON object")
+        return found
 
     def result_location(self, name: str) -> str:
         root = self.result_root or f"{LakeSettings.from_env().warehouse.rstrip('/')}/_job_results"
@@ -194,7 +211,7 @@ class SparkLauncher(dg.ConfigurableResource):
         deadline = started + config.timeout_seconds
         apps = self.applications(log=context.log.warning)
         try:
-            apps.preflight(body, self.service_account, deadline)
+            apps.preflight(body, deadline)
         except kube.LauncherError as exc:
             raise dg.Failure(description=str(exc)) from None
         created = None

@@ -1,7 +1,10 @@
 """The SparkApplication resource (sparkoperator.k8s.io/v1beta2) the launcher submits: its name,
 labels and body, built from plain values so they can be checked without a cluster.
 
-Field names follow the Kubeflow Spark operator's v1beta2 API.
+Field names follow the Kubeflow Spark operator's v1beta2 API. What every application of a
+deployment shares (service accounts, envFrom, security contexts, core requests, sparkConf) is not
+written here: the platform chart renders it once, for its own streaming application and, as JSON
+in the launcher ConfigMap, for the ones the launcher creates (`defaults`, merged under the body).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from importlib.metadata import version
 
 GROUP = "sparkoperator.k8s.io"
 VERSION = "v1beta2"
@@ -88,33 +92,37 @@ class Resources:
 class ApplicationSpec:
     name: str
     namespace: str
-    image: str
     job: str
     arguments: tuple[str, ...]
-    spark_version: str
-    service_account: str
+    image: str = ""
+    spark_version: str = ""
+    service_account: str = ""
     resources: Resources = Resources()
     labels: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     env_configmap: str | None = None
     env_secret: str | None = None
-    image_pull_policy: str = "IfNotPresent"
+    image_pull_policy: str = ""
     spark_conf: dict[str, str] = field(default_factory=dict)
     on_failure_retries: int = 0
     time_to_live_seconds: int = 86400
+    # The deployment's shared spec (chart helper "shopstream.sparkApplicationDefaults"); the fields
+    # above win where both set one.
+    defaults: dict = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         found = self.resources.problems()
         if not is_dns_label(self.name):
             found.append(f"name {self.name!r} is not a DNS-1123 label of at most 63 characters")
-        if not self.image:
-            found.append("no Spark image is set (launcher config `image`, env SHOPSTREAM_SPARK_IMAGE)")
+        if not (self.image or self.defaults.get("image")):
+            found.append("no Spark image is set (launcher config `image` or `application_defaults`, "
+                         "env SHOPSTREAM_SPARK_IMAGE or SHOPSTREAM_SPARK_APP_DEFAULTS)")
         if not is_dns_label(self.namespace):
             found.append(f"namespace {self.namespace!r} is not a valid namespace name")
         return found
 
     def body(self) -> dict:
-        """The SparkApplication object to create."""
+        """The SparkApplication object to create: the deployment's defaults, then this job's fields."""
         labels = {LABEL_PART_OF: "shopstream", LABEL_MANAGED_BY: "dagster", LABEL_JOB: label_value(self.job),
                   **{k: label_value(v) for k, v in self.labels.items()}}
         env_from = []
@@ -122,13 +130,17 @@ class ApplicationSpec:
             env_from.append({"configMapRef": {"name": self.env_configmap}})
         if self.env_secret:
             env_from.append({"secretRef": {"name": self.env_secret}})
-        env = [{"name": k, "value": v} for k, v in sorted(self.env.items())]
-        pod = {"labels": labels, "serviceAccount": self.service_account, "env": env, "envFrom": env_from}
+        pod: dict = {"labels": labels}
+        if env_from:
+            pod["envFrom"] = env_from
+        if self.env:
+            pod["env"] = [{"name": k, "value": v} for k, v in sorted(self.env.items())]
+        driver = {**pod, **({"serviceAccount": self.service_account} if self.service_account else {})}
         r = self.resources
         restart = ({"type": "OnFailure", "onFailureRetries": self.on_failure_retries, "onFailureRetryInterval": 30,
                     "onSubmissionFailureRetries": self.on_failure_retries, "onSubmissionFailureRetryInterval": 30}
                    if self.on_failure_retries else {"type": "Never"})
-        return {
+        own = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": KIND,
             "metadata": {"name": self.name, "namespace": self.namespace, "labels": labels},
@@ -136,20 +148,30 @@ class ApplicationSpec:
                 "type": "Python",
                 "pythonVersion": "3",
                 "mode": "cluster",
-                "image": self.image,
-                "imagePullPolicy": self.image_pull_policy,
                 "mainApplicationFile": MAIN_APPLICATION_FILE,
                 "arguments": [self.job, *self.arguments],
-                "sparkVersion": self.spark_version,
                 "sparkConf": dict(self.spark_conf),
                 "restartPolicy": restart,
                 "timeToLiveSeconds": self.time_to_live_seconds,
                 # coreLimit caps the CPU at what was asked for; Spark caps the memory itself.
-                "driver": {**pod, "cores": r.driver_cores, "coreLimit": str(r.driver_cores), "memory": r.driver_memory},
+                "driver": {**driver, "cores": r.driver_cores, "coreLimit": str(r.driver_cores), "memory": r.driver_memory},
                 "executor": {**pod, "cores": r.executor_cores, "coreLimit": str(r.executor_cores),
                              "memory": r.executor_memory, "instances": r.executor_instances},
             },
         }
+        chosen = {"image": self.image, "imagePullPolicy": self.image_pull_policy, "sparkVersion": self.spark_version}
+        own["spec"].update({key: value for key, value in chosen.items() if value})
+        # Without defaults: the Spark of the image is the pyspark this project pins.
+        fallback = {"spec": {"imagePullPolicy": "IfNotPresent", "sparkVersion": version("pyspark")}}
+        return merged(merged(fallback, {"spec": self.defaults}), own)
+
+
+def merged(base: dict, override: dict) -> dict:
+    """`override` laid over `base`: mappings merge key by key, anything else is replaced."""
+    out = dict(base or {})
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def state_of(obj: dict) -> str | None:

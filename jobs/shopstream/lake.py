@@ -108,6 +108,16 @@ class LakeSettings:
             if self.s3_endpoint:
                 conf[f"{prefix}.s3.endpoint"] = self.s3_endpoint
                 conf[f"{prefix}.s3.path-style-access"] = "true"
+        if self.s3_endpoint:
+            # Hadoop's S3A (s3a:// checkpoints) is configured apart from Iceberg's S3FileIO: the
+            # same endpoint, path-style addressing and the credentials of the environment.
+            conf.update({
+                "spark.hadoop.fs.s3a.endpoint": self.s3_endpoint,
+                "spark.hadoop.fs.s3a.endpoint.region": self.s3_region,
+                "spark.hadoop.fs.s3a.path.style.access": "true",
+                "spark.hadoop.fs.s3a.aws.credentials.provider":
+                    "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider",
+            })
         return conf
 
     # -- pyiceberg ---------------------------------------------------------------------------

@@ -37,9 +37,13 @@ def _timestamp(moment: dt.datetime) -> str:
 
 
 def maintain(spark, tables: list[str], closed: dt.date, expire_before: dt.datetime, retain_last: int,
-             orphans_before: dt.datetime) -> dict:
-    """Run the three procedures on every existing table; returns per-table figures."""
+             orphans_before: dt.datetime, object_storage: bool = False) -> dict:
+    """Run the three procedures on every existing table; returns per-table figures.
+
+    On object storage (s3://) orphan files are found by listing the table's prefix through its own
+    FileIO: Hadoop has no file system for Iceberg's s3:// paths."""
     report: dict[str, dict] = {}
+    listing = ", prefix_listing => true" if object_storage else ""
     for name in tables:
         if not lake.table_exists(spark, name):
             continue
@@ -62,7 +66,7 @@ def maintain(spark, tables: list[str], closed: dt.date, expire_before: dt.dateti
         figures["expired_data_files"] = row["deleted_data_files_count"]
         figures["expired_manifest_lists"] = row["deleted_manifest_lists_count"]
         orphans = spark.sql(
-            f"CALL {lake.CATALOG}.system.remove_orphan_files(table => '{ident}', older_than => {_timestamp(orphans_before)})"
+            f"CALL {lake.CATALOG}.system.remove_orphan_files(table => '{ident}', older_than => {_timestamp(orphans_before)}{listing})"
         ).count()
         figures["orphan_files_removed"] = orphans
         report[name] = figures
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = maintain(spark, args.tables.split(","), closed,
                           now - dt.timedelta(hours=args.expire_older_than_hours), args.retain_last,
-                          now - dt.timedelta(hours=args.orphan_older_than_hours))
+                          now - dt.timedelta(hours=args.orphan_older_than_hours),
+                          object_storage=settings.warehouse.startswith("s3://"))
     finally:
         spark.stop()
     result = {"job": "maintenance", "closed_before": closed.isoformat(), "tables": report,

@@ -3,7 +3,9 @@ the docs say."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -102,8 +104,9 @@ def test_spark_application_body_for_each_job(job):
     assert (spec_["driver"]["cores"], spec_["driver"]["coreLimit"], spec_["driver"]["memory"]) == (1, "1", "1g")
     assert (spec_["executor"]["cores"], spec_["executor"]["coreLimit"], spec_["executor"]["memory"],
             spec_["executor"]["instances"]) == (2, "2", "2g", 1)
+    assert spec_["driver"]["serviceAccount"] == "shopstream-spark"
+    assert "serviceAccount" not in spec_["executor"]  # never the driver's: from the deployment's defaults
     for pod in (spec_["driver"], spec_["executor"]):
-        assert pod["serviceAccount"] == "shopstream-spark"
         assert pod["envFrom"] == [{"configMapRef": {"name": "shopstream-lake"}},
                                   {"secretRef": {"name": "shopstream-lake-credentials"}}]
         labels = pod["labels"]
@@ -112,6 +115,42 @@ def test_spark_application_body_for_each_job(job):
         assert labels["shopstream.io/job"] == job
         for value in labels.values():
             assert len(value) <= 63 and re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", value)
+
+
+def test_deployment_defaults_are_merged_under_the_jobs_own_fields():
+    """The chart publishes what every application shares; the launcher lays the job's fields over it."""
+    shared = {"image": "mirror/shopstream-spark:7", "sparkVersion": "4.0.4", "imagePullPolicy": "Never",
+              "sparkConf": {"spark.ui.enabled": "false"},
+              "driver": {"serviceAccount": "shopstream-spark", "coreRequest": "250m",
+                         "securityContext": {"runAsUser": 185, "runAsNonRoot": True}},
+              "executor": {"serviceAccount": "shopstream-spark-executor", "coreRequest": "200m",
+                           "podSecurityContext": {"fsGroup": 185}}}
+    chosen = launcher(image="", service_account="", env_configmap="", env_secret="",
+                      application_defaults=json.dumps(shared))
+    spec = chosen.application_spec("maintenance", [], SparkJobConfig(executor_cores=1), "maint-1", {"x": "y"})
+    assert spec.problems() == []
+    body = spec.body()["spec"]
+    assert (body["image"], body["sparkVersion"], body["imagePullPolicy"]) == ("mirror/shopstream-spark:7", "4.0.4", "Never")
+    assert body["sparkConf"] == {"spark.ui.enabled": "false"}
+    assert body["driver"]["serviceAccount"] == "shopstream-spark" and body["driver"]["coreRequest"] == "250m"
+    assert body["driver"]["securityContext"] == {"runAsUser": 185, "runAsNonRoot": True}
+    assert body["executor"]["serviceAccount"] == "shopstream-spark-executor"
+    assert body["executor"]["podSecurityContext"] == {"fsGroup": 185}
+    assert (body["executor"]["cores"], body["executor"]["coreLimit"], body["executor"]["labels"]["x"]) == (1, "1", "y")
+    assert body["arguments"] == ["maintenance"] and body["restartPolicy"] == {"type": "Never"}
+    # an explicit launcher setting wins over the defaults
+    assert launcher(application_defaults=json.dumps(shared)).application_spec(
+        "maintenance", [], SparkJobConfig(), "maint-1", {}).body()["spec"]["image"] == "registry.local/shopstream-spark:abc"
+    with pytest.raises(dg.Failure, match="not JSON"):
+        launcher(application_defaults="{oops").application_spec("maintenance", [], SparkJobConfig(), "maint-1", {})
+
+
+def test_without_defaults_the_spark_version_is_the_pinned_pysparks():
+    body = launcher().application_spec("maintenance", [], SparkJobConfig(), "maint-1", {}).body()["spec"]
+    pin = next(line for line in (Path(__file__).parents[2] / "pyproject.toml").read_text().splitlines()
+               if line.strip().startswith('"pyspark=='))
+    assert pin.strip().strip('",') == f"pyspark=={body['sparkVersion']}"
+    assert body["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_application_names_are_deterministic_dns_labels():

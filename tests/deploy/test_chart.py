@@ -39,7 +39,8 @@ def pod_specs(objects):
 def images_of(objects) -> list[str]:
     found = [c["image"] for _, spec in pod_specs(objects) for c in spec["containers"] + spec.get("initContainers", [])]
     found += [o["spec"]["image"] for o in objects if o["kind"] == "SparkApplication"]
-    found += [o["data"]["SHOPSTREAM_SPARK_IMAGE"] for o in objects if o["kind"] == "ConfigMap" and "SHOPSTREAM_SPARK_IMAGE" in o["data"]]
+    found += [json.loads(o["data"]["SHOPSTREAM_SPARK_APP_DEFAULTS"])["image"] for o in objects
+              if o["kind"] == "ConfigMap" and "SHOPSTREAM_SPARK_APP_DEFAULTS" in o["data"]]
     return found
 
 
@@ -74,15 +75,50 @@ def test_the_streaming_application_has_what_the_project_relies_on(helm):
     assert spec["mainApplicationFile"] == "local:///opt/shopstream/jobs/shopstream/__main__.py"
     assert spec["arguments"][0] == "streaming" and spec["arguments"][1:3] == ["--trigger", "10 seconds"]
     assert spec["restartPolicy"]["type"] == "Always"
+    assert spec["driver"]["serviceAccount"] == "shopstream-spark"
+    assert spec["executor"]["serviceAccount"] == "shopstream-spark-executor"
     for pod in (spec["driver"], spec["executor"]):
-        assert pod["serviceAccount"] == "shopstream-spark"
         assert pod["envFrom"] == [{"configMapRef": {"name": "shopstream-lake"}},
                                   {"secretRef": {"name": "shopstream-credentials"}}]
-        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 185
+        assert pod["securityContext"]["allowPrivilegeEscalation"] is False
+        assert pod["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert pod["podSecurityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["cores"] >= 1 and pod["coreLimit"] and re.fullmatch(r"[1-9][0-9]*[kmgt]", pod["memory"])
+        assert "coreRequest" not in pod  # whole cores unless a small node asks for less
     [lake] = [o for o in render(helm) if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "shopstream-lake"]
     assert lake["data"]["SHOPSTREAM_CHECKPOINT_DIR"].startswith("s3a://shopstream/")
-    assert spec["sparkConf"]["spark.hadoop.fs.s3a.endpoint"] == lake["data"]["SHOPSTREAM_S3_ENDPOINT"]
+    # S3A is configured by the job from the lake settings (shopstream.lake), the same for every job
+    assert lake["data"]["SHOPSTREAM_S3_ENDPOINT"] == "http://shopstream-minio:9000"
+    assert not any(key.startswith("spark.hadoop.fs.s3a") for key in spec.get("sparkConf", {}))
+
+
+def test_launched_applications_share_the_streaming_applications_spec(helm):
+    """One SparkApplication spec: the launcher's defaults are the chart's, key for key."""
+    objects = render(helm, {"spark.driverCoreRequest": "250m", "spark.executorCoreRequest": "200m",
+                            "spark.sparkConf.spark\\.scheduler\\.mode": "FAIR"})
+    [app] = [o for o in objects if o["kind"] == "SparkApplication"]
+    [launcher] = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "shopstream-launcher"]
+    defaults = json.loads(launcher["data"]["SHOPSTREAM_SPARK_APP_DEFAULTS"])
+    assert defaults["sparkConf"] == {"spark.scheduler.mode": "FAIR"} == app["spec"]["sparkConf"]
+    assert (defaults["driver"]["coreRequest"], defaults["executor"]["coreRequest"]) == ("250m", "200m")
+    for key in ("image", "imagePullPolicy", "sparkVersion"):
+        assert defaults[key] == app["spec"][key], key
+    for role in ("driver", "executor"):
+        for key, value in defaults[role].items():
+            assert app["spec"][role][key] == value, (role, key)
+    accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
+    assert accounts["shopstream-spark-executor"]["automountServiceAccountToken"] is False
+    assert "automountServiceAccountToken" not in accounts["shopstream-spark"]  # the driver creates executors
+
+
+def test_one_registry_value_moves_every_image(helm):
+    objects = render(helm, {"images.registry": "mirror.internal:5000/shop"})
+    images = images_of(objects)
+    assert len(images) >= 5 and all(i.startswith("mirror.internal:5000/shop/") for i in images), images
+    assert "mirror.internal:5000/shop/minio/minio:" in " ".join(images)
+    # without it, each image keeps its own registry
+    assert {i.split("/")[0] for i in images_of(render(helm))} >= {"quay.io", "docker.io", "shopstream-spark:dev"}
 
 
 def test_minimal_profile_leaves_out_generator_and_stream(helm):
@@ -162,7 +198,8 @@ def test_rbac_grants_exactly_what_the_launcher_needs(helm):
 def test_values_schema_refuses_bad_values(helm):
     command = [str(helm), "template", "x", str(CHART), "--kube-version", KUBE_VERSION]
     for bad in ("images.minio.tag=latest", "streaming.driver.memory=lots", "streaming.trigger=often",
-                "images.postgres.digest=", "podSecurityContext.runAsNonRoot=false", "unknownKey=1"):
+                "images.postgres.digest=sha1:abc", "images.registry=Not A Registry", "spark.driverCoreRequest=lots",
+                "podSecurityContext.runAsNonRoot=false", "unknownKey=1"):
         done = subprocess.run([*command, "--set", bad], capture_output=True, text=True)
         assert done.returncode != 0 and "values don't meet the specifications of the schema" in done.stderr, bad
     schema_doc = json.loads((CHART / "values.schema.json").read_text())
@@ -258,5 +295,5 @@ def test_kafka_is_single_node_kraft_with_ephemeral_storage(helm):
 def test_kind_config():
     config = yaml.safe_load((REPO / "manifests" / "kind-config.yaml").read_text())
     assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4" and config["kind"] == "Cluster"
-    assert [n["role"] for n in config["nodes"]] == ["control-plane", "worker"]
+    assert [n["role"] for n in config["nodes"]] == ["control-plane"]  # kindctl and the laptop case: one node
     assert {n["image"] for n in config["nodes"]} == {f"kindest/node:v{KUBE_VERSION}"}

@@ -29,10 +29,15 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* A full image reference from {repository, tag, digest}: repository:tag@digest. */}}
+{{/*
+A full image reference, [registry/]repository:tag[@digest]; images.registry, when set, replaces
+the image's own registry. Pass (dict "ctx" $ "image" .Values.images.NAME).
+*/}}
 {{- define "shopstream.image" -}}
-{{- $ref := printf "%s:%s" .repository (toString .tag) }}
-{{- if .digest }}{{ $ref = printf "%s@%s" $ref .digest }}{{ end }}
+{{- $registry := .ctx.Values.images.registry | default .image.registry }}
+{{- $ref := printf "%s:%s" .image.repository (toString .image.tag) }}
+{{- if $registry }}{{ $ref = printf "%s/%s" $registry $ref }}{{ end }}
+{{- if .image.digest }}{{ $ref = printf "%s@%s" $ref .image.digest }}{{ end }}
 {{- $ref }}
 {{- end }}
 
@@ -67,17 +72,44 @@ Pass (dict "existing" <Secret or nil> "key" "NAME" "length" 32).
 {{- toYaml .Values.containerSecurityContext }}
 {{- end }}
 
-{{/* What the streaming application's driver and executor pods share: identity, settings, security. */}}
+{{/*
+What every SparkApplication of the release shares: the chart's streaming application and, through
+the launcher ConfigMap (SHOPSTREAM_SPARK_APP_DEFAULTS), every one Dagster launches. Spark itself
+runs as uid 185 (the Spark image's user); executors get an account without an API token.
+*/}}
+{{- define "shopstream.sparkApplicationDefaults" -}}
+image: {{ include "shopstream.image" (dict "ctx" . "image" .Values.images.spark) }}
+imagePullPolicy: {{ .Values.images.pullPolicy }}
+sparkVersion: {{ .Values.spark.version | quote }}
+{{- with .Values.spark.sparkConf }}
+sparkConf:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+driver:
+  serviceAccount: {{ .Values.spark.serviceAccountName }}
+  {{- with .Values.spark.driverCoreRequest }}
+  coreRequest: {{ . | quote }}
+  {{- end }}
+  {{- include "shopstream.sparkPod" . | nindent 2 }}
+executor:
+  serviceAccount: {{ .Values.spark.executorServiceAccountName }}
+  {{- with .Values.spark.executorCoreRequest }}
+  coreRequest: {{ . | quote }}
+  {{- end }}
+  {{- include "shopstream.sparkPod" . | nindent 2 }}
+{{- end }}
+
 {{- define "shopstream.sparkPod" -}}
-serviceAccount: {{ .Values.spark.serviceAccountName }}
-labels:
-  {{- include "shopstream.labels" (dict "ctx" . "component" "streaming") | nindent 2 }}
 envFrom:
   - configMapRef: {name: {{ include "shopstream.lakeConfigMap" . }}}
   - secretRef: {name: {{ include "shopstream.credentialsSecret" . }}}
+podSecurityContext:
+  {{- include "shopstream.podSecurityContext" . | nindent 2 }}
+  runAsUser: 185
+  runAsGroup: 185
+  fsGroup: 185
 securityContext:
+  {{- include "shopstream.containerSecurityContext" . | nindent 2 }}
   runAsNonRoot: true
   runAsUser: 185
-  allowPrivilegeEscalation: false
-  capabilities: {drop: [ALL]}
 {{- end }}
