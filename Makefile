@@ -9,13 +9,13 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: demo test ui kafka-up kafka-down jars prereqs tools bench clean help
-GO_TOOLS := etcd kube-apiserver helm
+GO_TOOLS := etcd kube-apiserver helm spark-operator minio
 
 help:
 	@echo "make demo        run the pipeline on the embedded default (local Kafka, local Spark, Iceberg on ./.demo)"
 	@echo "make ui          the Dagster UI on the demo's data (http://127.0.0.1:3000; Ctrl-C stops it)"
 	@echo "make test        run the whole test suite (PYTEST_ARGS='-m \"not k8s\"' to select)"
-	@echo "make tools       build the Go test tools (etcd, kube-apiserver, helm; needs Go 1.25+)"
+	@echo "make tools       build the Go test tools (etcd, kube-apiserver, helm, Spark operator, MinIO; needs Go 1.25+)"
 	@echo "make kafka-up    start the local Kafka broker in the background (state in ./.demo/kafka)"
 	@echo "make kafka-down  stop it"
 	@echo "make bench       run the benchmarks in bench/"
@@ -45,7 +45,8 @@ demo: jars
 ui: jars
 	$(PY) -m dagster_repo.ui
 
-# The Go-built test tools (pinned in tests/tools/<tool>/go.mod), cached in ~/.cache/shopstream/tools.
+# The Go-built test tools (pinned in tests/tools/<tool>/go.mod), cached in ~/.cache/shopstream/tools:
+# etcd, kube-apiserver, helm, the Kubeflow Spark operator (binary `operator`) and MinIO (`minio`, `mc`).
 tools:
 	@for tool in $(GO_TOOLS); do tests/tools/build.sh $$tool >/dev/null || exit 1; done
 

@@ -80,7 +80,8 @@ class SparkLauncher(dg.ConfigurableResource):
     # kubernetes mode
     namespace: str = Field("shopstream", description="namespace of the SparkApplications")
     image: str = Field("", description="the Spark job image (images/spark), by digest or unique tag")
-    image_pull_policy: str = Field("", description="empty: application_defaults, else IfNotPresent")
+    image_pull_policy: Literal["", "Always", "IfNotPresent", "Never"] = Field(
+        "", description="empty: application_defaults, else IfNotPresent")
     spark_version: str = Field("", description="spec.sparkVersion; empty: application_defaults, else the pinned pyspark's")
     service_account: str = Field("", description="service account of the driver (creates executors); "
                                                  "empty: the one in application_defaults")

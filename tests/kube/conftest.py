@@ -12,19 +12,27 @@ import yaml
 from kubernetes import client
 
 from tests.kube.apiserver import KubeAPIServer
-from tests.tools import build
+from tests.tools import build, spark_operator_dir
 from tests.kube.operator import OperatorStandIn
 
-CRDS = Path(__file__).with_name("crds")
+CRDS = Path(__file__).with_name("crds")  # Strimzi's
+
+
+def crd_files() -> list[Path]:
+    """The CRDs the tests install: the Spark operator's own SparkApplication CRD, read from its
+    module at the version tests/tools/spark-operator/go.mod pins (its Helm chart's crds/), and
+    Strimzi's in tests/kube/crds/."""
+    chart = spark_operator_dir() / "charts" / "spark-operator-chart"
+    return [chart / "crds" / "sparkoperator.k8s.io_sparkapplications.yaml", *sorted(CRDS.glob("*.yaml"))]
 
 
 def install_crds(api: client.ApiClient, only: str | None = None) -> list[str]:
     """Create the project's CRDs (or just the one named `only`) and wait until they are served."""
     extensions = client.ApiextensionsV1Api(api)
     names = []
-    for path in sorted(CRDS.glob("*.yaml")):
+    for path in crd_files():
         for doc in yaml.safe_load_all(path.read_text()):
-            if only and doc["metadata"]["name"] != only:
+            if not doc or (only and doc["metadata"]["name"] != only):
                 continue
             extensions.create_custom_resource_definition(doc)
             names.append(doc["metadata"]["name"])

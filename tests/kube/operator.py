@@ -101,8 +101,10 @@ class OperatorStandIn:
             raise
 
     def _status(self, name: str, **status) -> bool:
+        # The operator's status always carries driverInfo (empty before a driver exists; its CRD
+        # requires the field); an empty object in a merge patch keeps what is there.
         return self._found(lambda: self.custom.patch_namespaced_custom_object_status(
-            sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, {"status": status}))
+            sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, {"status": {"driverInfo": {}, **status}}))
 
     def _exists(self, name: str) -> bool:
         return self._found(lambda: self.custom.get_namespaced_custom_object(

@@ -40,12 +40,12 @@ def test_a_launcher_body_is_accepted_and_its_status_is_a_subresource(kube_api, n
     created = create(kube_api, namespace, body(namespace))
     assert created["spec"]["driver"]["memory"] == "1g"
     custom = client.CustomObjectsApi(kube_api.api_client())
-    # status written through the main resource is ignored; through /status it sticks
-    custom.patch_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe",
-                                          {"status": {"applicationState": {"state": "RUNNING"}}})
+    # status written through the main resource is ignored; through /status it sticks (the CRD
+    # requires status.driverInfo, which the operator always writes)
+    status = {"status": {"applicationState": {"state": "RUNNING"}, "driverInfo": {}}}
+    custom.patch_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe", status)
     assert sa.state_of(custom.get_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe")) is None
-    custom.patch_namespaced_custom_object_status(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe",
-                                                 {"status": {"applicationState": {"state": "RUNNING"}}})
+    custom.patch_namespaced_custom_object_status(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe", status)
     assert sa.state_of(custom.get_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe")) == "RUNNING"
 
 

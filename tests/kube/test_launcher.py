@@ -202,9 +202,11 @@ def test_an_api_server_that_hangs_up_for_a_while_costs_retries_not_the_run(kube_
 
 
 def test_a_spec_the_crd_rejects_gives_a_clear_error(kube_api, namespace, operator):
-    result = run_probe(launcher(kube_api, namespace, image_pull_policy="Sometimes"))
+    # A core request written as a number (unquoted in YAML); the operator's CRD types it as a string.
+    # (Its imagePullPolicy is an open string: a bad one passes the CRD and fails the driver pod.)
+    result = run_probe(launcher(kube_api, namespace, application_defaults='{"driver": {"coreRequest": 0.5}}'))
     message = failure_of(result)
-    assert "the cluster refused SparkApplication" in message and "imagePullPolicy" in message
+    assert "the cluster refused SparkApplication" in message and "spec.driver.coreRequest" in message
     assert applications(kube_api, namespace) == []
 
 

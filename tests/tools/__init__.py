@@ -1,11 +1,16 @@
-"""Go-built test tools (one wrapper module per tool pins its version; build.sh builds and caches)."""
+"""Go-built test tools (one wrapper module per tool pins its version; build.sh builds and caches),
+and Go modules' source folders (e.g. the Spark operator's Helm chart and CRDs, pinned by its
+wrapper module's go.mod)."""
 
 from __future__ import annotations
 
+import functools
+import json
 import subprocess
 from pathlib import Path
 
-BUILD = Path(__file__).with_name("build.sh")
+HERE = Path(__file__).parent
+BUILD = HERE / "build.sh"
 
 
 def build(tool: str) -> Path:
@@ -14,3 +19,53 @@ def build(tool: str) -> Path:
     if done.returncode != 0:
         raise RuntimeError(f"building {tool} failed:\n{done.stderr.strip()}")
     return Path(done.stdout.strip())
+
+
+def requirements(tool: str) -> dict[str, str]:
+    """The modules a tool's wrapper module requires directly (not `// indirect`): path -> version,
+    read from tests/tools/<tool>/go.mod, the one place the pins live."""
+    found: dict[str, str] = {}
+    in_block = False
+    for line in (HERE / tool / "go.mod").read_text().splitlines():
+        code, _, comment = line.partition("//")
+        words = code.split()
+        if in_block:
+            if words == [")"]:
+                in_block = False
+            elif len(words) == 2 and comment.strip() != "indirect":
+                found[words[0]] = words[1]
+        elif words[:1] == ["require"]:
+            if words[1:] == ["("]:
+                in_block = True
+            elif len(words) == 3 and comment.strip() != "indirect":
+                found[words[1]] = words[2]
+    return found
+
+
+@functools.cache
+def go_module_dir(path: str, version: str) -> Path:
+    """The extracted source folder of a Go module in the module cache (read-only), downloaded from
+    the Go module proxy with `go mod download` the first time; e.g.
+    go_module_dir(SPARK_OPERATOR_MODULE, SPARK_OPERATOR_VERSION) / "charts" / "spark-operator-chart"."""
+    try:
+        done = subprocess.run(["go", "mod", "download", "-json", f"{path}@{version}"],
+                              capture_output=True, text=True, cwd=HERE)
+    except FileNotFoundError:
+        raise RuntimeError(f"reading {path}@{version} needs Go (https://go.dev/dl/); it is not on PATH") from None
+    try:
+        info = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        info = {}
+    if done.returncode != 0 or info.get("Error") or not info.get("Dir"):
+        raise RuntimeError(f"downloading {path}@{version} failed: {info.get('Error') or done.stderr.strip()}")
+    return Path(info["Dir"])
+
+
+# The Kubeflow Spark operator: the module tests/tools/spark-operator/go.mod requires.
+((SPARK_OPERATOR_MODULE, SPARK_OPERATOR_VERSION),) = requirements("spark-operator").items()
+
+
+def spark_operator_dir() -> Path:
+    """The Spark operator module's source (its Helm chart is charts/spark-operator-chart, with the
+    CRDs in its crds/)."""
+    return go_module_dir(SPARK_OPERATOR_MODULE, SPARK_OPERATOR_VERSION)
