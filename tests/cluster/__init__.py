@@ -1,0 +1,1 @@
+"""The cluster test stage: a real kind cluster, the images it runs, and the tests that drive it."""

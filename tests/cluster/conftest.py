@@ -1,0 +1,86 @@
+"""The cluster stage's session: one kind cluster with everything installed, deleted at the end
+(SHOPSTREAM_KEEP_CLUSTER=1 keeps it for debugging). When a test failed, pod logs, events and
+SparkApplication status are saved and their folder is printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cluster.images import build_images
+from tests.cluster.stage import HERE, ClusterStage, MemorySampler, log
+
+# What the cluster runs, by the names of tests/cluster/images.py.
+CLUSTER_IMAGES = ("spark-operator", "kafka", "minio", "postgres", "spark", "app")
+
+
+def chart_image_values(images: dict[str, str]) -> dict:
+    """The platform chart's images moved to the ones built here (registry/repository:tag)."""
+    def split(ref: str) -> dict:
+        name, _, tag = ref.rpartition(":")
+        first, _, rest = name.partition("/")
+        registry, repository = (first, rest) if rest and ("." in first or ":" in first) else ("", name)
+        return {"registry": registry, "repository": repository, "tag": tag, "digest": ""}
+
+    return {"images": {"spark": split(images["spark"]), "app": split(images["app"]),
+                       "minio": split(images["minio"]), "postgres": split(images["postgres"])}}
+
+
+# Package scope: the cluster goes away after the last test of tests/cluster, not at the end of the
+# whole run, so its pods do not compete with the other tests for the CPUs.
+@pytest.fixture(scope="package")
+def cluster(tmp_path_factory, request):
+    workdir = tmp_path_factory.mktemp("cluster")
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    sampler = None
+    stage = ClusterStage(workdir)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    try:
+        mark = time.monotonic()
+        stage.up()  # first: on a new machine this also starts the Docker engine the image builds need
+        timings["cluster_up"] = time.monotonic() - mark
+        mark = time.monotonic()
+        images = build_images(list(CLUSTER_IMAGES))
+        timings["images"] = time.monotonic() - mark
+        mark = time.monotonic()
+        stage.load(*(images[name] for name in CLUSTER_IMAGES))
+        timings["load_images"] = time.monotonic() - mark
+        sampler = MemorySampler(stage).start()
+        mark = time.monotonic()
+        stage.install_operator(images["spark-operator"])
+        stage.install_kafka(images["kafka"])
+        overrides = workdir / "images.yaml"
+        overrides.write_text(yaml.safe_dump(chart_image_values(images)))
+        stage.values_files = [HERE / "values" / "platform.yaml", overrides]
+        stage.install_platform(stage.values_files)
+        timings["install"] = time.monotonic() - mark
+        stage.images = images
+        stage.timings = timings
+        yield stage
+    except BaseException:
+        request.session.testsfailed += 1
+        raise
+    finally:
+        if sampler is not None:
+            memory = sampler.stop()
+            (workdir / "memory.json").write_text(json.dumps(memory, indent=2))
+            top = ", ".join(f"{pod} {mib} MiB" for pod, mib in list(memory["pods_peak_mib"].items())[:12])
+            line = f"cluster stage: node peak {memory['node_peak_mib']} MiB; pods: {top}"
+            reporter.write_line(line) if reporter else log(line)
+        timings["total"] = time.monotonic() - started
+        line = "cluster stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+        reporter.write_line(line) if reporter else log(line)
+        if request.session.testsfailed:
+            where = stage.dump(workdir / "diagnostics")
+            line = f"cluster stage: diagnostics (pod logs, events, SparkApplications) in {where}"
+            reporter.write_line(line) if reporter else log(line)
+        if os.environ.get("SHOPSTREAM_KEEP_CLUSTER") == "1":
+            log(f"keeping the cluster: kubectl --kubeconfig {stage.kubeconfig} get pods -A")
+        else:
+            stage.down()

@@ -1,0 +1,305 @@
+"""The cluster test stage: a real kind cluster with the real Spark operator, the platform chart and a
+Kafka broker, driven with kubectl and helm as a user drives them.
+
+On machines without a container registry the cluster comes from kindctl (../shared/kind: it builds
+the node image locally and guards egress); elsewhere from plain `kind` with the node image named in
+manifests/kind-config.yaml. Every image is built here (tests/cluster/images.py) and loaded into the
+node, so nothing is pulled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from tests.tools import build, spark_operator_dir
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).parent
+KIND_CONFIG = REPO / "manifests" / "kind-config.yaml"
+NAMESPACE = "shopstream"
+OPERATOR_NAMESPACE = "spark-operator"
+RELEASE = "shopstream"
+CLUSTER = os.environ.get("SHOPSTREAM_KIND_CLUSTER", "shopstream-e2e")
+# A cold cluster pulls nothing but starts many JVMs on two cores: give Helm room.
+HELM_TIMEOUT = "15m"
+
+
+def kindctl_path() -> Path | None:
+    """kindctl, when this machine has it (SHOPSTREAM_KINDCTL, else ../shared/kind/kindctl)."""
+    found = Path(os.environ.get("SHOPSTREAM_KINDCTL") or REPO.parent / "shared" / "kind" / "kindctl")
+    return found if found.is_file() else None
+
+
+def log(message: str) -> None:
+    print(f"[cluster {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class StageError(RuntimeError):
+    pass
+
+
+class ClusterStage:
+    """One kind cluster for the session, with helpers to run kubectl and helm against it."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.kubeconfig = workdir / "kubeconfig"
+        self.kindctl = kindctl_path()
+        self.env = dict(os.environ)
+        self.helm_bin = str(build("helm") / "helm")
+        self.context = f"kind-{CLUSTER}"
+
+    # -- the cluster -------------------------------------------------------------------------
+
+    def up(self) -> "ClusterStage":
+        started = time.monotonic()
+        if self.kindctl:
+            exports = self._run([str(self.kindctl), "env"]).stdout
+            for name, value in re.findall(r"^export (\w+)=(.*)$", exports, re.M):
+                self.env[name] = os.path.expandvars(value.strip("'\"")).replace("$PATH", self.env.get("PATH", ""))
+            log(f"kindctl up {CLUSTER} (builds the node image the first time) ...")
+            self.context = self._run([str(self.kindctl), "up", CLUSTER, "--config", str(KIND_CONFIG)],
+                                     stderr=None).stdout.strip().splitlines()[-1]
+        else:
+            if not shutil.which("kind", path=self.env["PATH"]):
+                raise StageError("the cluster stage needs kind (https://kind.sigs.k8s.io) or kindctl on this machine")
+            clusters = self._run(["kind", "get", "clusters"]).stdout.split()
+            if CLUSTER not in clusters:
+                self._run(["kind", "create", "cluster", "--name", CLUSTER, "--config", str(KIND_CONFIG), "--wait", "5m"],
+                          stderr=None)
+        config = self._run(["kubectl", "config", "view", "--minify", "--flatten", "--context", self.context]).stdout
+        self.kubeconfig.write_text(config)
+        log(f"cluster {self.context} ready in {time.monotonic() - started:.0f}s")
+        return self
+
+    def down(self) -> None:
+        if self.kindctl:
+            self._run([str(self.kindctl), "down", CLUSTER], check=False)
+        else:
+            self._run(["kind", "delete", "cluster", "--name", CLUSTER], check=False)
+
+    def load(self, *images: str) -> None:
+        started = time.monotonic()
+        if self.kindctl:
+            self._run([str(self.kindctl), "load", CLUSTER, *images], stderr=None)
+        else:
+            self._run(["kind", "load", "docker-image", "--name", CLUSTER, *images], stderr=None)
+        log(f"loaded {len(images)} images in {time.monotonic() - started:.0f}s")
+
+    @property
+    def node(self) -> str:
+        return f"{CLUSTER}-control-plane"
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _run(self, command: list[str], *, check: bool = True, input: str | None = None, stderr=subprocess.PIPE,
+             timeout: float | None = 1800) -> subprocess.CompletedProcess:
+        done = subprocess.run(command, env=self.env, input=input, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            raise StageError(f"{' '.join(command[:6])} ... failed ({done.returncode}):\n"
+                             f"{(done.stderr or '')[-3000:]}{done.stdout[-2000:]}")
+        return done
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float | None = 600,
+                namespace: str | None = NAMESPACE) -> subprocess.CompletedProcess:
+        ns = ["-n", namespace] if namespace else []
+        return self._run(["kubectl", "--kubeconfig", str(self.kubeconfig), *ns, *args], input=input, check=check,
+                         timeout=timeout)
+
+    def kubectl_json(self, *args: str, namespace: str | None = NAMESPACE) -> dict:
+        return json.loads(self.kubectl(*args, "-o", "json", namespace=namespace).stdout)
+
+    def apply(self, objects: list[dict], namespace: str | None = NAMESPACE) -> None:
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects), namespace=namespace)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self._run([self.helm_bin, "--kubeconfig", str(self.kubeconfig), *args], check=check, timeout=2400)
+
+    # -- installs ----------------------------------------------------------------------------
+
+    def install_operator(self, image: str) -> None:
+        """The real Kubeflow Spark operator, with the chart its Go module ships and the project's values."""
+        registry, _, rest = image.partition("/")
+        repository, _, tag = rest.rpartition(":")
+        started = time.monotonic()
+        self.kubectl("create", "namespace", NAMESPACE, check=False)
+        self.helm("upgrade", "--install", "spark-operator", str(spark_operator_dir() / "charts" / "spark-operator-chart"),
+                  "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
+                  "-f", str(REPO / "charts" / "values" / "spark-operator.yaml"),
+                  "-f", str(HERE / "values" / "spark-operator.yaml"),
+                  "--set", f"image.registry={registry}", "--set", f"image.repository={repository}",
+                  "--set", f"image.tag={tag}", "--wait", "--timeout", HELM_TIMEOUT)
+        log(f"Spark operator installed in {time.monotonic() - started:.0f}s")
+
+    def install_kafka(self, image: str) -> None:
+        """The broker image as a StatefulSet behind the Service Strimzi would create for
+        manifests/kafka.yaml (the Strimzi operator image cannot be built here), with the topics of
+        manifests/topics.yaml created by the broker as the topic operator would."""
+        kafka = next(d for d in yaml.safe_load_all((REPO / "manifests" / "kafka.yaml").read_text()) if d["kind"] == "Kafka")
+        [listener] = kafka["spec"]["kafka"]["listeners"]
+        service = f"{kafka['metadata']['name']}-kafka-bootstrap"
+        topics = [d for d in yaml.safe_load_all((REPO / "manifests" / "topics.yaml").read_text()) if d]
+        spec = " ".join(f"{t['metadata']['name']}:{t['spec']['partitions']}:{t['spec']['config']['cleanup.policy']}"
+                        for t in topics)
+        text = (HERE / "manifests" / "kafka.yaml").read_text()
+        objects = [d for d in yaml.safe_load_all(text.replace("@SERVICE@", service).replace("@IMAGE@", image)
+                                                 .replace("@PORT@", str(listener["port"])).replace("@TOPICS@", spec)) if d]
+        started = time.monotonic()
+        self.apply(objects)
+        # Ready only once every topic exists (the image's readiness file).
+        self.kubectl("rollout", "status", "statefulset/shopstream-kafka-broker", "--timeout", "10m")
+        log(f"Kafka broker and {len(topics)} topics ready in {time.monotonic() - started:.0f}s")
+
+    def install_platform(self, values_files: list[Path], *sets: str, upgrade: bool = False) -> None:
+        command = ["upgrade", "--install", RELEASE, str(REPO / "charts" / "shopstream"), "--namespace", NAMESPACE,
+                   "--wait", "--timeout", HELM_TIMEOUT]
+        for path in values_files:
+            command += ["-f", str(path)]
+        for value in sets:
+            command += ["--set", value]
+        started = time.monotonic()
+        self.helm(*command)
+        log(f"platform chart {'upgraded' if upgrade else 'installed'} in {time.monotonic() - started:.0f}s")
+
+    # -- waiting and reading -----------------------------------------------------------------
+
+    def wait_for(self, predicate, what: str, timeout: float, interval: float = 3.0):
+        deadline = time.monotonic() + timeout
+        last_error = None
+        while time.monotonic() < deadline:
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except Exception as exc:  # a port-forward or a pod between restarts: try again
+                last_error = exc
+            time.sleep(interval)
+        raise StageError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+    def application(self, name: str) -> dict | None:
+        done = self.kubectl("get", "sparkapplication", name, "-o", "json", check=False)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+
+    def application_state(self, name: str) -> str | None:
+        app = self.application(name)
+        return ((app or {}).get("status") or {}).get("applicationState", {}).get("state")
+
+    def secret(self, name: str) -> dict[str, str]:
+        import base64
+
+        data = self.kubectl_json("get", "secret", name)["data"]
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+    @contextmanager
+    def port_forward(self, service: str, port: int):
+        """`kubectl port-forward` to a Service on a free local port; yields the local port."""
+        process = subprocess.Popen(["kubectl", "--kubeconfig", str(self.kubeconfig), "-n", NAMESPACE, "port-forward",
+                                    "--address", "127.0.0.1", f"service/{service}", f":{port}"],
+                                   env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            line = process.stdout.readline()
+            found = re.search(r"127\.0\.0\.1:(\d+)", line)
+            if not found:
+                raise StageError(f"port-forward to {service}:{port} failed: {line}{process.stdout.read(2000) if process.poll() is not None else ''}")
+            # keep draining its output so it never blocks on a full pipe
+            threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
+            yield int(found.group(1))
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    # -- when something failed ---------------------------------------------------------------
+
+    def dump(self, target: Path) -> Path:
+        """Pod logs, events, SparkApplication status and Helm releases, for a failed run."""
+        target.mkdir(parents=True, exist_ok=True)
+        reads = {
+            "pods.txt": ["get", "pods", "-A", "-o", "wide"],
+            "events.txt": ["get", "events", "-A", "--sort-by", ".lastTimestamp"],
+            "sparkapplications.yaml": ["get", "sparkapplications", "-A", "-o", "yaml"],
+            "describe-pods.txt": ["describe", "pods", "-n", NAMESPACE],
+        }
+        for name, args in reads.items():
+            done = self.kubectl(*args, check=False, namespace=None)
+            (target / name).write_text(done.stdout + done.stderr)
+        for namespace in (NAMESPACE, OPERATOR_NAMESPACE):
+            pods = self.kubectl("get", "pods", "-o", "name", check=False, namespace=namespace).stdout.split()
+            for pod in pods:
+                for previous in ("", "--previous"):
+                    done = self.kubectl("logs", pod, "--all-containers", "--tail", "400", *([previous] if previous else []),
+                                        check=False, namespace=namespace)
+                    if done.stdout:
+                        (target / f"{namespace}-{pod.split('/')[-1]}{previous.replace('--', '.')}.log").write_text(done.stdout)
+        done = self.helm("list", "-A", check=False)
+        (target / "helm.txt").write_text(done.stdout + done.stderr)
+        return target
+
+
+class MemorySampler:
+    """Peak memory of the kind node (its container's cgroup) and of every pod (crictl's working
+    set, summed over a pod's containers), sampled in the background."""
+
+    def __init__(self, stage: ClusterStage, interval: float = 10.0):
+        self.stage = stage
+        self.interval = interval
+        self.node_peak = 0
+        self.pods: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="memory-sampler")
+
+    def start(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self.report()
+
+    def report(self) -> dict:
+        mib = 1024 * 1024
+        return {"node_peak_mib": round(self.node_peak / mib),
+                "pods_peak_mib": {pod: round(value / mib) for pod, value in sorted(self.pods.items(), key=lambda kv: -kv[1])}}
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._sample()
+            except Exception:  # noqa: BLE001 - a sample lost while pods come and go is fine
+                pass
+
+    def _sample(self) -> None:
+        node = self.stage.node
+        stats = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", node],
+                               capture_output=True, text=True, timeout=30).stdout
+        used = re.match(r"\s*([\d.]+)\s*([KMG]i?B)", stats)
+        if used:
+            factor = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}[used.group(2)[0]]
+            self.node_peak = max(self.node_peak, int(float(used.group(1)) * factor))
+        out = subprocess.run(["docker", "exec", node, "crictl", "stats", "-o", "json"], capture_output=True, text=True,
+                             timeout=30).stdout
+        containers = {c["id"]: c["labels"] for c in json.loads(
+            subprocess.run(["docker", "exec", node, "crictl", "ps", "-o", "json"], capture_output=True, text=True,
+                           timeout=30).stdout or "{}").get("containers", [])}
+        per_pod: dict[str, int] = {}
+        for entry in json.loads(out or "{}").get("stats", []):
+            labels = containers.get(entry["attributes"]["id"]) or entry["attributes"].get("labels", {})
+            pod = f"{labels.get('io.kubernetes.pod.namespace', '?')}/{labels.get('io.kubernetes.pod.name', '?')}"
+            per_pod[pod] = per_pod.get(pod, 0) + int(entry.get("memory", {}).get("workingSetBytes", {}).get("value", 0))
+        for pod, value in per_pod.items():
+            self.pods[pod] = max(self.pods.get(pod, 0), value)
