@@ -160,7 +160,6 @@ def iceberg_catalog(settings: LakeSettings):
 def spark_session(settings: LakeSettings, app_name: str, *, extra_conf: dict[str, str] | None = None):
     """The one SparkSession builder. Locally it adds the project's jars and a local master;
     under spark-submit (a SparkApplication) the master and the baked-in jars come from there."""
-    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
@@ -173,7 +172,9 @@ def spark_session(settings: LakeSettings, app_name: str, *, extra_conf: dict[str
         "spark.sql.iceberg.check-nullability": "false",
         **settings.spark_conf(),
     }
-    if not SparkConf().contains("spark.master"):
+    # spark-submit starts the JVM first and hands Python its gateway; a SparkConf read before the
+    # session exists cannot tell (it is empty until the JVM is reached), the gateway variable can.
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
         from shopstream.runtime import SPARK_JARS, jars
 
         conf["spark.master"] = os.environ.get("SHOPSTREAM_SPARK_MASTER", "local[*]")

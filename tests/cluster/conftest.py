@@ -74,7 +74,8 @@ def cluster(tmp_path_factory, request):
             line = f"cluster stage: node peak {memory['node_peak_mib']} MiB; pods: {top}"
             reporter.write_line(line) if reporter else log(line)
         timings["total"] = time.monotonic() - started
-        line = "cluster stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+        line = ("cluster stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+                + f"; operator nudged out of PENDING_RERUN {stage.nudges} time(s)")
         reporter.write_line(line) if reporter else log(line)
         if request.session.testsfailed:
             where = stage.dump(workdir / "diagnostics")

@@ -59,6 +59,8 @@ class ClusterStage:
         self.env = dict(os.environ)
         self.helm_bin = str(build("helm") / "helm")
         self.context = f"kind-{CLUSTER}"
+        self.nudges = 0
+        self._stuck_since: dict[str, float] = {}
 
     # -- the cluster -------------------------------------------------------------------------
 
@@ -68,6 +70,9 @@ class ClusterStage:
             exports = self._run([str(self.kindctl), "env"]).stdout
             for name, value in re.findall(r"^export (\w+)=(.*)$", exports, re.M):
                 self.env[name] = os.path.expandvars(value.strip("'\"")).replace("$PATH", self.env.get("PATH", ""))
+            if os.environ.get("SHOPSTREAM_KEEP_CLUSTER") != "1":
+                # A fresh cluster every session: one left over (or dead after a Docker restart) is removed.
+                self._run([str(self.kindctl), "down", CLUSTER], check=False)
             log(f"kindctl up {CLUSTER} (builds the node image the first time) ...")
             self.context = self._run([str(self.kindctl), "up", CLUSTER, "--config", str(KIND_CONFIG)],
                                      stderr=None).stdout.strip().splitlines()[-1]
@@ -195,6 +200,38 @@ class ClusterStage:
     def application_state(self, name: str) -> str | None:
         app = self.application(name)
         return ((app or {}).get("status") or {}).get("applicationState", {}).get("state")
+
+    def nudge_if_stuck(self, name: str, patience: float = 30.0) -> bool:
+        """Work around Spark operator 2.5.0 losing track of an application in PENDING_RERUN (upstream
+        issue 2905): when its old driver pod disappears only after the rerun was reconciled, it waits
+        for good; when a status update conflicts right after a resubmission, it keeps PENDING_RERUN
+        while a driver of a newer submission runs. After `patience` seconds in that state: a driver
+        that is not the application's recorded submission is deleted, and with no driver left, any
+        change to the object makes the operator look again (sooner would race the operator's own
+        retries). Returns whether it acted."""
+        app = self.application(name) or {}
+        status = app.get("status") or {}
+        if status.get("applicationState", {}).get("state") != "PENDING_RERUN":
+            self._stuck_since.pop(name, None)
+            return False
+        since = self._stuck_since.setdefault(name, time.monotonic())
+        if time.monotonic() - since < patience:
+            return False
+        self._stuck_since[name] = time.monotonic()
+        driver = self.kubectl("get", "pod", f"{name}-driver", "-o", "json", check=False)
+        if driver.returncode == 0:
+            submission = json.loads(driver.stdout)["metadata"]["labels"].get("sparkoperator.k8s.io/submission-id")
+            if submission == status.get("submissionID"):
+                return False  # the operator still tracks this driver
+            self.kubectl("delete", "pod", f"{name}-driver", "--wait=false")
+            action = f"deleted driver of untracked submission {submission}"
+        else:
+            self.kubectl("annotate", "sparkapplication", name,
+                         f"shopstream.io/reconcile-nudge={time.time():.0f}", "--overwrite")
+            action = "annotated it"
+        self.nudges += 1
+        log(f"{name} stuck in PENDING_RERUN for {patience:.0f}s: {action} (Spark operator issue 2905)")
+        return True
 
     def secret(self, name: str) -> dict[str, str]:
         import base64

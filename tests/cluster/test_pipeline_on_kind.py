@@ -158,10 +158,28 @@ def wait_until_streamed(cluster, settings, expected: Expected, timeout: float = 
     time.sleep(15)  # a duplicate written by a replayed batch would land now: look again
     final = counts(settings)
     assert {name: final[name] for name in want} == want, "the stream lost or duplicated records"
-    quarantine = catalog(settings).load_table(schema.QUARANTINE.qualified).scan().to_arrow()
+    quarantine = catalog(settings).load_table(schema.TABLES[schema.QUARANTINE].qualified).scan().to_arrow()
     reasons = Counter(r for r in quarantine.column("reason").to_pylist() if r != schema.REASON_LATE)
     assert reasons == expected.quarantined
     return final
+
+
+def stream_running(cluster) -> list[dict]:
+    """Wait until the operator reports the stream RUNNING with a running driver of the submission it
+    tracks and an executor; returns the executor pods."""
+
+    def running():
+        cluster.nudge_if_stuck(STREAMING_APP)
+        app = cluster.application(STREAMING_APP) or {}
+        status = app.get("status") or {}
+        pods = cluster.kubectl_json("get", "pods", "-l", f"sparkoperator.k8s.io/app-name={STREAMING_APP}")["items"]
+        live = [p for p in pods if p["status"]["phase"] == "Running"
+                and p["metadata"]["labels"].get("sparkoperator.k8s.io/submission-id") == status.get("submissionID")]
+        roles = {p["metadata"]["labels"].get("spark-role") for p in live}
+        executors = [p for p in live if p["metadata"]["labels"].get("spark-role") == "executor"]
+        return status.get("applicationState", {}).get("state") == "RUNNING" and "driver" in roles and executors
+
+    return cluster.wait_for(running, "the streaming application's driver and executor to run", 900)
 
 
 def test_platform_runs_on_the_real_operator(cluster):
@@ -170,14 +188,7 @@ def test_platform_runs_on_the_real_operator(cluster):
     for prefix in ("shopstream-minio", "shopstream-postgres-0", "shopstream-kafka-broker-0", "spark-operator-controller",
                    "spark-operator-webhook"):
         assert any(name.startswith(prefix) for name in running), (prefix, sorted(running))
-
-    def executors_running():
-        pods = cluster.kubectl_json("get", "pods", "-l", f"sparkoperator.k8s.io/app-name={STREAMING_APP}")["items"]
-        running = [p for p in pods if p["status"]["phase"] == "Running"]
-        executors = [p for p in running if p["metadata"]["labels"].get("spark-role") == "executor"]
-        return cluster.application_state(STREAMING_APP) == "RUNNING" and executors
-
-    executors = cluster.wait_for(executors_running, "the streaming application's driver and executor to run", 600)
+    executors = stream_running(cluster)
     driver = cluster.kubectl_json("get", "pod", f"{STREAMING_APP}-driver")
     # one spec for every application: the chart's security contexts and the tokenless executor account
     for pod in (driver, executors[0]):
@@ -201,7 +212,7 @@ def test_a_sent_day_reaches_bronze_and_silver_on_minio(cluster, lake_access):
     s3 = fs.S3FileSystem(endpoint_override=lake_access.s3_endpoint, scheme="http", region="us-east-1")
     offsets = s3.get_file_info(fs.FileSelector("shopstream/checkpoints", recursive=True))
     assert any("/offsets/" in f.path for f in offsets) and any("/commits/" in f.path for f in offsets)
-    table = catalog(lake_access).load_table(schema.SILVER_PURCHASES.qualified)
+    table = catalog(lake_access).load_table(schema.TABLES[schema.SILVER_PURCHASES].qualified)
     assert table.metadata.location.startswith("s3://shopstream/warehouse/")
 
 
@@ -275,21 +286,18 @@ def test_table_maintenance_runs_on_object_storage(cluster, lake_access, gold_run
 
 
 def test_helm_upgrade_of_the_trigger_restarts_the_stream_losing_nothing(cluster, lake_access):
+    stream_running(cluster)
     before = cluster.kubectl_json("get", "pod", f"{STREAMING_APP}-driver")["metadata"]["uid"]
     cluster.install_platform(cluster.values_files, "streaming.trigger=3 seconds", upgrade=True)
-
-    def restarted():
-        app = cluster.application(STREAMING_APP)
-        pod = cluster.kubectl("get", "pod", f"{STREAMING_APP}-driver", "-o", "json", check=False)
-        return (app["spec"]["arguments"][2] == "3 seconds" and app["status"]["applicationState"]["state"] == "RUNNING"
-                and pod.returncode == 0 and json.loads(pod.stdout)["metadata"]["uid"] != before)
-
-    cluster.wait_for(restarted, "the stream to restart with the new trigger", 600)
+    assert cluster.application(STREAMING_APP)["spec"]["arguments"][1:3] == ["--trigger", "3 seconds"]
+    stream_running(cluster)
+    assert cluster.kubectl_json("get", "pod", f"{STREAMING_APP}-driver")["metadata"]["uid"] != before
     send(cluster, "after-upgrade", SENDS["after-upgrade"])
     wait_until_streamed(cluster, lake_access, Expected([SENDS["first"], SENDS["after-upgrade"]]))
 
 
 def test_a_driver_killed_mid_batch_loses_and_duplicates_nothing(cluster, lake_access):
+    stream_running(cluster)
     bronze_before = counts(lake_access)[schema.BRONZE_EVENTS]
     send(cluster, "driver-killed", SENDS["driver-killed"], wait=False)
     # the first commit of the new data: the batch is under way (bronze comes before silver)
@@ -298,5 +306,5 @@ def test_a_driver_killed_mid_batch_loses_and_duplicates_nothing(cluster, lake_ac
     cluster.kubectl("delete", "pod", f"{STREAMING_APP}-driver", "--wait=false")
     log("deleted the streaming driver pod mid-batch")
     cluster.kubectl("wait", "--for=condition=complete", "job/generate-driver-killed", "--timeout=600s", timeout=660)
-    cluster.wait_for(lambda: cluster.application_state(STREAMING_APP) == "RUNNING", "the stream to run again", 600)
+    stream_running(cluster)
     wait_until_streamed(cluster, lake_access, Expected(list(SENDS.values())))
