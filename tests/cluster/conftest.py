@@ -13,7 +13,10 @@ import pytest
 import yaml
 
 from tests.cluster.images import build_images
-from tests.cluster.stage import HERE, ClusterStage, MemorySampler, log
+from tests.cluster.stage import HERE, ClusterStage, MemorySampler
+
+# Lines for the end of the pytest run: times, peak memory, workarounds applied, where diagnostics are.
+REPORT: list[str] = []
 
 # What the cluster runs, by the names of tests/cluster/images.py.
 CLUSTER_IMAGES = ("spark-operator", "kafka", "minio", "postgres", "spark", "app")
@@ -40,7 +43,6 @@ def cluster(tmp_path_factory, request):
     timings: dict[str, float] = {}
     sampler = None
     stage = ClusterStage(workdir)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     try:
         mark = time.monotonic()
         stage.up()  # first: on a new machine this also starts the Docker engine the image builds need
@@ -70,18 +72,23 @@ def cluster(tmp_path_factory, request):
         if sampler is not None:
             memory = sampler.stop()
             (workdir / "memory.json").write_text(json.dumps(memory, indent=2))
-            top = ", ".join(f"{pod} {mib} MiB" for pod, mib in list(memory["pods_peak_mib"].items())[:12])
-            line = f"cluster stage: node peak {memory['node_peak_mib']} MiB; pods: {top}"
-            reporter.write_line(line) if reporter else log(line)
+            pods = memory["pods_peak_mib"]
+            shown = [pod for pod in pods if pod.startswith("spark-operator/")] + list(pods)[:10]
+            top = ", ".join(f"{pod} {pods[pod]} MiB" for pod in dict.fromkeys(shown))
+            REPORT.append(f"cluster stage: node peak {memory['node_peak_mib']} MiB; peak per pod: {top} "
+                          f"(all in {workdir / 'memory.json'})")
         timings["total"] = time.monotonic() - started
-        line = ("cluster stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
-                + f"; operator nudged out of PENDING_RERUN {stage.nudges} time(s)")
-        reporter.write_line(line) if reporter else log(line)
+        REPORT.append("cluster stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+                      + f"; Spark operator rerun workaround applied {stage.nudges} time(s)")
         if request.session.testsfailed:
             where = stage.dump(workdir / "diagnostics")
-            line = f"cluster stage: diagnostics (pod logs, events, SparkApplications) in {where}"
-            reporter.write_line(line) if reporter else log(line)
+            REPORT.append(f"cluster stage: diagnostics (pod logs, events, SparkApplications) in {where}")
         if os.environ.get("SHOPSTREAM_KEEP_CLUSTER") == "1":
-            log(f"keeping the cluster: kubectl --kubeconfig {stage.kubeconfig} get pods -A")
+            REPORT.append(f"cluster stage: kept the cluster: kubectl --kubeconfig {stage.kubeconfig} get pods -A")
         else:
             stage.down()
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in REPORT:
+        terminalreporter.write_line(line)
