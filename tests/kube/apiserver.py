@@ -13,7 +13,6 @@ import base64
 import datetime as dt
 import ipaddress
 import json
-import os
 import select
 import socket
 import ssl

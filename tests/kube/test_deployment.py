@@ -6,7 +6,6 @@ exactly what the launcher needs — checked by the server's own authorizer, then
 import subprocess
 import uuid
 
-import dagster as dg
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException

@@ -5,7 +5,6 @@ and cancellation deleting the application, a watch that survives a dropped conne
 
 
 import datetime as dt
-import os
 import signal
 import subprocess
 import sys
