@@ -1,7 +1,7 @@
 """The code location: `dagster dev -m dagster_repo.definitions` (or `make ui`).
 
 The launcher's mode and cluster settings come from the environment (SHOPSTREAM_LAUNCHER_MODE,
-SHOPSTREAM_SPARK_IMAGE, ...; see docs/kubernetes.md); with none set, everything runs locally on
+SHOPSTREAM_SPARK_APP_DEFAULTS, ...; see docs/kubernetes.md); with none set, everything runs locally on
 the embedded default's lake.
 """
 
