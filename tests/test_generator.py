@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from shopstream import schema
-from shopstream.generator.cli import Summary, build_parser
+from shopstream.generator.cli import GeneratorError, Summary, build_parser, make_producer
 from shopstream.generator.cli import main as generator_main
 from shopstream.generator.shop import DUPLICATE, MALFORMED, VALID, Funnel, GeneratorConfig, Shop
 
@@ -211,3 +211,52 @@ def test_live_mode_sends_at_the_requested_rate_from_the_start(tmp_path):
     # 50 events/s for 10 s, sessions already under way when sending starts (Poisson noise allowed).
     assert 350 <= summary["events_sent"] <= 650
     assert summary["valid_by_type"]["page_view"] > summary["valid_by_type"].get("session_start", 0)
+
+
+class _Clock:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _broker_after(failures: int):
+    from kafka.errors import NoBrokersAvailable
+
+    calls = []
+
+    def factory(**settings):
+        calls.append(settings["bootstrap_servers"])
+        if len(calls) <= failures:
+            raise NoBrokersAvailable()
+        return "producer"
+
+    return factory, calls
+
+
+def test_generator_waits_for_a_broker_that_starts_late(capsys):
+    clock = _Clock()
+    factory, calls = _broker_after(failures=3)
+    producer = make_producer("kafka:9092", 60, factory=factory, sleep=clock.sleep, clock=lambda: clock.now)
+    assert producer == "producer" and len(calls) == 4
+    assert clock.sleeps == [1.0, 2.0, 4.0]  # doubling pauses
+    assert capsys.readouterr().err.count("waiting for Kafka at kafka:9092") == 3
+
+
+def test_generator_gives_up_at_its_deadline_with_the_attempts_named():
+    clock = _Clock()
+    factory, calls = _broker_after(failures=10**6)
+    with pytest.raises(GeneratorError, match=r"cannot reach Kafka at kafka:9092: no broker answered \(8 attempts in 100s\)"):
+        make_producer("kafka:9092", 100, factory=factory, sleep=clock.sleep, clock=lambda: clock.now)
+    assert clock.sleeps == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]  # capped at 30 s; one more would pass 100 s
+    assert len(calls) == 8
+
+
+def test_generator_refuses_a_negative_connect_timeout(capsys):
+    assert generator_main(["--connect-timeout", "-1", "--dry-run"]) == 2
+    assert "--connect-timeout must not be negative" in capsys.readouterr().err

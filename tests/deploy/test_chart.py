@@ -121,6 +121,13 @@ def test_one_registry_value_moves_every_image(helm):
     assert {i.split("/")[0] for i in images_of(render(helm))} >= {"quay.io", "docker.io", "shopstream-spark:dev"}
 
 
+def test_the_generator_waits_for_kafka_on_a_cold_cluster(helm):
+    [generator] = [o for o in render(helm, {"generator.connectTimeoutSeconds": 900}) if o["kind"] == "Deployment"
+                   and o["metadata"]["name"] == "shopstream-generator"]
+    args = generator["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--connect-timeout") + 1] == "900"
+
+
 def test_minimal_profile_leaves_out_generator_and_stream(helm):
     objects = render(helm, profile_values()["minimal"])
     names = {o["metadata"]["name"] for o in objects}

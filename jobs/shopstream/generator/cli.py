@@ -81,33 +81,49 @@ class Summary:
         return "\n".join(lines)
 
 
-def make_producer(bootstrap_servers: str):
-    from kafka import KafkaProducer
+def make_producer(bootstrap_servers: str, connect_timeout: float = 0.0, *, factory=None, sleep=time.sleep,
+                  clock=time.monotonic):
+    """A producer, once a broker answers. Until `connect_timeout` seconds have passed it tries again
+    with a doubling pause (1 s up to 30 s), so a generator started before its broker (a cold cluster)
+    waits instead of failing; 0 tries once."""
     from kafka.errors import NoBrokersAvailable
 
-    try:
-        return KafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            acks="all",
-            linger_ms=20,
-            batch_size=512 * 1024,
-            compression_type="lz4",
-            max_in_flight_requests_per_connection=5,
-            retries=10,
-            request_timeout_ms=30_000,
-        )
-    except NoBrokersAvailable:
-        raise GeneratorError(f"cannot reach Kafka at {bootstrap_servers}: no broker answered "
-                             "(is it running? `make kafka-up` starts the local one)") from None
+    if factory is None:
+        from kafka import KafkaProducer as factory
+    deadline = clock() + connect_timeout
+    pause, attempts = 1.0, 0
+    while True:
+        attempts += 1
+        try:
+            return factory(
+                bootstrap_servers=bootstrap_servers,
+                acks="all",
+                linger_ms=20,
+                batch_size=512 * 1024,
+                compression_type="lz4",
+                max_in_flight_requests_per_connection=5,
+                retries=10,
+                request_timeout_ms=30_000,
+            )
+        except NoBrokersAvailable:
+            if clock() + pause > deadline:
+                waited = f" ({attempts} attempts in {connect_timeout:.0f}s)" if attempts > 1 else ""
+                raise GeneratorError(f"cannot reach Kafka at {bootstrap_servers}: no broker answered{waited} "
+                                     "(is it running? `make kafka-up` starts the local one)") from None
+            print(f"waiting for Kafka at {bootstrap_servers} (attempt {attempts}, next in {pause:.0f}s)",
+                  file=sys.stderr, flush=True)
+            sleep(pause)
+            pause = min(pause * 2, 30.0)
 
 
 def send(records: Iterable[Record], bootstrap_servers: str, *, progress_total: int | None = None,
-         show_progress: bool = True, pace_from: tuple[float, dt.datetime] | None = None) -> Summary:
+         show_progress: bool = True, pace_from: tuple[float, dt.datetime] | None = None,
+         connect_timeout: float = 0.0) -> Summary:
     """Send every record to its topics and confirm delivery. With `pace_from` (wall-clock start,
     simulated start) each record waits until its send time comes round."""
     from tqdm import tqdm
 
-    producer = make_producer(bootstrap_servers)
+    producer = make_producer(bootstrap_servers, connect_timeout)
     summary = Summary()
     failures: list[BaseException] = []
     bar = tqdm(total=progress_total, unit="ev", disable=not show_progress, file=sys.stderr, mininterval=0.5,
@@ -168,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bootstrap-servers", default=os.environ.get("SHOPSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
                         help="Kafka bootstrap servers (env SHOPSTREAM_KAFKA_BOOTSTRAP)")
+    parser.add_argument("--connect-timeout", type=float, default=0.0,
+                        help="seconds to keep trying while no broker answers (doubling pauses up to 30 s); "
+                        "0 fails at once")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed: same seed, same events")
     time_group = parser.add_argument_group("time")
     time_group.add_argument("--start-date", type=_date, default=defaults.start_date, help="first simulated day (UTC)")
@@ -206,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         live = args.rate is not None
         if live and args.rate <= 0:
             raise ValueError("--rate must be positive")
+        if args.connect_timeout < 0:
+            raise ValueError("--connect-timeout must not be negative")
         config = GeneratorConfig(
             seed=args.seed, start_date=args.start_date, days=args.days,
             events_per_day=round(args.rate * 86_400) if live else args.events_per_day,
@@ -235,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 summary.add(record)
         else:
             summary = send(stream, args.bootstrap_servers, progress_total=total,
-                           show_progress=not args.no_progress, pace_from=pace)
+                           show_progress=not args.no_progress, pace_from=pace, connect_timeout=args.connect_timeout)
     except GeneratorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
