@@ -730,7 +730,7 @@ def verify_image(name: str, ref: str, logfile: Path | None = None) -> float:
         run(*none, "--entrypoint", "sh", ref, "-c", "ls /opt/spark/jars | grep -E 'iceberg-spark-runtime|hadoop-aws|postgresql'",
             expect="iceberg-spark-runtime")
     elif name == "app":
-        run(*none, ref, "python", "-c", "import dagster_repo.definitions; print('definitions ok')", expect="definitions ok")
+        run(*none, ref, "python", "-c", "import dagster_postgres, dagster_repo.definitions; print('definitions ok')", expect="definitions ok")
     return time.monotonic() - started
 
 
