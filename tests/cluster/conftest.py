@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.cluster.images import build_images
-from tests.cluster.stage import HERE, ClusterStage, MemorySampler
+from tests.cluster.stage import HERE, ClusterStage, MemorySampler, split_image
 
 # Lines for the end of the pytest run: times, peak memory, workarounds applied, where diagnostics are.
 REPORT: list[str] = []
@@ -23,14 +23,11 @@ CLUSTER_IMAGES = ("spark-operator", "kafka", "minio", "postgres", "spark", "app"
 
 def chart_image_values(images: dict[str, str]) -> dict:
     """The platform chart's images moved to the ones built here (registry/repository:tag)."""
-    def split(ref: str) -> dict:
-        name, _, tag = ref.rpartition(":")
-        first, _, rest = name.partition("/")
-        registry, repository = (first, rest) if rest and ("." in first or ":" in first) else ("", name)
+    def values(ref: str) -> dict:
+        registry, repository, tag = split_image(ref)
         return {"registry": registry, "repository": repository, "tag": tag, "digest": ""}
 
-    return {"images": {"spark": split(images["spark"]), "app": split(images["app"]),
-                       "minio": split(images["minio"]), "postgres": split(images["postgres"])}}
+    return {"images": {name: values(images[name]) for name in ("spark", "app", "minio", "postgres")}}
 
 
 # Package scope: the cluster goes away after the last test of tests/cluster, not at the end of the
@@ -62,7 +59,6 @@ def cluster(tmp_path_factory, request):
         stage.install_platform(stage.values_files)
         timings["install"] = time.monotonic() - mark
         stage.images = images
-        stage.timings = timings
         yield stage
     except BaseException:
         request.session.testsfailed += 1

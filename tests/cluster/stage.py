@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.tools import build, spark_operator_dir
+from dagster_repo import spark_application as sa
+from tests.tools import build, spark_operator_chart
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
@@ -39,6 +40,14 @@ def kindctl_path() -> Path | None:
     """kindctl, when this machine has it (SHOPSTREAM_KINDCTL, else ../shared/kind/kindctl)."""
     found = Path(os.environ.get("SHOPSTREAM_KINDCTL") or REPO.parent / "shared" / "kind" / "kindctl")
     return found if found.is_file() else None
+
+
+def split_image(ref: str) -> tuple[str, str, str]:
+    """(registry, repository, tag) of `[registry/]repository:tag`; the first path part is a registry
+    only when it looks like a host (has a dot or a port)."""
+    name, _, tag = ref.rpartition(":")
+    first, _, rest = name.partition("/")
+    return (first, rest, tag) if rest and ("." in first or ":" in first) else ("", name, tag)
 
 
 def log(message: str) -> None:
@@ -136,11 +145,10 @@ class ClusterStage:
 
     def install_operator(self, image: str) -> None:
         """The real Kubeflow Spark operator, with the chart its Go module ships and the project's values."""
-        registry, _, rest = image.partition("/")
-        repository, _, tag = rest.rpartition(":")
+        registry, repository, tag = split_image(image)
         started = time.monotonic()
         self.kubectl("create", "namespace", NAMESPACE, check=False)
-        self.helm("upgrade", "--install", "spark-operator", str(spark_operator_dir() / "charts" / "spark-operator-chart"),
+        self.helm("upgrade", "--install", "spark-operator", str(spark_operator_chart()),
                   "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
                   "-f", str(REPO / "charts" / "values" / "spark-operator.yaml"),
                   "-f", str(HERE / "values" / "spark-operator.yaml"),
@@ -199,7 +207,7 @@ class ClusterStage:
 
     def application_state(self, name: str) -> str | None:
         app = self.application(name)
-        return ((app or {}).get("status") or {}).get("applicationState", {}).get("state")
+        return sa.state_of(app) if app else None
 
     def nudge_if_stuck(self, name: str, patience: float = 30.0) -> bool:
         """Work around Spark operator 2.5.0 losing track of an application in PENDING_RERUN (upstream
@@ -211,7 +219,7 @@ class ClusterStage:
         retries). Returns whether it acted."""
         app = self.application(name) or {}
         status = app.get("status") or {}
-        if status.get("applicationState", {}).get("state") != "PENDING_RERUN":
+        if sa.state_of(app) != "PENDING_RERUN":
             self._stuck_since.pop(name, None)
             return False
         since = self._stuck_since.setdefault(name, time.monotonic())

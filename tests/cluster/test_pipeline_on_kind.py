@@ -125,13 +125,9 @@ def lake_access(cluster):
             yield lake.LakeSettings.from_env()
 
 
-def catalog(settings):
-    return lake.iceberg_catalog(settings)
-
-
 def counts(settings) -> dict[str, int]:
     found = {}
-    iceberg = catalog(settings)
+    iceberg = lake.iceberg_catalog(settings)
     for name in (schema.BRONZE_EVENTS, schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.QUARANTINE,
                  schema.SILVER_PRODUCTS):
         try:
@@ -158,7 +154,7 @@ def wait_until_streamed(cluster, settings, expected: Expected, timeout: float = 
     time.sleep(15)  # a duplicate written by a replayed batch would land now: look again
     final = counts(settings)
     assert {name: final[name] for name in want} == want, "the stream lost or duplicated records"
-    quarantine = catalog(settings).load_table(schema.TABLES[schema.QUARANTINE].qualified).scan().to_arrow()
+    quarantine = lake.iceberg_catalog(settings).load_table(schema.TABLES[schema.QUARANTINE].qualified).scan().to_arrow()
     reasons = Counter(r for r in quarantine.column("reason").to_pylist() if r != schema.REASON_LATE)
     assert reasons == expected.quarantined
     return final
@@ -177,7 +173,7 @@ def stream_running(cluster) -> list[dict]:
                 and p["metadata"]["labels"].get("sparkoperator.k8s.io/submission-id") == status.get("submissionID")]
         roles = {p["metadata"]["labels"].get("spark-role") for p in live}
         executors = [p for p in live if p["metadata"]["labels"].get("spark-role") == "executor"]
-        return status.get("applicationState", {}).get("state") == "RUNNING" and "driver" in roles and executors
+        return sa.state_of(app) == "RUNNING" and "driver" in roles and executors
 
     return cluster.wait_for(running, "the streaming application's driver and executor to run", 900)
 
@@ -212,7 +208,7 @@ def test_a_sent_day_reaches_bronze_and_silver_on_minio(cluster, lake_access):
     s3 = fs.S3FileSystem(endpoint_override=lake_access.s3_endpoint, scheme="http", region="us-east-1")
     offsets = s3.get_file_info(fs.FileSelector("shopstream/checkpoints", recursive=True))
     assert any("/offsets/" in f.path for f in offsets) and any("/commits/" in f.path for f in offsets)
-    table = catalog(lake_access).load_table(schema.TABLES[schema.SILVER_PURCHASES].qualified)
+    table = lake.iceberg_catalog(lake_access).load_table(schema.TABLES[schema.SILVER_PURCHASES].qualified)
     assert table.metadata.location.startswith("s3://shopstream/warehouse/")
 
 
@@ -232,10 +228,15 @@ def gold_run(cluster, lake_access):
     return {"result": result, "launcher": launcher, "definitions": definitions}
 
 
+def step_failures(result) -> list[str]:
+    """What each failed step of a Dagster run said, for the assertion message."""
+    return [e.step_failure_data.user_failure_data.description for e in result.all_events
+            if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.user_failure_data]
+
+
 def test_gold_through_dagster_runs_as_sparkapplications_and_matches_what_was_sent(cluster, lake_access, gold_run):
     result = gold_run["result"]
-    failures = [e.step_failure_data.user_failure_data.description for e in result.all_events
-                if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.user_failure_data]
+    failures = step_failures(result)
     assert result.success, failures
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert len(checks) == 7 and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks]
@@ -256,7 +257,7 @@ def test_gold_through_dagster_runs_as_sparkapplications_and_matches_what_was_sen
         assert app["spec"]["driver"]["securityContext"]["runAsUser"] == 185
 
     expected = Expected([SENDS["first"]]).days[DAY]
-    iceberg = catalog(lake_access)
+    iceberg = lake.iceberg_catalog(lake_access)
     from pyiceberg.expressions import EqualTo
 
     [summary] = iceberg.load_table(schema.TABLES[schema.GOLD_SALES_SUMMARY].qualified).scan(
@@ -275,8 +276,7 @@ def test_table_maintenance_runs_on_object_storage(cluster, lake_access, gold_run
     before = counts(lake_access)
     result = dg.materialize([iceberg_table_maintenance], resources={"spark_launcher": gold_run["launcher"]},
                             run_config=QUIET, raise_on_error=False)
-    failures = [e.step_failure_data.user_failure_data.description for e in result.all_events
-                if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.user_failure_data]
+    failures = step_failures(result)
     assert result.success, failures
     [event] = result.get_asset_materialization_events()
     tables = event.materialization.metadata["tables"].value

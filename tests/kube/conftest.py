@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client
 
 from tests.kube.apiserver import KubeAPIServer
-from tests.tools import build, spark_operator_dir
+from tests.tools import build, spark_operator_chart
 from tests.kube.operator import OperatorStandIn
 
 CRDS = Path(__file__).with_name("crds")  # Strimzi's
@@ -22,8 +22,7 @@ def crd_files() -> list[Path]:
     """The CRDs the tests install: the Spark operator's own SparkApplication CRD, read from its
     module at the version tests/tools/spark-operator/go.mod pins (its Helm chart's crds/), and
     Strimzi's in tests/kube/crds/."""
-    chart = spark_operator_dir() / "charts" / "spark-operator-chart"
-    return [chart / "crds" / "sparkoperator.k8s.io_sparkapplications.yaml", *sorted(CRDS.glob("*.yaml"))]
+    return [spark_operator_chart() / "crds" / "sparkoperator.k8s.io_sparkapplications.yaml", *sorted(CRDS.glob("*.yaml"))]
 
 
 def install_crds(api: client.ApiClient, only: str | None = None) -> list[str]:

@@ -65,7 +65,6 @@ def go_module_dir(path: str, version: str) -> Path:
 ((SPARK_OPERATOR_MODULE, SPARK_OPERATOR_VERSION),) = requirements("spark-operator").items()
 
 
-def spark_operator_dir() -> Path:
-    """The Spark operator module's source (its Helm chart is charts/spark-operator-chart, with the
-    CRDs in its crds/)."""
-    return go_module_dir(SPARK_OPERATOR_MODULE, SPARK_OPERATOR_VERSION)
+def spark_operator_chart() -> Path:
+    """The Helm chart the Spark operator's module ships (its CRDs are in crds/)."""
+    return go_module_dir(SPARK_OPERATOR_MODULE, SPARK_OPERATOR_VERSION) / "charts" / "spark-operator-chart"
