@@ -8,14 +8,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test ui kafka-up kafka-down jars prereqs tools bench clean help
-GO_TOOLS := etcd kube-apiserver helm spark-operator minio
+.PHONY: demo test ui kafka-up kafka-down jars prereqs browser tools bench clean help
+GO_TOOLS := etcd kube-apiserver helm spark-operator minio skaffold
 
 help:
 	@echo "make demo        run the pipeline on the embedded default (local Kafka, local Spark, Iceberg on ./.demo)"
 	@echo "make ui          the Dagster UI on the demo's data (http://127.0.0.1:3000; Ctrl-C stops it)"
 	@echo "make test        run the whole test suite (PYTEST_ARGS='-m \"not k8s\"' to select)"
-	@echo "make tools       build the Go test tools (etcd, kube-apiserver, helm, Spark operator, MinIO; needs Go 1.25+)"
+	@echo "make tools       build the Go test tools (etcd, kube-apiserver, helm, Spark operator, MinIO, skaffold; needs Go 1.25+)"
 	@echo "make kafka-up    start the local Kafka broker in the background (state in ./.demo/kafka)"
 	@echo "make kafka-down  stop it"
 	@echo "make bench       run the benchmarks in bench/"
@@ -28,6 +28,14 @@ prereqs:
 	    echo "installing Java 17 and Maven with apt-get ..."; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null; \
 	  else echo "error: Java 17+ and Maven are required (apt-get install openjdk-17-jdk-headless maven)"; exit 1; fi; }
+
+# The UI tests open Dagster in headless Chromium, from the OS like Java.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Chromium with apt-get ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "error: the UI tests need Chromium (apt-get install chromium)"; exit 1; fi; }
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -46,11 +54,12 @@ ui: jars
 	$(PY) -m dagster_repo.ui
 
 # The Go-built test tools (pinned in tests/tools/<tool>/go.mod), cached in ~/.cache/shopstream/tools:
-# etcd, kube-apiserver, helm, the Kubeflow Spark operator (binary `operator`) and MinIO (`minio`, `mc`).
+# etcd, kube-apiserver, helm, the Kubeflow Spark operator (binary `operator`), MinIO (`minio`, `mc`)
+# and skaffold.
 tools:
 	@for tool in $(GO_TOOLS); do tests/tools/build.sh $$tool >/dev/null || exit 1; done
 
-test: jars tools
+test: jars tools browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 kafka-up: jars

@@ -112,11 +112,16 @@ def streaming_health_alert():
 ALERT_REPEAT_SECONDS = 3600  # one alert run per kind of problem per hour
 
 
-@dg.sensor(job=streaming_health_alert, minimum_interval_seconds=300,
+# How often the daemon evaluates the sensor (the code server's environment, read when it loads).
+HEALTH_SENSOR_INTERVAL = int(os.environ.get("SHOPSTREAM_HEALTH_SENSOR_INTERVAL_SECONDS", "300"))
+
+
+@dg.sensor(job=streaming_health_alert, minimum_interval_seconds=HEALTH_SENSOR_INTERVAL,
            default_status=dg.DefaultSensorStatus.RUNNING if os.environ.get("SHOPSTREAM_LAUNCHER_MODE") == "kubernetes"
            else dg.DefaultSensorStatus.STOPPED,
-           description="Every 5 minutes: alerts (a failed streaming_health_alert run) when progress is stale, lag is "
-                       "too high or the streaming application has stopped.")
+           description="Every 5 minutes (SHOPSTREAM_HEALTH_SENSOR_INTERVAL_SECONDS): alerts (a failed "
+                       "streaming_health_alert run) when progress is stale, lag is too high or the streaming "
+                       "application has stopped.")
 def streaming_health_sensor(context: dg.SensorEvaluationContext, spark_launcher: SparkLauncher):
     measured = measure_streaming(spark_launcher)
     problems = measured.problems(health.Thresholds.from_env())  # read at every tick: a restart-free change

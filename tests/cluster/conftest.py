@@ -21,6 +21,14 @@ REPORT: list[str] = []
 CLUSTER_IMAGES = ("spark-operator", "kafka", "minio", "postgres", "spark", "app")
 
 
+# The code server: the health sensor looks every 20 s instead of every 5 minutes, so a test sees its
+# alert soon; a sliver of CPU, like the rest of Dagster here (values/dagster.yaml).
+DAGSTER_TEST_VALUES = ("dagster-user-deployments.deployments[0].env[0].name=SHOPSTREAM_HEALTH_SENSOR_INTERVAL_SECONDS",
+                       "dagster-user-deployments.deployments[0].env[0].value=20",
+                       "dagster-user-deployments.deployments[0].resources.requests.cpu=20m",
+                       "dagster-user-deployments.deployments[0].resources.requests.memory=256Mi")
+
+
 def chart_image_values(images: dict[str, str]) -> dict:
     """The platform chart's images moved to the ones built here (registry/repository:tag)."""
     def values(ref: str) -> dict:
@@ -57,6 +65,7 @@ def cluster(tmp_path_factory, request):
         overrides.write_text(yaml.safe_dump(chart_image_values(images)))
         stage.values_files = [HERE / "values" / "platform.yaml", overrides]
         stage.install_platform(stage.values_files)
+        stage.install_dagster(images["app"], *DAGSTER_TEST_VALUES)
         timings["install"] = time.monotonic() - mark
         stage.images = images
         yield stage

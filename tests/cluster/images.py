@@ -731,6 +731,8 @@ def verify_image(name: str, ref: str, logfile: Path | None = None) -> float:
             expect="iceberg-spark-runtime")
     elif name == "app":
         run(*none, ref, "python", "-c", "import dagster_postgres, dagster_repo.definitions; print('definitions ok')", expect="definitions ok")
+        # what run pods write there: the IO manager's outputs, as the image's user
+        run(*none, ref, "sh", "-c", 'mkdir "$DAGSTER_HOME/storage" && echo writable', expect="writable")
     return time.monotonic() - started
 
 

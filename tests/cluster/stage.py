@@ -31,6 +31,12 @@ KIND_CONFIG = REPO / "manifests" / "kind-config.yaml"
 NAMESPACE = "shopstream"
 OPERATOR_NAMESPACE = "spark-operator"
 RELEASE = "shopstream"
+# Dagster: the release of skaffold.yaml with its values file, installed from the stand-in chart
+# (tests/cluster/charts/dagster) because the official one cannot be fetched here.
+DAGSTER_RELEASE = "dagster"
+DAGSTER_CHART = HERE / "charts" / "dagster"
+DAGSTER_VALUES = REPO / "charts" / "values" / "dagster.yaml"
+DAGSTER_WEBSERVER = "dagster-dagster-webserver"
 CLUSTER = os.environ.get("SHOPSTREAM_KIND_CLUSTER", "shopstream-e2e")
 # A cold cluster pulls nothing but starts many JVMs on two cores: give Helm room.
 HELM_TIMEOUT = "15m"
@@ -111,6 +117,9 @@ class ClusterStage:
             self._run(["kind", "load", "docker-image", "--name", CLUSTER, *images], stderr=None)
         log(f"loaded {len(images)} images in {time.monotonic() - started:.0f}s")
 
+    def retag(self, image: str, new: str) -> None:
+        self._run(["docker", "tag", image, new])
+
     @property
     def node(self) -> str:
         return f"{CLUSTER}-control-plane"
@@ -185,6 +194,21 @@ class ClusterStage:
         started = time.monotonic()
         self.helm(*command)
         log(f"platform chart {'upgraded' if upgrade else 'installed'} in {time.monotonic() - started:.0f}s")
+
+    def install_dagster(self, app_image: str, *sets: str) -> None:
+        """Dagster's webserver, daemon and the shopstream code server, all from the app image, as
+        skaffold.yaml's dagster release sets them."""
+        registry, repository, tag = split_image(app_image)
+        repository = f"{registry}/{repository}" if registry else repository
+        command = ["upgrade", "--install", DAGSTER_RELEASE, str(DAGSTER_CHART), "--namespace", NAMESPACE,
+                   "-f", str(DAGSTER_VALUES), "-f", str(HERE / "values" / "dagster.yaml"), "--wait", "--timeout", HELM_TIMEOUT]
+        for key in ("dagsterWebserver.image", "dagsterDaemon.image", "dagster-user-deployments.deployments[0].image"):
+            command += ["--set-string", f"{key}.repository={repository}", "--set-string", f"{key}.tag={tag}"]
+        for value in sets:
+            command += ["--set-string", value]
+        started = time.monotonic()
+        self.helm(*command)
+        log(f"Dagster ({app_image}) installed in {time.monotonic() - started:.0f}s")
 
     # -- waiting and reading -----------------------------------------------------------------
 

@@ -1,9 +1,12 @@
 """The whole pipeline on a real kind cluster, as a user runs it: the generator sends simulated days
 to Kafka; the chart's streaming SparkApplication, run by the real Spark operator, writes bronze and
-silver to MinIO through the PostgreSQL catalog with its checkpoint on s3a; Dagster (on this host,
-launcher mode `kubernetes`) materializes the gold tables as SparkApplications that the operator
-runs; table maintenance runs on MinIO; a `helm upgrade` and a killed driver lose and duplicate
-nothing. Values are read back with pyiceberg and compared with what the generator sent.
+silver to MinIO through the PostgreSQL catalog with its checkpoint on s3a; Dagster in the cluster
+(webserver, daemon and code server with the instance of charts/values/dagster.yaml) runs the gold
+job, launched through the webserver's GraphQL API, in a run pod that creates SparkApplications; the
+UI is opened through a port-forward in headless Chromium; table maintenance runs on MinIO; a `helm
+upgrade` and a killed driver lose and duplicate nothing; a new app image reloads the code location;
+the health sensor raises an alert run once the stream is stopped. Values are read back with
+pyiceberg and compared with what the generator sent.
 
 The tests run in file order and build on each other (one cluster, one lake)."""
 
@@ -12,20 +15,27 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import subprocess
 import time
 from collections import Counter, defaultdict
 from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from dagster_repo import spark_application as sa
 from dagster_repo.assets import iceberg_table_maintenance
-from dagster_repo.definitions import build_definitions
 from dagster_repo.launcher import SparkLauncher
 from shopstream import lake, schema
 from shopstream.generator.shop import VALID, GeneratorConfig, Shop
-from tests.cluster.stage import NAMESPACE, log
+from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
+from tests.cluster.conftest import DAGSTER_TEST_VALUES, chart_image_values
+from tests.cluster.images import docker_client
+from tests.cluster.stage import DAGSTER_WEBSERVER, HERE, NAMESPACE, REPO, log
+from tests.tools import skaffold
+from tests.cluster.webserver import LOCATION, Webserver, tags
 
 # The first test also waits for the session's images and cluster: on a cold machine that is the
 # Go and image builds (tens of minutes on 2 CPUs).
@@ -42,6 +52,8 @@ SENDS = {
                                      late_fraction=0.0, duplicate_fraction=0.02, malformed_fraction=0.01),
     "driver-killed": GeneratorConfig(seed=33, start_date=DAY + dt.timedelta(days=2), events_per_day=12000,
                                      late_fraction=0.0, duplicate_fraction=0.02, malformed_fraction=0.01),
+    "after-rotation": GeneratorConfig(seed=34, start_date=DAY + dt.timedelta(days=3), events_per_day=2000,
+                                      late_fraction=0.0, duplicate_fraction=0.02, malformed_fraction=0.01),
 }
 
 
@@ -213,49 +225,89 @@ def test_a_sent_day_reaches_bronze_and_silver_on_minio(cluster, lake_access):
 
 
 @pytest.fixture(scope="module")
-def gold_run(cluster, lake_access):
-    """silver_to_gold_processing for DAY, run by Dagster with the kubernetes launcher: every gold
-    job becomes a SparkApplication that the operator runs."""
-    launcher_settings = cluster.kubectl_json("get", "configmap", "shopstream-launcher")["data"]
-    launcher = SparkLauncher(mode="kubernetes", namespace=NAMESPACE, kubeconfig_file=str(cluster.kubeconfig),
-                             application_defaults=launcher_settings["SHOPSTREAM_SPARK_APP_DEFAULTS"])
-    definitions = build_definitions(launcher)
+def webserver(cluster):
+    """The Dagster webserver in the cluster, through `kubectl port-forward` as a user reaches it."""
+    with cluster.port_forward(DAGSTER_WEBSERVER, 8080) as port:
+        server = Webserver(port)
+        cluster.wait_for(lambda: server.repository().get("schedules"), "the webserver to load the shopstream location", 300)
+        yield server
+
+
+def test_dagster_runs_in_the_cluster_with_the_seed_schedules(cluster, webserver):
+    pods = cluster.kubectl_json("get", "pods", "-l", "app.kubernetes.io/instance=dagster")["items"]
+    running = {p["metadata"]["labels"]["component"]: p for p in pods if p["status"]["phase"] == "Running"}
+    assert set(running) == {"dagster-webserver", "dagster-daemon", "user-deployments"}, sorted(running)
+    for pod in running.values():
+        assert pod["spec"]["serviceAccountName"] == "dagster"
+        assert pod["spec"]["securityContext"]["runAsUser"] == 10001 and pod["spec"]["securityContext"]["runAsNonRoot"]
+        assert pod["spec"]["containers"][0]["image"] == cluster.images["app"]
+    repository = webserver.repository()
+    schedules = {s["name"]: (s["cronSchedule"], s["executionTimezone"], s["scheduleState"]["status"])
+                 for s in repository["schedules"]}
+    assert schedules == {  # the seed: gold daily at 02:00 UTC (on), customers 03:00 and sales 04:00 (optional)
+        "daily_gold_processing_schedule": ("0 2 * * *", "UTC", "RUNNING"),
+        "customer_analytics_schedule": ("0 3 * * *", "UTC", "STOPPED"),
+        "sales_analytics_schedule": ("0 4 * * *", "UTC", "STOPPED"),
+        "weekly_maintenance_schedule": ("0 5 * * 0", "UTC", "STOPPED"),
+    }
+    sensors = {s["name"]: (s["minIntervalSeconds"], s["sensorState"]["status"]) for s in repository["sensors"]}
+    assert sensors == {"streaming_health_sensor": (20, "RUNNING")}  # on by default in kubernetes mode
+
+
+def run_gold(cluster, webserver, day: dt.date) -> dict:
+    """silver_to_gold_processing for `day`, launched from the webserver as the UI launches it: the daemon
+    dequeues it, the K8sRunLauncher starts a run pod, each gold job becomes a SparkApplication."""
     started = time.monotonic()
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = definitions.resolve_job_def("silver_to_gold_processing").execute_in_process(
-            partition_key=DAY.isoformat(), instance=instance, run_config=QUIET, raise_on_error=False)
-    log(f"gold for {DAY} through the operator in {time.monotonic() - started:.0f}s")
-    return {"result": result, "launcher": launcher, "definitions": definitions}
+    run_id = webserver.launch("silver_to_gold_processing", tags={"dagster/partition": day.isoformat()})
+    run = webserver.wait(run_id, timeout=1800)
+    log(f"gold for {day} through Dagster in the cluster: {run['status']} in {time.monotonic() - started:.0f}s")
+    return {"run": run, "events": webserver.events(run_id)}
 
 
-def step_failures(result) -> list[str]:
-    """What each failed step of a Dagster run said, for the assertion message."""
-    return [e.step_failure_data.user_failure_data.description for e in result.all_events
-            if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.user_failure_data]
+@pytest.fixture(scope="module")
+def gold_run(cluster, lake_access, webserver):
+    return run_gold(cluster, webserver, DAY)
 
 
-def test_gold_through_dagster_runs_as_sparkapplications_and_matches_what_was_sent(cluster, lake_access, gold_run):
-    result = gold_run["result"]
-    failures = step_failures(result)
-    assert result.success, failures
-    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert len(checks) == 7 and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks]
-    materialized = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
-    assert len(materialized) == 5
-    applications = set()
-    for metadata in materialized.values():
-        assert metadata["launcher_mode"].value == "kubernetes"
-        history = [t["state"] for t in metadata["state_history"].value]
-        assert history[-1] == sa.COMPLETED, history
-        applications.add(metadata["spark_application"].value)
-    assert len(applications) == 4  # one per gold job
-    for name in applications:
-        app = cluster.application(name)
+def failures(events: list[dict]) -> list[str]:
+    """What failed steps and runs said: the event, the error and the failure's description."""
+    said = []
+    for e in events:
+        if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent"):
+            said.append(" | ".join(filter(None, [e["message"], (e.get("error") or {}).get("message"),
+                                                 (e.get("failureMetadata") or {}).get("description")])))
+    return said
+
+
+def assert_gold_succeeded(cluster, gold: dict) -> set[str]:
+    """The run succeeded in a run pod with every check passed; returns its SparkApplications."""
+    run, events = gold["run"], gold["events"]
+    assert run["status"] == "SUCCESS", failures(events)
+    checks = [e["evaluation"] for e in events if e["__typename"] == "AssetCheckEvaluationEvent"]
+    assert len(checks) == 7 and all(c["success"] for c in checks), checks
+    materialized = {"/".join(e["assetKey"]["path"]) for e in events if e["__typename"] == "MaterializationEvent"}
+    assert len(materialized) == 5, materialized
+    # the K8sRunLauncher's run worker: a Job with the code server's image, account and settings
+    [job] = cluster.kubectl_json("get", "jobs", "-l", f"dagster/run-id={run['runId']}")["items"]
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "run_worker"
+    pod_spec = job["spec"]["template"]["spec"]
+    assert pod_spec["serviceAccountName"] == "dagster"
+    assert pod_spec["containers"][0]["image"] == tags(run)["dagster/image"]
+    env_from = {ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in pod_spec["containers"][0]["envFrom"]}
+    assert {"shopstream-lake", "shopstream-launcher", "shopstream-credentials"} <= env_from
+    applications = {a["metadata"]["name"]: a for a in cluster.kubectl_json("get", "sparkapplications", "-l",
+                                                                          f"{sa.LABEL_RUN_ID}={run['runId']}")["items"]}
+    assert len(applications) == 4, sorted(applications)  # one per gold job
+    for app in applications.values():
         assert app["status"]["applicationState"]["state"] == sa.COMPLETED
-        assert app["metadata"]["labels"][sa.LABEL_RUN_ID] == result.run_id
         assert app["spec"]["executor"]["serviceAccount"] == "shopstream-spark-executor"
         assert app["spec"]["driver"]["securityContext"]["runAsUser"] == 185
+    return set(applications)
 
+
+def test_gold_through_dagster_in_the_cluster_matches_what_was_sent(cluster, lake_access, gold_run):
+    assert_gold_succeeded(cluster, gold_run)
+    assert tags(gold_run["run"])["dagster/image"] == cluster.images["app"]
     expected = Expected([SENDS["first"]]).days[DAY]
     iceberg = lake.iceberg_catalog(lake_access)
     from pyiceberg.expressions import EqualTo
@@ -267,14 +319,36 @@ def test_gold_through_dagster_runs_as_sparkapplications_and_matches_what_was_sen
     customers = iceberg.load_table(schema.TABLES[schema.GOLD_CUSTOMER_ANALYTICS].qualified).scan(
         row_filter=EqualTo("date", DAY.isoformat())).to_arrow().to_pylist()
     assert sum(c["revenue"] for c in customers) == expected["revenue"]
-    for table, metadata in materialized.items():
+    # the row count each job reported equals what its table holds for the day
+    for event in (e for e in gold_run["events"] if e["__typename"] == "MaterializationEvent"):
+        table = "/".join(event["assetKey"]["path"])
+        reported = next(m["intValue"] for m in event["metadataEntries"] if m["label"] == "dagster/row_count")
         rows = iceberg.load_table(schema.TABLES[table].qualified).scan(row_filter=EqualTo("date", DAY.isoformat())).count()
-        assert metadata["dagster/row_count"].value == rows > 0, table
+        assert event["partition"] == DAY.isoformat() and reported == rows > 0, table
 
 
-def test_table_maintenance_runs_on_object_storage(cluster, lake_access, gold_run):
+def test_the_ui_through_a_port_forward_shows_the_gold_assets_checks_and_run(cluster, gold_run, webserver):
+    base = webserver.url.removesuffix("/graphql")
+    check_gold_in_dagster_ui(base, LOCATION, gold_run["run"]["runId"], SCREENSHOTS / "cluster")
+
+
+@pytest.fixture(scope="module")
+def host_launcher(cluster):
+    """The launcher on this host against the cluster (kubeconfig), for ops a test runs in-process."""
+    launcher_settings = cluster.kubectl_json("get", "configmap", "shopstream-launcher")["data"]
+    return SparkLauncher(mode="kubernetes", namespace=NAMESPACE, kubeconfig_file=str(cluster.kubeconfig),
+                         application_defaults=launcher_settings["SHOPSTREAM_SPARK_APP_DEFAULTS"])
+
+
+def step_failures(result) -> list[str]:
+    """What each failed step of an in-process Dagster run said, for the assertion message."""
+    return [e.step_failure_data.user_failure_data.description for e in result.all_events
+            if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.user_failure_data]
+
+
+def test_table_maintenance_runs_on_object_storage(cluster, lake_access, gold_run, host_launcher):
     before = counts(lake_access)
-    result = dg.materialize([iceberg_table_maintenance], resources={"spark_launcher": gold_run["launcher"]},
+    result = dg.materialize([iceberg_table_maintenance], resources={"spark_launcher": host_launcher},
                             run_config=QUIET, raise_on_error=False)
     failures = step_failures(result)
     assert result.success, failures
@@ -308,3 +382,140 @@ def test_a_driver_killed_mid_batch_loses_and_duplicates_nothing(cluster, lake_ac
     cluster.kubectl("wait", "--for=condition=complete", "job/generate-driver-killed", "--timeout=600s", timeout=660)
     stream_running(cluster)
     wait_until_streamed(cluster, lake_access, Expected(list(SENDS.values())))
+
+
+def lake_settings_with(credentials: dict[str, str]) -> lake.LakeSettings:
+    """The host's lake settings (port-forwards of lake_access) with other client credentials."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key in ("AWS_SECRET_ACCESS_KEY", "SHOPSTREAM_CATALOG_PASSWORD"):
+            patch.setenv(key, credentials[key])
+        return lake.LakeSettings.from_env()
+
+
+def test_rotated_credentials_reach_every_client_and_the_pipeline_runs_again(cluster, lake_access, monkeypatch):
+    """`helm upgrade --set credentials.rotation=1`, then Dagster's pods restarted, as docs/kubernetes.md
+    says: the old keys stop working, MinIO and PostgreSQL keep running (and their data), the stream
+    is resubmitted with the new keys, and a new day goes through the stream and Dagster's gold run."""
+    secrets = ("shopstream-credentials", "shopstream-dagster-postgresql", "shopstream-admin-credentials")
+    before = {name: cluster.secret(name) for name in secrets}
+    servers = {p["metadata"]["name"]: p["metadata"]["uid"] for p in cluster.kubectl_json(
+        "get", "pods", "-l", "app.kubernetes.io/component in (minio,postgres)")["items"]}
+    submission = cluster.application(STREAMING_APP)["status"]["submissionID"]
+    counted = counts(lake_access)
+
+    cluster.install_platform(cluster.values_files, "credentials.rotation=1", upgrade=True)
+    after = {name: cluster.secret(name) for name in secrets}
+    client, old_client = after["shopstream-credentials"], before["shopstream-credentials"]
+    assert client["AWS_ACCESS_KEY_ID"] == old_client["AWS_ACCESS_KEY_ID"] == "shopstream-lake"
+    assert client["AWS_SECRET_ACCESS_KEY"] != old_client["AWS_SECRET_ACCESS_KEY"]
+    assert client["SHOPSTREAM_CATALOG_PASSWORD"] != old_client["SHOPSTREAM_CATALOG_PASSWORD"]
+    assert after["shopstream-dagster-postgresql"] != before["shopstream-dagster-postgresql"]
+    assert after["shopstream-admin-credentials"] == before["shopstream-admin-credentials"]
+    assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in cluster.kubectl_json(
+        "get", "pods", "-l", "app.kubernetes.io/component in (minio,postgres)")["items"]} == servers
+
+    # the old keys are refused, the new ones work, and they reach only the lake
+    old, new = lake_settings_with(old_client), lake_settings_with(client)
+    with pytest.raises(Exception, match="password authentication failed"):
+        lake.iceberg_catalog(old).list_namespaces()
+    import psycopg2
+
+    host, port = new.catalog_uri.split("//")[1].split("/")[0].split(":")
+    with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+        psycopg2.connect(host=host, port=port, dbname="dagster", user=new.catalog_user,
+                         password=client["SHOPSTREAM_CATALOG_PASSWORD"]).close()
+    from pyarrow import fs
+
+    def bucket(credentials):
+        return fs.S3FileSystem(endpoint_override=lake_access.s3_endpoint, scheme="http", region="us-east-1",
+                               access_key=credentials["AWS_ACCESS_KEY_ID"], secret_key=credentials["AWS_SECRET_ACCESS_KEY"])
+
+    with pytest.raises(OSError):
+        bucket(old_client).get_file_info(fs.FileSelector("shopstream/warehouse"))
+    assert bucket(client).get_file_info(fs.FileSelector("shopstream/warehouse"))
+    with pytest.raises(OSError):
+        bucket(client).create_dir("another-bucket")
+    for key in ("AWS_SECRET_ACCESS_KEY", "SHOPSTREAM_CATALOG_PASSWORD"):
+        monkeypatch.setenv(key, client[key])
+    assert counts(new) == counted  # MinIO's and PostgreSQL's data survived
+
+    # the stream comes back on a new submission, with the new keys
+    cluster.wait_for(lambda: (cluster.application(STREAMING_APP) or {}).get("status", {}).get("submissionID") not in
+                     (None, submission), "the stream to be resubmitted", 600)
+    stream_running(cluster)
+    driver = cluster.kubectl_json("get", "pod", f"{STREAMING_APP}-driver")
+    assert driver["metadata"]["annotations"]["shopstream.io/credentials-rotation"] == "1"
+    send(cluster, "after-rotation", SENDS["after-rotation"])
+    wait_until_streamed(cluster, new, Expected(list(SENDS.values())))
+
+    # Dagster reads its Secrets at start: restart it, then gold for the new day
+    for deployment in cluster.kubectl("get", "deployments", "-l", "app.kubernetes.io/instance=dagster", "-o", "name").stdout.split():
+        cluster.kubectl("rollout", "restart", deployment)
+        cluster.kubectl("rollout", "status", deployment, "--timeout=600s", timeout=660)
+    with cluster.port_forward(DAGSTER_WEBSERVER, 8080) as port:
+        webserver = Webserver(port)
+        cluster.wait_for(lambda: webserver.repository().get("schedules"), "the webserver to load the location", 300)
+        assert_gold_succeeded(cluster, run_gold(cluster, webserver, SENDS["after-rotation"].start_date))
+
+
+def test_a_new_app_image_reloads_the_code_location_and_the_health_sensor_alerts(cluster):
+    """An image change (what skaffold does on a code change) rolls the code server, webserver and
+    daemon; the daemon loads the new location, so the sensor's alert run, once the stream is
+    stopped, runs the new image."""
+    new_image = cluster.images["app"] + "-reloaded"
+    cluster.retag(cluster.images["app"], new_image)
+    cluster.load(new_image)
+    cluster.install_dagster(new_image, *DAGSTER_TEST_VALUES)
+    with cluster.port_forward(DAGSTER_WEBSERVER, 8080) as port:
+        webserver = Webserver(port)
+        cluster.wait_for(lambda: webserver.repository().get("sensors"), "the webserver to load the new location", 300)
+        alerts_before = {r["runId"] for r in webserver.runs("streaming_health_alert")}
+        cluster.install_platform(cluster.values_files, "streaming.enabled=false", upgrade=True)
+        assert cluster.application(STREAMING_APP) is None
+
+        def missing_stream_alert():
+            finished = [r for r in webserver.runs("streaming_health_alert")
+                        if r["runId"] not in alerts_before and r["status"] in ("SUCCESS", "FAILURE")]
+            return [(r, said) for r in finished for said in [failures(webserver.events(r["runId"]))]
+                    if any("streaming SparkApplication is MISSING" in s for s in said)]
+
+        [(alert, said), *_] = cluster.wait_for(missing_stream_alert, "the health sensor's alert run on the stopped stream",
+                                               600, interval=5)
+    assert alert["status"] == "FAILURE", said
+    assert tags(alert)["dagster/image"] == new_image
+    assert tags(alert)["shopstream/alert"] == "streaming"
+
+
+def test_skaffold_builds_from_local_bases_loads_into_kind_and_deploys_the_platform(cluster, tmp_path):
+    """What `skaffold dev` does for the project's own parts, run for real with the kind-local profile:
+    both images built from this stage's base images, loaded into the node by skaffold's kind loader,
+    the platform chart upgraded to them; the stream comes back on skaffold's Spark image."""
+    values = yaml.safe_load((HERE / "values" / "platform.yaml").read_text())
+    third_party = chart_image_values(cluster.images)["images"]
+    values["images"] = {name: third_party[name] for name in ("minio", "postgres")}
+    values_file = tmp_path / "platform.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    artifacts = tmp_path / "artifacts.json"
+    # skaffold runs helm, kubectl, kind and docker from PATH: the stage's helm, kindctl's kind shim,
+    # and a docker CLI that builds with BuildKit behind it
+    env = {**cluster.env, "PATH": f"{Path(cluster.helm_bin).parent}:{cluster.env['PATH']}",
+           "KUBECONFIG": str(cluster.kubeconfig), "KINDCTL_REAL_DOCKER": docker_client(),
+           "MAVEN_IMAGE": cluster.images["maven"], "SPARK_IMAGE": cluster.images["spark-base"],
+           "PYTHON_IMAGE": cluster.images["python"], "SHOPSTREAM_PLATFORM_VALUES": str(values_file)}
+    started = time.monotonic()
+    done = subprocess.run([str(skaffold()), "run", "-m", "platform", "-p", "kind-local", "--kube-context", cluster.context,
+                           "--file-output", str(artifacts), "--cache-artifacts=false"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
+    log(f"skaffold run -m platform -p kind-local: exit {done.returncode} in {time.monotonic() - started:.0f}s")
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    built = {b["imageName"]: b["tag"] for b in json.loads(artifacts.read_text())["builds"]}
+    assert set(built) == {"shopstream-spark", "shopstream-app"}
+    assert "Loading images into kind cluster nodes" in done.stdout + done.stderr
+    # the release now runs skaffold's images: the stream, and the spec every launched job shares
+    stream_running(cluster)
+    assert cluster.application(STREAMING_APP)["spec"]["image"] == built["shopstream-spark"]
+    defaults = json.loads(cluster.kubectl_json("get", "configmap", "shopstream-launcher")["data"]["SHOPSTREAM_SPARK_APP_DEFAULTS"])
+    assert defaults["image"] == built["shopstream-spark"]
+    nodes = cluster._run(["docker", "exec", cluster.node, "crictl", "images", "-o", "json"]).stdout
+    for tag in built.values():
+        assert tag.split(":")[-1] in nodes, tag

@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from decimal import Decimal
 
 import dagster as dg
@@ -18,11 +24,13 @@ from dagster_repo import quality
 from dagster_repo.assets import GOLD_ASSETS, iceberg_table_maintenance, streaming_health_monitor
 from dagster_repo.checks import GOLD_CHECKS
 from dagster_repo.definitions import defs
+from dagster_repo.demo import prepare_instance
 from dagster_repo.launcher import SparkLauncher
 from shopstream import lake, schema
 from shopstream.generator.cli import send
 from shopstream.generator.shop import GeneratorConfig, Shop
 from shopstream.kafka_local import KafkaBroker, create_topics, free_port
+from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -53,11 +61,14 @@ def pipeline(tmp_path_factory, module_lake):
         env.setenv("SHOPSTREAM_KAFKA_BOOTSTRAP", broker.bootstrap_servers)
         env.setenv("SHOPSTREAM_CHECKPOINT_DIR", str(tmp_path_factory.mktemp("checkpoints")))
         env.setenv("SHOPSTREAM_SHUFFLE_PARTITIONS", "2")
+        # A persistent instance, as `make demo` keeps one: `make ui` then shows these runs.
+        env.setenv("DAGSTER_HOME", str(tmp_path_factory.mktemp("dagster-home")))
+        prepare_instance()
         try:
             create_topics(broker.bootstrap_servers)
             shop = Shop(CONFIG)
             send(itertools.chain(shop.catalog(), shop.records()), broker.bootstrap_servers, show_progress=False)
-            with dg.DagsterInstance.ephemeral() as instance:
+            with dg.DagsterInstance.get() as instance:
                 catch_up = defs.resolve_job_def("streaming_catch_up").execute_in_process(instance=instance, run_config=QUIET)
                 gold = defs.resolve_job_def("silver_to_gold_processing").execute_in_process(
                     partition_key=DAY.isoformat(), instance=instance, run_config=QUIET, raise_on_error=False)
@@ -96,6 +107,28 @@ def test_every_gold_asset_and_check_materializes_and_passes(pipeline, iceberg_la
     silver_revenue = sum(r["revenue"] for r in iceberg_lake.load_table(schema.PURCHASES.qualified).scan().to_arrow().to_pylist()
                          if r["event_date"] == DAY)
     assert summary and str(silver_revenue) in summary.values(), summary
+
+
+def test_make_ui_shows_the_gold_assets_their_checks_and_the_run(pipeline):
+    """`make ui` on the embedded default's instance, opened in headless Chromium as a user opens it."""
+    port = free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "dagster_repo.ui", "--port", str(port)], env=dict(os.environ),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/server_info", timeout=5)
+                break
+            except OSError:
+                assert ui.poll() is None and time.monotonic() < deadline, "make ui did not answer"
+                time.sleep(1)
+        # `dagster dev -m` names the location after the module
+        check_gold_in_dagster_ui(base, "dagster_repo.definitions", pipeline["gold"].run_id, SCREENSHOTS / "embedded")
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)
 
 
 def run_check(name: str) -> dg.AssetCheckEvaluation:

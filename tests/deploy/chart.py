@@ -1,5 +1,6 @@
 """The platform chart as the tests see it: the helm binary (built from the Go module proxy), the
-values of each skaffold profile, rendering, and the objects of manifests/."""
+values of each skaffold profile, rendering, and the objects of manifests/; and the Dagster release
+of charts/values/dagster.yaml, rendered by the cluster stage's stand-in of the official chart."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from tests.tools import build
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "shopstream"
+DAGSTER_CHART = REPO / "tests" / "cluster" / "charts" / "dagster"
+DAGSTER_VALUES = REPO / "charts" / "values" / "dagster.yaml"
 KUBE_VERSION = "1.35.0"  # kindest/node in manifests/kind-config.yaml
 
 
@@ -43,6 +46,13 @@ def render(helm: Path, values: dict | None = None, *extra: str, namespace: str =
     for key, value in (values or {}).items():
         command += ["--set", f"{key}={value}"]
     done = subprocess.run([*command, *extra], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def render_dagster(helm: Path, namespace: str = "shopstream") -> list[dict]:
+    done = subprocess.run([str(helm), "template", "dagster", str(DAGSTER_CHART), "--namespace", namespace,
+                           "--kube-version", KUBE_VERSION, "-f", str(DAGSTER_VALUES)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 

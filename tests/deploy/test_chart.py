@@ -52,8 +52,9 @@ def test_lint_strict(helm):
 
 
 def test_profiles_are_the_ones_documented():
-    assert set(profile_values()) == {"default", "minimal", "ci-render"}
+    assert set(profile_values()) == {"default", "minimal", "ci-render", "kind-local"}
     assert profile_values()["minimal"] == {"generator.enabled": False, "streaming.enabled": False}
+    assert profile_values()["kind-local"] == {}  # only the images differ: skaffold's build sets them
 
 
 def test_every_object_is_valid_for_the_kind_node_version(rendered):
@@ -64,7 +65,7 @@ def test_every_object_is_valid_for_the_kind_node_version(rendered):
             continue  # a custom resource: validated by the real API server in tests/kube
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
     assert {"Secret", "ConfigMap", "Service", "Deployment", "StatefulSet", "Job", "Role", "RoleBinding",
-            "ServiceAccount"} <= kinds
+            "ServiceAccount", "NetworkPolicy"} <= kinds
 
 
 def test_the_streaming_application_has_what_the_project_relies_on(helm):
@@ -169,15 +170,17 @@ def test_every_container_is_non_root_with_requests_and_limits(rendered):
 def test_secrets_are_generated_not_defaulted(helm):
     first = {o["metadata"]["name"]: o for o in render(helm) if o["kind"] == "Secret"}
     second = {o["metadata"]["name"]: o for o in render(helm) if o["kind"] == "Secret"}
-    assert set(first) == {"shopstream-credentials", "shopstream-dagster-postgresql"}
+    assert set(first) == {"shopstream-admin-credentials", "shopstream-credentials", "shopstream-dagster-postgresql"}
     for name, secret in first.items():
         assert "stringData" not in secret
         assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
         for key, value in secret["data"].items():
+            if key == "AWS_ACCESS_KEY_ID":
+                continue  # the lake user's name (minio.lakeUser), not a secret
             assert value != second[name]["data"][key], f"{name}.{key} is the same in two installs: a literal"
             assert len(__import__("base64").b64decode(value)) >= 20
-    # the Dagster database password is the catalog password, generated once per install
-    assert first["shopstream-credentials"]["data"]["SHOPSTREAM_CATALOG_PASSWORD"] == \
+    # each role has its own password (tests/deploy/test_credentials.py checks the rest)
+    assert first["shopstream-credentials"]["data"]["SHOPSTREAM_CATALOG_PASSWORD"] != \
         first["shopstream-dagster-postgresql"]["data"]["postgresql-password"]
     values = (CHART / "values.yaml").read_text().lower()
     assert not re.search(r"(password|secret|accesskey)\w*:\s*\S", values)
@@ -223,7 +226,7 @@ def test_skaffold_configs_are_consistent():
         assert config["apiVersion"] == "skaffold/v4beta13" and config["kind"] == "Config"
         for required in config.get("requires", []):
             assert set(required["configs"]) <= set(configs)
-        assert {p["name"] for p in config.get("profiles", [])} == {"minimal", "ci-render"}
+        assert {p["name"] for p in config.get("profiles", [])} == {"minimal", "ci-render", "kind-local"}
         for release in config.get("deploy", {}).get("helm", {}).get("releases", []):
             if "chartPath" in release:
                 assert (REPO / release["chartPath"] / "Chart.yaml").exists()
@@ -274,6 +277,16 @@ def test_the_dagster_values_point_at_the_platform_charts_names(helm):
     assert values["global"]["postgresqlSecretName"] in names
     assert values["postgresql"]["postgresqlHost"] in names
     assert values["global"]["serviceAccountName"] == "dagster"
+    # what the platform chart knows of the Dagster release (its roles, network policies, notes)
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["postgresql"]["postgresqlUsername"] == chart["lake"]["dagsterUser"]
+    assert values["postgresql"]["postgresqlDatabase"] == chart["lake"]["dagsterDatabase"]
+    assert (deployment["name"], deployment["port"]) == (chart["dagster"]["codeLocation"], chart["dagster"]["codeServerPort"])
+    webserver_port = values.get("dagsterWebserver", {}).get("service", {}).get("port", 80)  # the Dagster chart's default: 80
+    assert webserver_port == chart["dagster"]["webserverPort"]
+    skaffold_release = [r for c in skaffold_configs() for r in c.get("deploy", {}).get("helm", {}).get("releases", [])
+                        if r.get("valuesFiles") == ["charts/values/dagster.yaml"]]
+    assert [r["name"] for r in skaffold_release] == [chart["dagster"]["releaseName"]]
 
 
 def test_kafka_topics_match_schema_py():
@@ -294,9 +307,19 @@ def test_kafka_is_single_node_kraft_with_ephemeral_storage(helm):
     assert pool["spec"]["replicas"] == 1 and set(pool["spec"]["roles"]) == {"controller", "broker"}
     assert {v["type"] for v in pool["spec"]["storage"]["volumes"]} == {"ephemeral"}
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert kafka["metadata"]["name"] == chart["kafka"]["clusterName"]  # the network policies select its pods
     [listener] = kafka["spec"]["kafka"]["listeners"]
     [lake] = [o for o in render(helm) if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "shopstream-lake"]
     assert lake["data"]["SHOPSTREAM_KAFKA_BOOTSTRAP"] == f"{kafka['metadata']['name']}-kafka-bootstrap:{listener['port']}"
+
+
+def test_the_topic_operator_puts_no_finalizers_on_kafka_topics():
+    [kafka] = [o for o in manifest_objects() if o["kind"] == "Kafka"]
+    entity_operator = kafka["spec"]["entityOperator"]
+    assert entity_operator["topicOperator"] == {}
+    env = entity_operator["template"]["topicOperatorContainer"]["env"]
+    assert env == [{"name": "STRIMZI_USE_FINALIZERS", "value": "false"}]
 
 
 def test_kind_config():

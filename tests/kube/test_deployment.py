@@ -25,17 +25,27 @@ def create_namespace(kube_api, name: str) -> None:
             raise
 
 
+# Values that change the network policies' shape: given API addresses and ports, an ingress
+# controller's namespace for the webserver, the Strimzi operator in the release namespace.
+POLICY_VARIANTS = ["--set", "networkPolicy.apiServer.cidrs={10.96.0.1/32,fd00::1/128}", "--set", "networkPolicy.apiServer.ports={6443}",
+                   "--set", "kafka.operatorNamespace=shopstream", "--set-json",
+                   'networkPolicy.webserverIngressFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"ingress"}},'
+                   '"podSelector":{"matchExpressions":[{"key":"app","operator":"In","values":["nginx"]}]}},{"ipBlock":{"cidr":"192.0.2.0/24","except":["192.0.2.8/29"]}}]']
+
+
 def test_chart_and_manifests_pass_a_strict_server_side_dry_run(kube_api, helm):
     create_namespace(kube_api, "shopstream")
     dynamic = DynamicClient(kube_api.api_client())
-    objects = render(helm) + manifest_objects()
+    variants = [o for o in render(helm, None, *POLICY_VARIANTS) if o["kind"] == "NetworkPolicy"]
+    objects = render(helm) + manifest_objects() + variants
     kinds = set()
     for obj in objects:
         resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         created = resource.create(body=obj, namespace="shopstream", dry_run="All", field_validation="Strict")
         assert created.metadata.name == obj["metadata"]["name"]
         kinds.add(obj["kind"])
-    assert {"SparkApplication", "Kafka", "KafkaNodePool", "KafkaTopic", "StatefulSet", "Job", "Role"} <= kinds
+    assert {"SparkApplication", "Kafka", "KafkaNodePool", "KafkaTopic", "StatefulSet", "Job", "Role", "NetworkPolicy"} <= kinds
+    assert "shopstream-strimzi-operator" in {o["metadata"]["name"] for o in variants}
 
 
 def test_a_manifest_the_crds_refuse_is_refused(kube_api):
@@ -54,7 +64,8 @@ def test_helm_installs_against_the_server_and_prints_the_next_commands(kube_api,
                            "--kubeconfig", str(kube_api.kubeconfig), "--dry-run=server"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "kubectl -n shopstream get sparkapplications" in done.stdout
-    assert "port-forward svc/dagster-dagster-webserver 3000:80" in done.stdout
+    assert "port-forward svc/dagster-dagster-webserver 3000:8080" in done.stdout  # charts/values/dagster.yaml's port
+    assert "shopstream-admin-credentials" in done.stdout and "NetworkPolicies deny every flow" in done.stdout
 
 
 # (verb, group, resource, subresource, name) -> allowed for Dagster's service account

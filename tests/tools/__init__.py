@@ -68,3 +68,12 @@ def go_module_dir(path: str, version: str) -> Path:
 def spark_operator_chart() -> Path:
     """The Helm chart the Spark operator's module ships (its CRDs are in crds/)."""
     return go_module_dir(SPARK_OPERATOR_MODULE, SPARK_OPERATOR_VERSION) / "charts" / "spark-operator-chart"
+
+
+# skaffold: the module tests/tools/skaffold/go.mod requires.
+((SKAFFOLD_MODULE, SKAFFOLD_VERSION),) = requirements("skaffold").items()
+
+
+def skaffold() -> Path:
+    """The skaffold binary (`skaffold version` prints SKAFFOLD_VERSION, stamped by its ldflags)."""
+    return build("skaffold") / "skaffold"

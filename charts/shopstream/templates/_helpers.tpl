@@ -42,6 +42,7 @@ the image's own registry. Pass (dict "ctx" $ "image" .Values.images.NAME).
 {{- end }}
 
 {{/* Names shared between templates (and with charts/values/dagster.yaml). */}}
+{{- define "shopstream.adminSecret" -}}{{ include "shopstream.fullname" . }}-admin-credentials{{- end }}
 {{- define "shopstream.credentialsSecret" -}}{{ include "shopstream.fullname" . }}-credentials{{- end }}
 {{- define "shopstream.dagsterDatabaseSecret" -}}{{ include "shopstream.fullname" . }}-dagster-postgresql{{- end }}
 {{- define "shopstream.lakeConfigMap" -}}{{ include "shopstream.fullname" . }}-lake{{- end }}
@@ -49,6 +50,15 @@ the image's own registry. Pass (dict "ctx" $ "image" .Values.images.NAME).
 {{- define "shopstream.minio" -}}{{ include "shopstream.fullname" . }}-minio{{- end }}
 {{- define "shopstream.postgres" -}}{{ include "shopstream.fullname" . }}-postgres{{- end }}
 {{- define "shopstream.streamingApp" -}}{{ include "shopstream.fullname" . }}-streaming{{- end }}
+{{- define "shopstream.setupJob" -}}{{ include "shopstream.fullname" . }}-setup{{- end }}
+{{/* The MinIO policy of the lake user: the bucket and its objects, nothing else. */}}
+{{- define "shopstream.lakePolicy" -}}{{ .Values.lake.bucket }}-readwrite{{- end }}
+{{/* The port the postgres container listens on (the Service's port is postgres.port). */}}
+{{- define "shopstream.postgresContainerPort" -}}5432{{- end }}
+{{/* The Kafka clients' port: the port of the first bootstrap server. */}}
+{{- define "shopstream.kafkaClientPort" -}}
+{{- splitList "," .Values.kafka.bootstrapServers | first | splitList ":" | last }}
+{{- end }}
 
 {{/*
 A generated secret value that survives upgrades: the value already in the cluster's Secret if
@@ -61,6 +71,33 @@ Pass (dict "existing" <Secret or nil> "key" "NAME" "length" 32).
 {{- else }}
 {{- randAlphaNum (int .length) | b64enc }}
 {{- end }}
+{{- end }}
+
+{{/*
+The annotation that records, on each client Secret and on the streaming application's pods, the
+credentials.rotation their client credentials belong to.
+*/}}
+{{- define "shopstream.rotationAnnotation" -}}shopstream.io/credentials-rotation{{- end }}
+
+{{/*
+"keep" when a client Secret read back from the cluster was generated for this credentials.rotation
+or a later one, so its values stay (an upgrade that leaves the value out never rotates); empty when
+there is none, it has no record (written by an older chart, whose client keys were the admin ones)
+or a higher credentials.rotation asks for new values. Pass (dict "ctx" $ "existing" <Secret or empty>).
+*/}}
+{{- define "shopstream.keepClientSecret" -}}
+{{- $recorded := dig "metadata" "annotations" (include "shopstream.rotationAnnotation" .ctx) "" .existing }}
+{{- if and $recorded (ge (int $recorded) (int .ctx.Values.credentials.rotation)) }}keep{{ end }}
+{{- end }}
+
+{{/*
+The rotation the client credentials belong to after this install or upgrade: the higher of
+credentials.rotation and the one recorded on the client Secret in the cluster.
+*/}}
+{{- define "shopstream.credentialsGeneration" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "shopstream.credentialsSecret" .) | default dict }}
+{{- $recorded := dig "metadata" "annotations" (include "shopstream.rotationAnnotation" .) "0" $existing }}
+{{- max (int .Values.credentials.rotation) (int $recorded) }}
 {{- end }}
 
 {{/* Security contexts every pod and container of the chart uses (values podSecurityContext, containerSecurityContext). */}}
@@ -112,4 +149,119 @@ securityContext:
   {{- include "shopstream.containerSecurityContext" . | nindent 2 }}
   runAsNonRoot: true
   runAsUser: 185
+{{- end }}
+
+{{/*
+Pod selectors of the network policies (templates/networkpolicies.yaml). Pods of this chart are
+picked by their selector labels: pass (dict "ctx" $ "component" "minio").
+*/}}
+{{- define "shopstream.componentPods" -}}
+matchLabels:
+  {{- include "shopstream.selectorLabels" . | nindent 2 }}
+{{- end }}
+
+{{/* Every driver and executor the Spark operator runs here: the stream and Dagster's jobs. */}}
+{{- define "shopstream.sparkPods" -}}
+matchExpressions:
+  - {key: spark-role, operator: In, values: [driver, executor]}
+  - {key: sparkoperator.k8s.io/app-name, operator: Exists}
+{{- end }}
+
+{{- define "shopstream.sparkDrivers" -}}
+matchLabels: {spark-role: driver}
+matchExpressions:
+  - {key: sparkoperator.k8s.io/app-name, operator: Exists}
+{{- end }}
+
+{{/*
+Dagster's webserver, daemon or code server (pass (dict "ctx" $ "component" "dagster-webserver")):
+by release and component, not app.kubernetes.io/name, which is dagster-user-deployments on the
+code server (a subchart).
+*/}}
+{{- define "shopstream.dagsterPods" -}}
+matchLabels:
+  app.kubernetes.io/instance: {{ .ctx.Values.dagster.releaseName }}
+  component: {{ .component }}
+  {{- if eq .component "user-deployments" }}
+  deployment: {{ .ctx.Values.dagster.codeLocation }}
+  {{- end }}
+{{- end }}
+
+{{/* Dagster's run pods: dagster-k8s labels them itself, instance "dagster" whatever the release's name. */}}
+{{- define "shopstream.dagsterRunPods" -}}
+matchLabels:
+  app.kubernetes.io/name: dagster
+  app.kubernetes.io/instance: dagster
+  app.kubernetes.io/component: run_worker
+{{- end }}
+
+{{/* Strimzi's Kafka nodes (brokers and controllers): every pod of the cluster but its entity operator. */}}
+{{- define "shopstream.kafkaNodes" -}}
+matchLabels:
+  strimzi.io/cluster: {{ .Values.kafka.clusterName }}
+  strimzi.io/kind: Kafka
+matchExpressions:
+  - {key: strimzi.io/name, operator: NotIn, values: [{{ .Values.kafka.clusterName }}-entity-operator]}
+{{- end }}
+
+{{- define "shopstream.kafkaEntityOperator" -}}
+matchLabels:
+  strimzi.io/cluster: {{ .Values.kafka.clusterName }}
+  strimzi.io/name: {{ .Values.kafka.clusterName }}-entity-operator
+{{- end }}
+
+{{/* A host address as a CIDR. */}}
+{{- define "shopstream.hostCidr" -}}
+{{- if contains ":" . }}{{ . }}/128{{ else }}{{ . }}/32{{ end }}
+{{- end }}
+
+{{/*
+An egress rule to the Kubernetes API: networkPolicy.apiServer.cidrs, else the `kubernetes`
+Service's cluster IPs and its EndpointSlice's addresses read at install (implementations match
+either the Service address or the endpoint it is translated to), else any address; on the API
+ports only.
+*/}}
+{{- define "shopstream.apiServerEgress" -}}
+{{- $cidrs := list }}
+{{- range .Values.networkPolicy.apiServer.cidrs }}{{ $cidrs = append $cidrs . }}{{ end }}
+{{- if not $cidrs }}
+{{- with lookup "v1" "Service" "default" "kubernetes" }}
+{{- range (.spec.clusterIPs | default (list .spec.clusterIP)) }}{{ $cidrs = append $cidrs (include "shopstream.hostCidr" .) }}{{ end }}
+{{- end }}
+{{- with lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "kubernetes" }}
+{{- range .endpoints }}{{ range .addresses }}{{ $cidrs = append $cidrs (include "shopstream.hostCidr" .) }}{{ end }}{{ end }}
+{{- end }}
+{{- end }}
+to:
+{{- range ($cidrs | default (list "0.0.0.0/0" "::/0") | uniq) }}
+  - ipBlock: {cidr: {{ . | quote }}}
+{{- end }}
+ports:
+{{- range .Values.networkPolicy.apiServer.ports }}
+  - {protocol: TCP, port: {{ . }}}
+{{- end }}
+{{- end }}
+
+{{/*
+Egress of Dagster's code (code server and run pods): PostgreSQL, MinIO's API, Kafka's client port,
+the Kubernetes API. Pass (dict "ctx" $ "postgres" <selector> "minio" <selector> "kafka" <selector>
+"kafkaPort" N "api" <the "shopstream.apiServerEgress" rule>).
+*/}}
+{{- define "shopstream.dagsterCodeEgress" -}}
+- to:
+    - podSelector:
+        {{- .postgres | nindent 8 }}
+  ports:
+    - {protocol: TCP, port: {{ include "shopstream.postgresContainerPort" .ctx }}}
+- to:
+    - podSelector:
+        {{- .minio | nindent 8 }}
+  ports:
+    - {protocol: TCP, port: {{ .ctx.Values.minio.apiPort }}}
+- to:
+    - podSelector:
+        {{- .kafka | nindent 8 }}
+  ports:
+    - {protocol: TCP, port: {{ .kafkaPort }}}
+- {{- .api | nindent 2 }}
 {{- end }}
