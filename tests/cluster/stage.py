@@ -117,6 +117,12 @@ class ClusterStage:
             self._run(["kind", "load", "docker-image", "--name", CLUSTER, *images], stderr=None)
         log(f"loaded {len(images)} images in {time.monotonic() - started:.0f}s")
 
+    def node_has_image(self, ref: str) -> bool:
+        """Whether the node's containerd holds `ref` (`docker.io/library/` is how it names short references)."""
+        found = json.loads(self._run(["docker", "exec", self.node, "crictl", "images", "-o", "json"]).stdout)
+        names = {tag for image in found["images"] for tag in image.get("repoTags") or []}
+        return ref in names or f"docker.io/library/{ref}" in names
+
     def retag(self, image: str, new: str) -> None:
         self._run(["docker", "tag", image, new])
 
