@@ -66,6 +66,7 @@ def test_helm_installs_against_the_server_and_prints_the_next_commands(kube_api,
     assert "kubectl -n shopstream get sparkapplications" in done.stdout
     assert "port-forward svc/dagster-dagster-webserver 3000:8080" in done.stdout  # charts/values/dagster.yaml's port
     assert "shopstream-admin-credentials" in done.stdout and "NetworkPolicies deny every flow" in done.stdout
+    assert "kept across upgrades; rotation 0)" in done.stdout  # a fresh install's credentials
 
 
 # (verb, group, resource, subresource, name) -> allowed for Dagster's service account
