@@ -158,18 +158,27 @@ class ClusterStage:
 
     # -- installs ----------------------------------------------------------------------------
 
+    def _helm_install(self, release: str, chart: Path, namespace: str, values_files: list[Path], sets: list[str],
+                      set_flag: str = "--set") -> float:
+        """`helm upgrade --install --wait` of a release; returns the seconds it took."""
+        command = ["upgrade", "--install", release, str(chart), "--namespace", namespace, "--create-namespace",
+                   "--wait", "--timeout", HELM_TIMEOUT]
+        for path in values_files:
+            command += ["-f", str(path)]
+        for value in sets:
+            command += [set_flag, value]
+        started = time.monotonic()
+        self.helm(*command)
+        return time.monotonic() - started
+
     def install_operator(self, image: str) -> None:
         """The real Kubeflow Spark operator, with the chart its Go module ships and the project's values."""
         registry, repository, tag = split_image(image)
-        started = time.monotonic()
         self.kubectl("create", "namespace", NAMESPACE, check=False)
-        self.helm("upgrade", "--install", "spark-operator", str(spark_operator_chart()),
-                  "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
-                  "-f", str(REPO / "charts" / "values" / "spark-operator.yaml"),
-                  "-f", str(HERE / "values" / "spark-operator.yaml"),
-                  "--set", f"image.registry={registry}", "--set", f"image.repository={repository}",
-                  "--set", f"image.tag={tag}", "--wait", "--timeout", HELM_TIMEOUT)
-        log(f"Spark operator installed in {time.monotonic() - started:.0f}s")
+        took = self._helm_install("spark-operator", spark_operator_chart(), OPERATOR_NAMESPACE,
+                                  [REPO / "charts" / "values" / "spark-operator.yaml", HERE / "values" / "spark-operator.yaml"],
+                                  [f"image.registry={registry}", f"image.repository={repository}", f"image.tag={tag}"])
+        log(f"Spark operator installed in {took:.0f}s")
 
     def install_kafka(self, image: str) -> None:
         """The broker image as a StatefulSet behind the Service Strimzi would create for
@@ -191,30 +200,19 @@ class ClusterStage:
         log(f"Kafka broker and {len(topics)} topics ready in {time.monotonic() - started:.0f}s")
 
     def install_platform(self, values_files: list[Path], *sets: str, upgrade: bool = False) -> None:
-        command = ["upgrade", "--install", RELEASE, str(REPO / "charts" / "shopstream"), "--namespace", NAMESPACE,
-                   "--wait", "--timeout", HELM_TIMEOUT]
-        for path in values_files:
-            command += ["-f", str(path)]
-        for value in sets:
-            command += ["--set", value]
-        started = time.monotonic()
-        self.helm(*command)
-        log(f"platform chart {'upgraded' if upgrade else 'installed'} in {time.monotonic() - started:.0f}s")
+        took = self._helm_install(RELEASE, REPO / "charts" / "shopstream", NAMESPACE, values_files, list(sets))
+        log(f"platform chart {'upgraded' if upgrade else 'installed'} in {took:.0f}s")
 
     def install_dagster(self, app_image: str, *sets: str) -> None:
         """Dagster's webserver, daemon and the shopstream code server, all from the app image, as
-        skaffold.yaml's dagster release sets them."""
-        registry, repository, tag = split_image(app_image)
-        repository = f"{registry}/{repository}" if registry else repository
-        command = ["upgrade", "--install", DAGSTER_RELEASE, str(DAGSTER_CHART), "--namespace", NAMESPACE,
-                   "-f", str(DAGSTER_VALUES), "-f", str(HERE / "values" / "dagster.yaml"), "--wait", "--timeout", HELM_TIMEOUT]
-        for key in ("dagsterWebserver.image", "dagsterDaemon.image", "dagster-user-deployments.deployments[0].image"):
-            command += ["--set-string", f"{key}.repository={repository}", "--set-string", f"{key}.tag={tag}"]
-        for value in sets:
-            command += ["--set-string", value]
-        started = time.monotonic()
-        self.helm(*command)
-        log(f"Dagster ({app_image}) installed in {time.monotonic() - started:.0f}s")
+        skaffold.yaml's dagster release sets them. Values are strings (an env value "20" stays one)."""
+        repository, _, tag = app_image.rpartition(":")
+        images = [f"{key}.{part}={value}" for key in ("dagsterWebserver.image", "dagsterDaemon.image",
+                                                      "dagster-user-deployments.deployments[0].image")
+                  for part, value in (("repository", repository), ("tag", tag))]
+        took = self._helm_install(DAGSTER_RELEASE, DAGSTER_CHART, NAMESPACE, [DAGSTER_VALUES, HERE / "values" / "dagster.yaml"],
+                                  [*images, *sets], set_flag="--set-string")
+        log(f"Dagster ({app_image}) installed in {took:.0f}s")
 
     # -- waiting and reading -----------------------------------------------------------------
 

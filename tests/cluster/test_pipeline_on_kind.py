@@ -18,6 +18,7 @@ import json
 import subprocess
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,8 +35,8 @@ from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
 from tests.cluster.conftest import DAGSTER_TEST_VALUES, chart_image_values
 from tests.cluster.images import docker_client
 from tests.cluster.stage import DAGSTER_WEBSERVER, HERE, NAMESPACE, REPO, log
-from tests.tools import skaffold
 from tests.cluster.webserver import LOCATION, Webserver, tags
+from tests.tools import skaffold
 
 # The first test also waits for the session's images and cluster: on a cold machine that is the
 # Go and image builds (tens of minutes on 2 CPUs).
@@ -224,12 +225,19 @@ def test_a_sent_day_reaches_bronze_and_silver_on_minio(cluster, lake_access):
     assert table.metadata.location.startswith("s3://shopstream/warehouse/")
 
 
-@pytest.fixture(scope="module")
-def webserver(cluster):
-    """The Dagster webserver in the cluster, through `kubectl port-forward` as a user reaches it."""
+@contextmanager
+def dagster_webserver(cluster):
+    """The Dagster webserver in the cluster, through `kubectl port-forward` as a user reaches it, once
+    it has loaded the shopstream location (again after its pods were replaced)."""
     with cluster.port_forward(DAGSTER_WEBSERVER, 8080) as port:
         server = Webserver(port)
         cluster.wait_for(lambda: server.repository().get("schedules"), "the webserver to load the shopstream location", 300)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def webserver(cluster):
+    with dagster_webserver(cluster) as server:
         yield server
 
 
@@ -279,8 +287,8 @@ def failures(events: list[dict]) -> list[str]:
     return said
 
 
-def assert_gold_succeeded(cluster, gold: dict) -> set[str]:
-    """The run succeeded in a run pod with every check passed; returns its SparkApplications."""
+def assert_gold_succeeded(cluster, gold: dict) -> None:
+    """The run succeeded in a run pod with every check passed, its gold jobs as SparkApplications."""
     run, events = gold["run"], gold["events"]
     assert run["status"] == "SUCCESS", failures(events)
     checks = [e["evaluation"] for e in events if e["__typename"] == "AssetCheckEvaluationEvent"]
@@ -302,7 +310,6 @@ def assert_gold_succeeded(cluster, gold: dict) -> set[str]:
         assert app["status"]["applicationState"]["state"] == sa.COMPLETED
         assert app["spec"]["executor"]["serviceAccount"] == "shopstream-spark-executor"
         assert app["spec"]["driver"]["securityContext"]["runAsUser"] == 185
-    return set(applications)
 
 
 def test_gold_through_dagster_in_the_cluster_matches_what_was_sent(cluster, lake_access, gold_run):
@@ -350,8 +357,7 @@ def test_table_maintenance_runs_on_object_storage(cluster, lake_access, gold_run
     before = counts(lake_access)
     result = dg.materialize([iceberg_table_maintenance], resources={"spark_launcher": host_launcher},
                             run_config=QUIET, raise_on_error=False)
-    failures = step_failures(result)
-    assert result.success, failures
+    assert result.success, step_failures(result)
     [event] = result.get_asset_materialization_events()
     tables = event.materialization.metadata["tables"].value
     assert {schema.SILVER_PAGE_VIEWS, schema.BRONZE_EVENTS} <= set(tables)
@@ -452,9 +458,7 @@ def test_rotated_credentials_reach_every_client_and_the_pipeline_runs_again(clus
     for deployment in cluster.kubectl("get", "deployments", "-l", "app.kubernetes.io/instance=dagster", "-o", "name").stdout.split():
         cluster.kubectl("rollout", "restart", deployment)
         cluster.kubectl("rollout", "status", deployment, "--timeout=600s", timeout=660)
-    with cluster.port_forward(DAGSTER_WEBSERVER, 8080) as port:
-        webserver = Webserver(port)
-        cluster.wait_for(lambda: webserver.repository().get("schedules"), "the webserver to load the location", 300)
+    with dagster_webserver(cluster) as webserver:
         assert_gold_succeeded(cluster, run_gold(cluster, webserver, SENDS["after-rotation"].start_date))
 
 
@@ -466,9 +470,7 @@ def test_a_new_app_image_reloads_the_code_location_and_the_health_sensor_alerts(
     cluster.retag(cluster.images["app"], new_image)
     cluster.load(new_image)
     cluster.install_dagster(new_image, *DAGSTER_TEST_VALUES)
-    with cluster.port_forward(DAGSTER_WEBSERVER, 8080) as port:
-        webserver = Webserver(port)
-        cluster.wait_for(lambda: webserver.repository().get("sensors"), "the webserver to load the new location", 300)
+    with dagster_webserver(cluster) as webserver:
         alerts_before = {r["runId"] for r in webserver.runs("streaming_health_alert")}
         cluster.install_platform(cluster.values_files, "streaming.enabled=false", upgrade=True)
         assert cluster.application(STREAMING_APP) is None
