@@ -60,14 +60,21 @@ def kube_api(tmp_path_factory):
 
 
 @pytest.fixture
-def namespace(kube_api):
-    """A fresh namespace with the Spark driver's service account in it."""
+def empty_namespace(kube_api):
+    """A fresh, empty namespace, deleted afterwards (where a chart creates its own service accounts)."""
     api = client.CoreV1Api(kube_api.api_client())
     name = f"t-{uuid.uuid4().hex[:8]}"
     api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    api.create_namespaced_service_account(name, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="shopstream-spark")))
     yield name
     api.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(kube_api, empty_namespace):
+    """A fresh namespace with the Spark driver's service account in it."""
+    client.CoreV1Api(kube_api.api_client()).create_namespaced_service_account(
+        empty_namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="shopstream-spark")))
+    return empty_namespace
 
 
 @pytest.fixture
