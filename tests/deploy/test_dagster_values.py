@@ -63,10 +63,10 @@ def test_runs_are_k8s_jobs_with_the_launcher_account_and_the_platform_settings(p
     assert instance["scheduler"]["class"] == "DagsterDaemonScheduler"
 
     code = deployments(dagster)["user-deployments"]["spec"]["template"]["spec"]
-    env_from = [ref for ref in code["containers"][0]["envFrom"]]
+    env_from = code["containers"][0]["envFrom"]
     config_maps = {r["configMapRef"]["name"] for r in env_from if "configMapRef" in r}
     secrets = {r["secretRef"]["name"] for r in env_from if "secretRef" in r}
-    assert {("ConfigMap", "shopstream-lake"), ("ConfigMap", "shopstream-launcher")} <= {("ConfigMap", n) for n in config_maps}
+    assert {"shopstream-lake", "shopstream-launcher"} <= config_maps
     assert all(("ConfigMap", name) in platform or ("ConfigMap", name) in dagster for name in config_maps)
     assert secrets == {"shopstream-credentials"} and ("Secret", "shopstream-credentials") in platform
     # what run pods inherit from the code server (includeConfigInLaunchedRuns)
