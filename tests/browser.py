@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -49,7 +51,7 @@ class Browser:
         self.process = subprocess.Popen(
             [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0",
              f"--user-data-dir={self.profile.name}", f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         # Chromium prints its DevTools endpoint once it listens; the page target is found from there.
         for line in self.process.stderr:
             if line.startswith("DevTools listening on "):
@@ -65,12 +67,22 @@ class Browser:
         return self
 
     def __exit__(self, *exc) -> None:
+        # Chromium's helper processes write into the profile until they exit: close the browser,
+        # then end its whole process group, before the profile folder goes.
+        try:
+            self.call("Browser.close")
+        except Exception:  # noqa: BLE001 - already gone: the process group below still ends
+            pass
         self.socket.close()
-        self.process.terminate()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
         self.profile.cleanup()
 
     def call(self, method: str, **params):
