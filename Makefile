@@ -48,10 +48,10 @@ jars: $(STAMP) prereqs
 	@$(PY) -m shopstream.runtime >/dev/null
 
 demo: jars
-	$(PY) -m dagster_repo.demo
+	$(PY) -m dagster_repo.dev.demo
 
 ui: jars
-	$(PY) -m dagster_repo.ui
+	$(PY) -m dagster_repo.dev.ui
 
 # The Go-built test tools (pinned in tests/tools/<tool>/go.mod), cached in ~/.cache/shopstream/tools:
 # etcd, kube-apiserver, helm, the Kubeflow Spark operator (binary `operator`), MinIO (`minio`, `mc`)
@@ -63,15 +63,15 @@ test: jars tools browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 kafka-up: jars
-	$(PY) -m shopstream.kafka_local up
+	$(PY) -m shopstream.events.broker up
 
 kafka-down: $(STAMP)
-	$(PY) -m shopstream.kafka_local down
+	$(PY) -m shopstream.events.broker down
 
 bench: jars
 	$(PY) bench/streaming_bench.py
 	$(PY) bench/batch_bench.py
 
 clean:
-	-@test -x $(PY) && $(PY) -m shopstream.kafka_local down >/dev/null 2>&1
+	-@test -x $(PY) && $(PY) -m shopstream.events.broker down >/dev/null 2>&1
 	rm -rf .demo $(VENV)

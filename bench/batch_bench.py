@@ -26,9 +26,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from shopstream.spark import iceberg
 from shopstream import lake, schema
-from shopstream.batch import customer_analytics, data_quality, product_analytics, sales_summary
-from shopstream.generator.shop import VALID, GeneratorConfig, Shop
+from shopstream.spark.batch import customer_analytics, data_quality, product_analytics, sales_summary
+from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DAY = dt.date(2026, 11, 1)
@@ -140,7 +141,7 @@ def measure(volume: int, workdir: Path) -> dict:
     build_seconds = time.monotonic() - started
 
     started = time.monotonic()
-    spark = lake.spark_session(settings, f"batch-bench-{volume}")
+    spark = iceberg.spark_session(settings, f"batch-bench-{volume}")
     startup = time.monotonic() - started
     try:
         jobs = {}

@@ -24,9 +24,9 @@ from collections import Counter
 from pathlib import Path
 
 from shopstream import lake, schema
-from shopstream.generator.cli import send
-from shopstream.generator.shop import GeneratorConfig, Shop
-from shopstream.kafka_local import KafkaBroker, create_topics, free_port
+from shopstream.events.generator.cli import send
+from shopstream.events.generator.shop import GeneratorConfig, Shop
+from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.runtime import KAFKA_BROKER, jar_dir, java_executable
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -128,7 +128,7 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
         time.sleep(20)  # let the stream start before the clock that matters does
         print(f"freshness: live generator at {rate} events/s for {seconds}s, 10 s trigger ...", flush=True)
         generator = subprocess.run(
-            [sys.executable, "-m", "shopstream.generator", "--bootstrap-servers", broker.bootstrap_servers,
+            [sys.executable, "-m", "shopstream.events.generator", "--bootstrap-servers", broker.bootstrap_servers,
              "--rate", str(rate), "--duration", str(seconds), "--no-progress", "--late-fraction", "0",
              "--duplicate-fraction", "0", "--malformed-fraction", "0"],
             check=True, capture_output=True, text=True)

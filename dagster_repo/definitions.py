@@ -17,10 +17,10 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from dagster_repo.assets import GOLD_ASSETS, SILVER_ASSETS, iceberg_table_maintenance, streaming_health_monitor
-from dagster_repo.checks import GOLD_CHECKS
-from dagster_repo.jobs import JOBS_DEFS, SCHEDULES, SENSORS
-from dagster_repo.launcher import SparkLauncher  # noqa: E402 - after the warning filters
+from dagster_repo.defs.assets import GOLD_ASSETS, SILVER_ASSETS, iceberg_table_maintenance, streaming_health_monitor
+from dagster_repo.defs.checks import GOLD_CHECKS
+from dagster_repo.defs.jobs import JOBS_DEFS, SCHEDULES, SENSORS
+from dagster_repo.defs.launcher import SparkLauncher  # noqa: E402 - after the warning filters
 
 
 def build_definitions(launcher: SparkLauncher) -> dg.Definitions:

@@ -126,7 +126,7 @@ class Browser:
 def check_gold_in_dagster_ui(base_url: str, location: str, run_id: str, out: Path) -> None:
     """The gold asset graph with every check passed, a gold asset's checks, and the gold run's page
     with its success, as a user sees them after a silver_to_gold_processing run; screenshots in `out`."""
-    from dagster_repo.checks import RULES
+    from dagster_repo.defs.checks import RULES
     from shopstream import schema
 
     gold = [schema.GOLD_CUSTOMER_ANALYTICS, schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from shopstream.spark.iceberg import spark_session
 from shopstream import lake
-from shopstream.kafka_local import KafkaBroker, create_topics, free_port
+from shopstream.events.broker import KafkaBroker, create_topics, free_port
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +29,7 @@ def lake_settings(lake_root) -> lake.LakeSettings:
 @pytest.fixture(scope="session")
 def spark(lake_settings):
     """One SparkSession for every test: two cores, few shuffle partitions, no UI."""
-    session = lake.spark_session(
+    session = spark_session(
         lake_settings,
         "shopstream-tests",
         extra_conf={

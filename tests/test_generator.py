@@ -10,9 +10,9 @@ from collections import Counter, defaultdict
 import pytest
 
 from shopstream import schema
-from shopstream.generator.cli import GeneratorError, Summary, build_parser, make_producer
-from shopstream.generator.cli import main as generator_main
-from shopstream.generator.shop import DUPLICATE, MALFORMED, VALID, Funnel, GeneratorConfig, Shop
+from shopstream.events.generator.cli import GeneratorError, Summary, build_parser, make_producer
+from shopstream.events.generator.cli import main as generator_main
+from shopstream.events.generator.shop import DUPLICATE, MALFORMED, VALID, Funnel, GeneratorConfig, Shop
 
 
 def records(**changes):

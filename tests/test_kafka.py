@@ -12,9 +12,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from shopstream import schema
-from shopstream.generator.cli import main as generator_main
-from shopstream.kafka_local import KafkaBroker, free_port
-from shopstream.kafka_local import main as kafka_main
+from shopstream.events.generator.cli import main as generator_main
+from shopstream.events.broker import KafkaBroker, free_port
+from shopstream.events.broker import main as kafka_main
 from shopstream.runtime import SetupError
 
 pytestmark = pytest.mark.kafka
@@ -116,7 +116,7 @@ def test_cli_up_status_down(tmp_path, capsys):
 
 
 def test_a_cluster_id_that_starts_with_a_dash_still_formats(tmp_path, monkeypatch):
-    from shopstream import kafka_local
+    from shopstream.events import broker as kafka_local
 
     monkeypatch.setattr(kafka_local, "_random_cluster_id", lambda: "-5bRrKkxQ3yzJ5a7o0Y8Uw")
     broker = KafkaBroker(tmp_path / "kafka", port=free_port()).start()

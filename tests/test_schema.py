@@ -10,7 +10,7 @@ from pyiceberg import types as I
 from pyspark.sql import types as T
 
 from shopstream import schema
-from shopstream.generator.shop import VALID, GeneratorConfig, Shop
+from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
 
 EXPECTED = {  # column type -> (Spark, pyarrow, Iceberg)
     schema.STRING: (T.StringType(), pa.string(), I.StringType()),

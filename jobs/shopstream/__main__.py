@@ -10,12 +10,12 @@ import sys
 
 # job name -> module with a `main(argv) -> int`
 JOBS = {
-    "streaming": "shopstream.streaming.job",
-    "gold_daily_customer_analytics": "shopstream.batch.customer_analytics",
-    "gold_daily_sales_summary": "shopstream.batch.sales_summary",
-    "gold_product_analytics": "shopstream.batch.product_analytics",
-    "silver_data_quality_report": "shopstream.batch.data_quality",
-    "maintenance": "shopstream.maintenance",
+    "streaming": "shopstream.spark.streaming.job",
+    "gold_daily_customer_analytics": "shopstream.spark.batch.customer_analytics",
+    "gold_daily_sales_summary": "shopstream.spark.batch.sales_summary",
+    "gold_product_analytics": "shopstream.spark.batch.product_analytics",
+    "silver_data_quality_report": "shopstream.spark.batch.data_quality",
+    "maintenance": "shopstream.spark.maintenance",
 }
 
 

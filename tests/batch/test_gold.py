@@ -23,13 +23,14 @@ from decimal import Decimal
 
 import pytest
 
+from shopstream.spark import iceberg
 from shopstream import lake, schema
-from shopstream.batch import transforms
-from shopstream.batch.customer_analytics import JOB as CUSTOMER_JOB
-from shopstream.batch.data_quality import JOB as QUALITY_JOB
-from shopstream.batch.product_analytics import JOB as PRODUCT_JOB
-from shopstream.batch.runner import Inputs, MissingTable
-from shopstream.batch.sales_summary import JOB as SALES_JOB
+from shopstream.spark.batch import transforms
+from shopstream.spark.batch.customer_analytics import JOB as CUSTOMER_JOB
+from shopstream.spark.batch.data_quality import JOB as QUALITY_JOB
+from shopstream.spark.batch.product_analytics import JOB as PRODUCT_JOB
+from shopstream.spark.batch.runner import Inputs, MissingTable
+from shopstream.spark.batch.sales_summary import JOB as SALES_JOB
 
 pytestmark = pytest.mark.spark
 
@@ -209,7 +210,7 @@ def test_data_quality(spark, silver):
 
 
 def write_silver(spark, page_views=PAGE_VIEWS, purchases=PURCHASES, sessions=SESSIONS, products=PRODUCTS):
-    lake.ensure_tables(spark, [schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS,
+    iceberg.ensure_tables(spark, [schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS,
                                schema.SILVER_PRODUCTS, schema.QUARANTINE])
     for table, rows in ((schema.PAGE_VIEWS, page_views), (schema.PURCHASES, purchases), (schema.USER_SESSIONS, sessions),
                         (schema.PRODUCTS, products)):
@@ -247,13 +248,13 @@ def test_empty_date_writes_nothing(empty_lake):
     write_silver(empty_lake)
     result = SALES_JOB.run(empty_lake, dt.date(2026, 12, 25))
     assert result["rows_written"] == {schema.GOLD_SALES_SUMMARY: 0, schema.GOLD_SALES_BY_CATEGORY: 0}
-    assert not lake.table_exists(empty_lake, schema.GOLD_SALES_SUMMARY)
+    assert not iceberg.table_exists(empty_lake, schema.GOLD_SALES_SUMMARY)
 
 
 def test_missing_silver_table_fails_fast_with_its_name(empty_lake):
     with pytest.raises(MissingTable, match=r"lake\.shopstream\.silver_page_views does not exist"):
         CUSTOMER_JOB.run(empty_lake, DAY)
-    assert not lake.table_exists(empty_lake, schema.GOLD_CUSTOMER_ANALYTICS)
+    assert not iceberg.table_exists(empty_lake, schema.GOLD_CUSTOMER_ANALYTICS)
 
 
 def test_cli_usage_errors(capsys):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from dagster_repo import spark_application as sa
+from dagster_repo.kube import spark_application as sa
 from tests.tools import build, spark_operator_chart
 
 REPO = Path(__file__).resolve().parents[2]

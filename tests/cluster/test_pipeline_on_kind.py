@@ -26,11 +26,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from dagster_repo import spark_application as sa
-from dagster_repo.assets import iceberg_table_maintenance
-from dagster_repo.launcher import SparkLauncher
+from dagster_repo.kube import spark_application as sa
+from dagster_repo.defs.assets import iceberg_table_maintenance
+from dagster_repo.defs.launcher import SparkLauncher
 from shopstream import lake, schema
-from shopstream.generator.shop import VALID, GeneratorConfig, Shop
+from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
 from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
 from tests.cluster.conftest import DAGSTER_TEST_VALUES, chart_image_values
 from tests.cluster.images import docker_client
@@ -100,7 +100,7 @@ def send(cluster, name: str, config: GeneratorConfig, wait: bool = True) -> None
             "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
                 "name": "generator", "image": cluster.images["app"], "imagePullPolicy": "IfNotPresent",
-                "command": ["python", "-m", "shopstream.generator"],
+                "command": ["python", "-m", "shopstream.events.generator"],
                 "args": ["--seed", str(config.seed), "--start-date", config.start_date.isoformat(), "--days", "1",
                          "--events-per-day", str(config.events_per_day), "--late-fraction", str(config.late_fraction),
                          "--duplicate-fraction", str(config.duplicate_fraction),

@@ -20,16 +20,16 @@ import pyarrow as pa
 import pytest
 from pyiceberg.expressions import EqualTo
 
-from dagster_repo import quality
-from dagster_repo.assets import GOLD_ASSETS, iceberg_table_maintenance, streaming_health_monitor
-from dagster_repo.checks import GOLD_CHECKS
+from dagster_repo.monitoring import quality
+from dagster_repo.defs.assets import GOLD_ASSETS, iceberg_table_maintenance, streaming_health_monitor
+from dagster_repo.defs.checks import GOLD_CHECKS
 from dagster_repo.definitions import defs
-from dagster_repo.demo import prepare_instance
-from dagster_repo.launcher import SparkLauncher
+from dagster_repo.dev.demo import prepare_instance
+from dagster_repo.defs.launcher import SparkLauncher
 from shopstream import lake, schema
-from shopstream.generator.cli import send
-from shopstream.generator.shop import GeneratorConfig, Shop
-from shopstream.kafka_local import KafkaBroker, create_topics, free_port
+from shopstream.events.generator.cli import send
+from shopstream.events.generator.shop import GeneratorConfig, Shop
+from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -112,7 +112,7 @@ def test_every_gold_asset_and_check_materializes_and_passes(pipeline, iceberg_la
 def test_make_ui_shows_the_gold_assets_their_checks_and_the_run(pipeline):
     """`make ui` on the embedded default's instance, opened in headless Chromium as a user opens it."""
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "dagster_repo.ui", "--port", str(port)], env=dict(os.environ),
+    ui = subprocess.Popen([sys.executable, "-m", "dagster_repo.dev.ui", "--port", str(port)], env=dict(os.environ),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -251,7 +251,7 @@ def test_table_maintenance_compacts_closed_days_and_keeps_every_row(pipeline, ic
 
 
 def test_health_sensor_alerts_with_a_failed_run_only_when_unhealthy(pipeline, monkeypatch):
-    from dagster_repo.jobs import streaming_health_sensor
+    from dagster_repo.defs.jobs import streaming_health_sensor
 
     resources = {"spark_launcher": SparkLauncher()}
     monkeypatch.setenv("SHOPSTREAM_HEALTH_MAX_PROGRESS_AGE", "86400")

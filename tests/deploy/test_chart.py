@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from shopstream import schema
-from shopstream.kafka_local import DEFAULT_PARTITIONS
+from shopstream.events.broker import DEFAULT_PARTITIONS
 from tests.deploy.chart import (CHART, KUBE_VERSION, REPO, helm, manifest_objects,  # noqa: F401 - helm is a fixture
                                 profile_values, render, skaffold_configs)
 

@@ -17,7 +17,7 @@ import time
 import pytest
 import yaml
 
-from shopstream.kafka_local import free_port
+from shopstream.events.broker import free_port
 from tests.deploy.chart import CHART, KUBE_VERSION, REPO, helm, render  # noqa: F401 - helm is a fixture
 from tests.tools import build
 

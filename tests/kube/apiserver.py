@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from shopstream.kafka_local import free_port
+from shopstream.events.broker import free_port
 
 # -- certificates -------------------------------------------------------------------------------
 

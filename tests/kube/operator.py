@@ -27,7 +27,7 @@ from pathlib import Path
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from dagster_repo import spark_application as sa
+from dagster_repo.kube import spark_application as sa
 
 REPO = Path(__file__).resolve().parents[2]
 BEHAVIOUR = "shopstream.test/behaviour"

@@ -15,10 +15,10 @@ import dagster as dg
 import pytest
 from kubernetes import client
 
-from dagster_repo import spark_application as sa
-from dagster_repo.assets import GOLD_ASSETS
-from dagster_repo.health import Thresholds
-from dagster_repo.launcher import SparkJobConfig, SparkLauncher
+from dagster_repo.kube import spark_application as sa
+from dagster_repo.defs.assets import GOLD_ASSETS
+from dagster_repo.monitoring.health import Thresholds
+from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
 from shopstream import lake, schema
 from tests.batch.test_gold import DAY, write_silver
 from tests.kube.conftest import install_crds
@@ -234,8 +234,8 @@ def test_preflight_message_when_the_crd_is_missing(kube_api, namespace):
 
 
 def test_health_and_catch_up_read_the_streaming_applications_state(kube_api, namespace, operator, monkeypatch, tmp_path):
-    from dagster_repo.assets import measure_streaming
-    from dagster_repo.jobs import streaming_catch_up
+    from dagster_repo.defs.assets import measure_streaming
+    from dagster_repo.defs.jobs import streaming_catch_up
 
     monkeypatch.setenv("SHOPSTREAM_HOME", str(tmp_path))
     monkeypatch.setenv("SHOPSTREAM_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))

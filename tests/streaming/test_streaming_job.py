@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from shopstream import lake, schema
-from shopstream.generator.cli import send
-from shopstream.generator.shop import VALID, GeneratorConfig, Shop
-from shopstream.kafka_local import KafkaBroker, create_topics, free_port
+from shopstream.events.generator.cli import send
+from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
+from shopstream.events.broker import KafkaBroker, create_topics, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -189,7 +189,7 @@ def test_help_documents_every_setting():
 
 
 def test_trigger_settings():
-    from shopstream.streaming.job import parse_trigger
+    from shopstream.spark.streaming.job import parse_trigger
 
     assert parse_trigger("catch-up") is None
     assert [parse_trigger(t) for t in ("10s", "10 seconds", "2m", "1 minute")] == [

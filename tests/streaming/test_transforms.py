@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import types as T
 
 from shopstream import schema
-from shopstream.streaming import transforms
+from shopstream.spark.streaming import transforms
 
 pytestmark = pytest.mark.spark
 

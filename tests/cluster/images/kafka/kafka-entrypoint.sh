@@ -37,7 +37,7 @@ rm -f "$ready"
 # shellcheck disable=SC2086  # a comma-separated list
 mkdir -p ${log_dirs//,/ }
 
-# The settings of jobs/shopstream/kafka_local.py, with container listeners.
+# The settings of jobs/shopstream/events/broker.py, with container listeners.
 cat >"$conf/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1

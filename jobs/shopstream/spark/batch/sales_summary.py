@@ -1,8 +1,8 @@
 """gold_daily_sales_summary (and its per-category breakdown): one row per date."""
 
 from shopstream import schema
-from shopstream.batch import transforms
-from shopstream.batch.runner import BatchJob, sum_of
+from shopstream.spark.batch import transforms
+from shopstream.spark.batch.runner import BatchJob, sum_of
 
 JOB = BatchJob(
     name=schema.GOLD_SALES_SUMMARY,

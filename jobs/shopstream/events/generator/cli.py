@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from shopstream import schema
-from shopstream.generator.shop import DUPLICATE, MALFORMED, VALID, Funnel, GeneratorConfig, Record, Shop
+from shopstream.events.generator.shop import DUPLICATE, MALFORMED, VALID, Funnel, GeneratorConfig, Record, Shop
 
 
 class GeneratorError(RuntimeError):
@@ -176,7 +176,7 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     defaults = GeneratorConfig()
     parser = argparse.ArgumentParser(
-        prog="python -m shopstream.generator",
+        prog="python -m shopstream.events.generator",
         description="Simulate an e-commerce shop and send its events to Kafka: every event to "
         f"'{schema.TOPIC_RAW_EVENTS}' and to its typed topic ({schema.TOPIC_PAGE_VIEWS}, {schema.TOPIC_PURCHASES}, "
         f"{schema.TOPIC_USER_SESSIONS}), keyed by user id; the catalog to the compacted '{schema.TOPIC_PRODUCTS}' topic.",

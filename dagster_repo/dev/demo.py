@@ -20,11 +20,11 @@ from pathlib import Path
 import dagster as dg
 
 from shopstream import lake, schema
-from shopstream.generator import cli as generator_cli
-from shopstream.generator.shop import GeneratorConfig, Shop
-from shopstream.kafka_local import KafkaBroker, create_topics, free_port
+from shopstream.events.generator import cli as generator_cli
+from shopstream.events.generator.shop import GeneratorConfig, Shop
+from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.runtime import SetupError
-from shopstream.streaming.job import STREAMING_TABLES
+from shopstream.spark.streaming.job import STREAMING_TABLES
 
 
 def step(message: str) -> None:
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dagster_repo.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m dagster_repo.dev.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--start-date", type=dt.date.fromisoformat, default=dt.date(2026, 11, 1))
     parser.add_argument("--days", type=int, default=2)

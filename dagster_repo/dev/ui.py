@@ -1,6 +1,6 @@
 """`make ui`: the Dagster UI and daemon on the embedded default's data (what `make demo` wrote).
 
-    python -m dagster_repo.ui [--port 3000]      Ctrl-C stops both cleanly.
+    python -m dagster_repo.dev.ui [--port 3000]      Ctrl-C stops both cleanly.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import shutil
 import signal
 import sys
 
-from dagster_repo.demo import prepare_instance
+from dagster_repo.dev.demo import prepare_instance
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dagster_repo.ui", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dagster_repo.dev.ui", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SHOPSTREAM_UI_PORT", "3000")))
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from dagster_repo import spark_application as sa
+from dagster_repo.kube import spark_application as sa
 
 T = TypeVar("T")
 

@@ -3,8 +3,8 @@
 import datetime as dt
 
 from shopstream import schema
-from shopstream.batch import transforms
-from shopstream.batch.runner import BatchJob, Inputs
+from shopstream.spark.batch import transforms
+from shopstream.spark.batch.runner import BatchJob, Inputs
 
 
 def build(inputs: Inputs):

@@ -1,8 +1,8 @@
 """gold_product_analytics: one row per (date, product), with what is bought and viewed with it."""
 
 from shopstream import schema
-from shopstream.batch import transforms
-from shopstream.batch.runner import BatchJob, sum_of
+from shopstream.spark.batch import transforms
+from shopstream.spark.batch.runner import BatchJob, sum_of
 
 JOB = BatchJob(
     name=schema.GOLD_PRODUCT_ANALYTICS,

@@ -1,9 +1,9 @@
 """A real Apache Kafka broker for the embedded default: one KRaft node (broker and controller)
 run from the Maven jars on 127.0.0.1.
 
-    python -m shopstream.kafka_local up      # start in the background, create the topics
-    python -m shopstream.kafka_local status
-    python -m shopstream.kafka_local down
+    python -m shopstream.events.broker up      # start in the background, create the topics
+    python -m shopstream.events.broker status
+    python -m shopstream.events.broker down
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def default_workdir() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m shopstream.kafka_local",
+        prog="python -m shopstream.events.broker",
         description="Run a single-node Apache Kafka broker (KRaft) on 127.0.0.1 from the project's Maven jars.",
     )
     parser.add_argument("command", choices=["up", "down", "status"])

@@ -9,8 +9,8 @@ from typing import Callable
 
 import dagster as dg
 
-from dagster_repo import quality
-from dagster_repo.assets import DAILY
+from dagster_repo.monitoring import quality
+from dagster_repo.defs.assets import DAILY
 from shopstream import schema
 
 Rule = Callable[[quality.Lake, dt.date], quality.Verdict]

@@ -30,9 +30,10 @@ import time
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import functions as F
 
+from shopstream.spark import iceberg
 from shopstream import lake, results, schema
 from shopstream.lake import LakeSettings
-from shopstream.streaming import transforms as T
+from shopstream.spark.streaming import transforms as T
 
 CATCH_UP = "catch-up"
 SILVER_TOPICS = (schema.TOPIC_PAGE_VIEWS, schema.TOPIC_PURCHASES, schema.TOPIC_USER_SESSIONS)
@@ -115,7 +116,7 @@ def _merge_sessions(rows) -> None:
 
 def _append_once(df, table: str, batch_id: int) -> None:
     """Append, recording the batch id in the snapshot; a replayed batch finds it and skips."""
-    marker = "shopstream.batch-id"
+    marker = "shopstream.spark.batch-id"
     done = df.sparkSession.sql(
         f"SELECT max(CAST(summary['{marker}'] AS BIGINT)) AS last FROM {lake.table_ref(table)}.snapshots"
     ).first().last
@@ -154,7 +155,7 @@ class BatchWriter:
     def __call__(self, batch, batch_id: int) -> None:
         spark = batch.sparkSession
         if self.session is None:
-            lake.ensure_tables(spark, STREAMING_TABLES)
+            iceberg.ensure_tables(spark, STREAMING_TABLES)
             self.session = spark
         # Progress of earlier batches is written here, on the query's own thread (one writer).
         self.recorder.flush(spark)
@@ -330,7 +331,7 @@ class StreamingApp:
         return writer.start()
 
     def run(self) -> int:
-        spark = lake.spark_session(self.settings, "shopstream-streaming")
+        spark = iceberg.spark_session(self.settings, "shopstream-streaming")
         recorder = progress_listener_class()
         spark.streams.addListener(recorder)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -12,13 +12,13 @@ import os
 import dagster as dg
 from pydantic import Field
 
-from dagster_repo import health
-from dagster_repo.launcher import SparkJobConfig, SparkLauncher
-from dagster_repo.quality import Lake
-from dagster_repo import spark_application as sa
+from dagster_repo.monitoring import health
+from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
+from dagster_repo.monitoring.quality import Lake
+from dagster_repo.kube import spark_application as sa
 from shopstream import lake, schema
-from shopstream.batch import customer_analytics, data_quality, product_analytics, sales_summary
-from shopstream.batch.runner import BatchJob
+from shopstream.spark.batch import customer_analytics, data_quality, product_analytics, sales_summary
+from shopstream.spark.batch.runner import BatchJob
 from shopstream.lake import LakeSettings
 
 DAILY = dg.DailyPartitionsDefinition(start_date=os.environ.get("SHOPSTREAM_PARTITIONS_START", "2026-01-01"),

@@ -1,8 +1,8 @@
 """gold_daily_customer_analytics: one row per (date, customer)."""
 
 from shopstream import schema
-from shopstream.batch import transforms
-from shopstream.batch.runner import BatchJob, sum_of
+from shopstream.spark.batch import transforms
+from shopstream.spark.batch.runner import BatchJob, sum_of
 
 JOB = BatchJob(
     name=schema.GOLD_CUSTOMER_ANALYTICS,

@@ -17,6 +17,7 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from shopstream.spark import iceberg
 from shopstream import lake, results, schema
 from shopstream.lake import LakeSettings
 
@@ -79,13 +80,13 @@ class BatchJob:
     def run(self, spark: SparkSession, day: dt.date) -> dict:
         started = time.monotonic()
         for name in self.reads:
-            if not lake.table_exists(spark, name):
+            if not iceberg.table_exists(spark, name):
                 raise MissingTable(f"silver table {lake.table_ref(name)} does not exist; run the streaming job first")
         inputs = Inputs(spark, day)
         written = {name: 0 for name in self.writes}
         totals: dict = {}
         if inputs.has_activity():
-            lake.ensure_tables(spark, self.writes)
+            iceberg.ensure_tables(spark, self.writes)
             outputs = dict(zip(self.writes, self.build(inputs)))
             for name, df in outputs.items():
                 df = df.persist()
@@ -101,7 +102,7 @@ class BatchJob:
     def main(self, argv: list[str] | None = None) -> int:
         args = self.parser().parse_args(argv)
         settings = LakeSettings.from_args(args)
-        spark = lake.spark_session(settings, f"shopstream-{self.name}")
+        spark = iceberg.spark_session(settings, f"shopstream-{self.name}")
         try:
             result = self.run(spark, args.date)
         except MissingTable as exc:

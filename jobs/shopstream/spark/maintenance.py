@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+from shopstream.spark import iceberg
 from shopstream import lake, results, schema
 from shopstream.lake import LakeSettings
 
@@ -45,7 +46,7 @@ def maintain(spark, tables: list[str], closed: dt.date, expire_before: dt.dateti
     report: dict[str, dict] = {}
     listing = ", prefix_listing => true" if object_storage else ""
     for name in tables:
-        if not lake.table_exists(spark, name):
+        if not iceberg.table_exists(spark, name):
             continue
         ident = schema.TABLES[name].qualified
         figures: dict = {}
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     closed = args.closed_before or closed_before(now, args.allowed_lateness)
     settings = LakeSettings.from_args(args)
     started = time.monotonic()
-    spark = lake.spark_session(settings, "shopstream-maintenance")
+    spark = iceberg.spark_session(settings, "shopstream-maintenance")
     try:
         report = maintain(spark, args.tables.split(","), closed,
                           now - dt.timedelta(hours=args.expire_older_than_hours), args.retain_last,

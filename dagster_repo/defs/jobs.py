@@ -16,10 +16,10 @@ import time
 import dagster as dg
 from pydantic import Field
 
-from dagster_repo import health
-from dagster_repo import spark_application as sa
-from dagster_repo.assets import GOLD_GROUP, measure_streaming
-from dagster_repo.launcher import SparkJobConfig, SparkLauncher
+from dagster_repo.monitoring import health
+from dagster_repo.kube import spark_application as sa
+from dagster_repo.defs.assets import GOLD_GROUP, measure_streaming
+from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
 from shopstream import schema
 from shopstream.__main__ import JOBS
 

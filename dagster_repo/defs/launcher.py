@@ -27,8 +27,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from dagster_repo import kube
-from dagster_repo import spark_application as sa
+from dagster_repo.kube import client as kube
+from dagster_repo.kube import spark_application as sa
 from shopstream import results
 from shopstream.lake import LakeSettings
 

@@ -15,7 +15,7 @@ from decimal import Decimal
 from pyiceberg.expressions import EqualTo
 
 from shopstream import lake, schema
-from shopstream.batch import transforms
+from shopstream.spark.batch import transforms
 from shopstream.lake import LakeSettings
 
 CENT = Decimal("0.01")

@@ -1,0 +1,3 @@
+from shopstream.events.generator.cli import main
+
+raise SystemExit(main())

@@ -1,3 +1,0 @@
-from shopstream.generator.cli import main
-
-raise SystemExit(main())
