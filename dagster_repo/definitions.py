@@ -1,13 +1,14 @@
 """The code location: `dagster dev -m dagster_repo.definitions` (or `make ui`).
 
-The launcher's mode and cluster settings come from the environment (SHOPSTREAM_LAUNCHER_MODE,
-SHOPSTREAM_SPARK_APP_DEFAULTS, ...; see docs/kubernetes.md); with none set, everything runs locally on
-the embedded default's lake.
+One setting, SHOPSTREAM_LAUNCHER_MODE, chooses the deployment's resources, as Dagster's example
+projects choose resources per deployment: `local` (the default) runs every Spark job on this
+machine against the embedded default's lake; `kubernetes` runs them as SparkApplications, with the
+values the platform chart sets in the code server's environment (see docs/kubernetes.md).
+`python -m shopstream.settings` lists every setting.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import dagster as dg
@@ -17,26 +18,77 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from dagster_repo.defs.assets import GOLD_ASSETS, SILVER_ASSETS, iceberg_table_maintenance, streaming_health_monitor
-from dagster_repo.defs.checks import GOLD_CHECKS
-from dagster_repo.defs.jobs import JOBS_DEFS, SCHEDULES, SENSORS
-from dagster_repo.defs.launcher import SparkLauncher  # noqa: E402 - after the warning filters
+from dagster_repo.defs.assets import (  # noqa: E402 - after the warning filters
+    GOLD_ASSETS,
+    SILVER_ASSETS,
+    iceberg_table_maintenance,
+    streaming_health_monitor,
+)
+from dagster_repo.defs.checks import GOLD_CHECKS  # noqa: E402
+from dagster_repo.defs.jobs import JOBS_DEFS, SCHEDULES, streaming_health_sensor  # noqa: E402
+from dagster_repo.defs.launcher import KubernetesSparkLauncher, LocalSparkLauncher  # noqa: E402
+from dagster_repo.defs.resources import (  # noqa: E402
+    KafkaResource,
+    LakeResource,
+    SparkApplicationsClient,
+    StreamingJob,
+    StreamingSparkApplication,
+)
+from shopstream import settings  # noqa: E402
+
+MODES = ("local", "kubernetes")
 
 
-def build_definitions(launcher: SparkLauncher) -> dg.Definitions:
-    """Everything of the code location, with the given launcher (tests pass their own)."""
+def local_resources() -> dict[str, dg.ConfigurableResource]:
+    """The embedded default: values from the settings (their defaults when unset)."""
+    lake = LakeResource.from_settings()
+    kafka = KafkaResource(bootstrap_servers=settings.KAFKA_BOOTSTRAP.read() or "")
+    return {"lake": lake, "kafka": kafka, "spark_launcher": LocalSparkLauncher(lake=lake, kafka=kafka),
+            "streaming": StreamingJob(**StreamingJob.thresholds_from_settings())}
+
+
+def kubernetes_resources() -> dict[str, dg.ConfigurableResource]:
+    """In a cluster: what the platform chart always sets is read through EnvVar when a run starts
+    (so the catalog password never shows in run config); optional values are read here."""
+
+    def env(setting: settings.Setting) -> dg.EnvVar:
+        return dg.EnvVar(setting.variable)
+
+    lake = LakeResource(home=str(settings.home()), catalog_uri=env(settings.CATALOG_URI), warehouse=env(settings.WAREHOUSE),
+                        catalog_user=env(settings.CATALOG_USER), catalog_password=env(settings.CATALOG_PASSWORD),
+                        s3_endpoint=env(settings.S3_ENDPOINT), s3_region=env(settings.S3_REGION),
+                        checkpoint_dir=env(settings.CHECKPOINT_DIR))
+    applications = SparkApplicationsClient(namespace=env(settings.SPARK_NAMESPACE),
+                                           kubeconfig_file=settings.KUBECONFIG.read() or "")
+    optional = {"image": settings.SPARK_IMAGE, "spark_version": settings.SPARK_VERSION,
+                "service_account": settings.SPARK_SERVICE_ACCOUNT, "env_configmap": settings.SPARK_ENV_CONFIGMAP,
+                "env_secret": settings.SPARK_ENV_SECRET}
+    launcher = KubernetesSparkLauncher(lake=lake, applications=applications,
+                                       application_defaults=env(settings.SPARK_APP_DEFAULTS),
+                                       **{field: s.read() for field, s in optional.items() if s.read()})
+    return {"lake": lake, "kafka": KafkaResource(bootstrap_servers=env(settings.KAFKA_BOOTSTRAP)),
+            "spark_launcher": launcher,
+            "streaming": StreamingSparkApplication(application=env(settings.STREAMING_APP), applications=applications,
+                                                   **StreamingJob.thresholds_from_settings())}
+
+
+def build_definitions(mode: str, resources: dict[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
+    """Everything of the code location for a launcher mode; tests pass their own resources."""
+    if mode not in MODES:
+        raise ValueError(f"{settings.LAUNCHER_MODE.variable}={mode!r}: use one of {', '.join(MODES)}")
+    local = mode == "local"
     # Locally every step is a Spark JVM on this machine: one at a time unless told otherwise.
     # In a cluster each step only watches a SparkApplication, so several can run at once.
-    max_concurrent = int(os.environ.get("SHOPSTREAM_MAX_CONCURRENT_STEPS", "1" if launcher.mode == "local" else "4"))
+    max_concurrent = int(settings.MAX_CONCURRENT_STEPS.read() or ("1" if local else "4"))
     return dg.Definitions(
         assets=[*SILVER_ASSETS, *GOLD_ASSETS, streaming_health_monitor, iceberg_table_maintenance],
         asset_checks=GOLD_CHECKS,
         jobs=JOBS_DEFS,
         schedules=SCHEDULES,
-        sensors=SENSORS,
-        resources={"spark_launcher": launcher},
+        sensors=[streaming_health_sensor(settings.HEALTH_SENSOR_INTERVAL.read_int(), running=not local)],
+        resources=resources or (local_resources() if local else kubernetes_resources()),
         executor=dg.multiprocess_executor.configured({"max_concurrent": max_concurrent}),
     )
 
 
-defs = build_definitions(SparkLauncher.from_env())
+defs = build_definitions(settings.LAUNCHER_MODE.read() or "local")

@@ -2,29 +2,26 @@
 the streaming health monitor and table maintenance.
 
 Names, columns and which silver tables each gold job reads all come from `shopstream.schema` and
-the jobs' own `BatchJob` definitions, so the graph cannot drift from the jobs.
+the job catalog, so the graph cannot drift from the jobs (and loading it needs no pyspark).
 """
 
-
 import datetime as dt
-import os
 
 import dagster as dg
 from pydantic import Field
 
-from dagster_repo.monitoring import health
 from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
-from dagster_repo.monitoring.quality import Lake
+from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.kube import spark_application as sa
-from shopstream import lake, schema
-from shopstream.spark.batch import customer_analytics, data_quality, product_analytics, sales_summary
-from shopstream.spark.batch.runner import BatchJob
-from shopstream.lake import LakeSettings
+from dagster_repo.monitoring import health
+from shopstream import catalog, schema, settings
+from shopstream.lake import CATALOG
 
-DAILY = dg.DailyPartitionsDefinition(start_date=os.environ.get("SHOPSTREAM_PARTITIONS_START", "2026-01-01"),
-                                     timezone="UTC")
-GOLD_JOBS: tuple[BatchJob, ...] = (customer_analytics.JOB, sales_summary.JOB, product_analytics.JOB, data_quality.JOB)
-SILVER_TABLES = tuple(sorted({name for job in GOLD_JOBS for name in job.reads}))
+DAILY = dg.DailyPartitionsDefinition(start_date=settings.PARTITIONS_START.read() or "", timezone="UTC")
+SILVER_TABLES = tuple(sorted({name for job in catalog.DAILY for name in job.reads}))
+# A launch that fails for a reason that may pass (a node lost, an API hiccup, a driver killed) is
+# retried; configuration errors fail at once (dg.Failure(allow_retries=False) in the launcher).
+GOLD_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL)
 GOLD_GROUP, SILVER_GROUP, OPS_GROUP = "gold", "silver", "operations"
 
 
@@ -34,7 +31,7 @@ def column_schema(name: str) -> dg.TableSchema:
 
 
 def table_metadata(name: str) -> dict:
-    return {"table": f"{lake.CATALOG}.{schema.TABLES[name].qualified}", "dagster/column_schema": column_schema(name)}
+    return {"table": f"{CATALOG}.{schema.TABLES[name].qualified}", "dagster/column_schema": column_schema(name)}
 
 
 # -- silver: written by the streaming job, observed here ----------------------------------------
@@ -43,12 +40,12 @@ def table_metadata(name: str) -> dict:
 def silver_source(name: str) -> dg.SourceAsset:
     @dg.observable_source_asset(name=name, group_name=SILVER_GROUP, metadata=table_metadata(name),
                                 description=f"{name}, written continuously by the streaming job; observed from Iceberg.")
-    def observe(context) -> dg.ObserveResult:
-        catalog = lake.iceberg_catalog(LakeSettings.from_env())
+    def observe(context, lake: LakeResource) -> dg.ObserveResult:
+        iceberg = lake.catalog()
         identifier = schema.TABLES[name].qualified
-        if not catalog.table_exists(identifier):
-            raise dg.Failure(description=f"{lake.CATALOG}.{identifier} does not exist yet: run the streaming job first")
-        snapshot = catalog.load_table(identifier).current_snapshot()
+        if not iceberg.table_exists(identifier):
+            raise dg.Failure(description=f"{CATALOG}.{identifier} does not exist yet: run the streaming job first")
+        snapshot = iceberg.load_table(identifier).current_snapshot()
         if snapshot is None:
             return dg.ObserveResult(data_version=dg.DataVersion("empty"), metadata={"dagster/row_count": 0})
         committed = dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.timezone.utc)
@@ -67,13 +64,13 @@ SILVER_ASSETS = [silver_source(name) for name in SILVER_TABLES]
 # -- gold: one Spark job per date ----------------------------------------------------------------
 
 
-def gold_asset(job: BatchJob) -> dg.AssetsDefinition:
+def gold_asset(job: catalog.Job, retry_policy: dg.RetryPolicy = GOLD_RETRY_POLICY) -> dg.AssetsDefinition:
     """The gold tables one batch job writes, materialized together for a date by launching it."""
     specs = [dg.AssetSpec(table, deps=list(job.reads), group_name=GOLD_GROUP, kinds={"spark", "iceberg"},
                           description=f"{table}: {job.description}", metadata=table_metadata(table))
              for table in job.writes]
 
-    @dg.multi_asset(name=job.name, specs=specs, partitions_def=DAILY,
+    @dg.multi_asset(name=job.name, specs=specs, partitions_def=DAILY, retry_policy=retry_policy,
                     description=f"`python -m shopstream {job.name} --date <partition>`, through the Spark launcher.")
     def materialize(context: dg.AssetExecutionContext, config: SparkJobConfig, spark_launcher: SparkLauncher):
         launch = spark_launcher.run(context, job.name, ["--date", context.partition_key], config,
@@ -85,39 +82,17 @@ def gold_asset(job: BatchJob) -> dg.AssetsDefinition:
     return materialize
 
 
-GOLD_ASSETS = [gold_asset(job) for job in GOLD_JOBS]
-GOLD_TABLES = tuple(table for job in GOLD_JOBS for table in job.writes)
+GOLD_ASSETS = [gold_asset(job) for job in catalog.DAILY]
+GOLD_TABLES = tuple(table for job in catalog.DAILY for table in job.writes)
 
 
 # -- operations ----------------------------------------------------------------------------------
 
 
-class HealthConfig(dg.Config):
-    max_progress_age_seconds: int = Field(health.Thresholds.from_env().max_progress_age_seconds,
-                                          description="unhealthy when the last micro-batch finished longer ago")
-    max_lag: int = Field(health.Thresholds.from_env().max_lag, description="unhealthy above this many unread records")
-
-    def thresholds(self) -> health.Thresholds:
-        return health.Thresholds(self.max_progress_age_seconds, self.max_lag)
-
-
-def measure_streaming(spark_launcher: SparkLauncher) -> health.StreamingHealth:
-    application_state = None
-    if spark_launcher.mode == "kubernetes":
-        name = os.environ.get("SHOPSTREAM_STREAMING_APP", "shopstream-streaming")
-
-        def application_state() -> str:
-            found = spark_launcher.applications().get(name, deadline=_soon())
-            return "MISSING" if found is None else (sa.state_of(found) or "NEW")
-
-    return health.measure(LakeSettings.from_env(), os.environ.get("SHOPSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-                          health.checkpoint_root(), application_state)
-
-
-def _soon() -> float:
-    import time
-
-    return time.monotonic() + 30
+def measure_streaming(lake: LakeResource, kafka: KafkaResource, streaming: StreamingJob,
+                      log=None) -> health.StreamingHealth:
+    return health.measure(lake.settings(), kafka.bootstrap_servers, lake.checkpoint(),
+                          lambda: streaming.application_state(log))
 
 
 @dg.asset(group_name=OPS_GROUP, kinds={"kafka", "iceberg"},
@@ -125,9 +100,10 @@ def _soon() -> float:
                        dg.AssetCheckSpec("consumer_lag_within_limit", asset="streaming_health_monitor")],
           description="The streaming job's health: age of its last progress record, consumer lag against the "
                       "checkpoint, and the streaming SparkApplication's state in kubernetes mode.")
-def streaming_health_monitor(context: dg.AssetExecutionContext, config: HealthConfig, spark_launcher: SparkLauncher):
-    measured = measure_streaming(spark_launcher)
-    limits = config.thresholds()
+def streaming_health_monitor(context: dg.AssetExecutionContext, lake: LakeResource, kafka: KafkaResource,
+                             streaming: StreamingJob):
+    measured = measure_streaming(lake, kafka, streaming, context.log.warning)
+    limits = streaming.thresholds()
     for problem in measured.errors:
         context.log.warning(problem)
     progress, lag = measured.progress_problem(limits), measured.lag_problem(limits)

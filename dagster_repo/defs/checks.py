@@ -3,7 +3,6 @@
 Blocking checks stop downstream work when gold is wrong; each reports its offending counts.
 """
 
-
 import datetime as dt
 from typing import Callable
 
@@ -11,6 +10,7 @@ import dagster as dg
 
 from dagster_repo.monitoring import quality
 from dagster_repo.defs.assets import DAILY
+from dagster_repo.defs.resources import LakeResource
 from shopstream import schema
 
 Rule = Callable[[quality.Lake, dt.date], quality.Verdict]
@@ -27,8 +27,8 @@ RULES: dict[str, tuple[Rule, ...]] = {
 def gold_check(asset: str, rule: Rule) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name=rule.__name__, description=(rule.__doc__ or "").strip(), blocking=True,
                     partitions_def=DAILY)
-    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        verdict = rule(quality.Lake(), dt.date.fromisoformat(context.partition_key))
+    def check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        verdict = rule(quality.Lake(lake.settings()), dt.date.fromisoformat(context.partition_key))
         return dg.AssetCheckResult(passed=verdict.passed, description=verdict.summary,
                                    metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
                                              for k, v in verdict.counts.items()})

@@ -10,18 +10,18 @@ the manner of dagster-k8s's `k8s_job_op`; `streaming_catch_up` uses it.
 """
 
 
-import os
 import time
 
 import dagster as dg
 from pydantic import Field
 
-from dagster_repo.monitoring import health
-from dagster_repo.kube import spark_application as sa
 from dagster_repo.defs.assets import GOLD_GROUP, measure_streaming
 from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
-from shopstream import schema
-from shopstream.__main__ import JOBS
+from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
+from dagster_repo.kube import spark_application as sa
+from dagster_repo.monitoring import health
+from shopstream import schema, settings
+from shopstream.catalog import JOBS
 
 silver_to_gold_processing = dg.define_asset_job(
     "silver_to_gold_processing", selection=dg.AssetSelection.groups(GOLD_GROUP),
@@ -73,15 +73,12 @@ def spark_application_op(context: dg.OpExecutionContext, config: SparkApplicatio
 
 @dg.op(description="Refuses to replay while the long-running streaming application owns the checkpoint.",
        out=dg.Out(dg.Nothing))
-def ensure_stream_is_stopped(context: dg.OpExecutionContext, spark_launcher: SparkLauncher) -> None:
-    if spark_launcher.mode != "kubernetes":
-        return
-    name = os.environ.get("SHOPSTREAM_STREAMING_APP", "shopstream-streaming")
-    found = spark_launcher.applications(log=context.log.warning).get(name, deadline=time.monotonic() + 30)
-    state = None if found is None else sa.state_of(found)
-    if found is not None and state not in sa.TERMINAL_STATES:
-        raise dg.Failure(description=f"the streaming SparkApplication {name} is {state or 'starting'} and owns the "
-                                     "checkpoint: suspend it (helm upgrade --set streaming.enabled=false) before a catch-up")
+def ensure_stream_is_stopped(context: dg.OpExecutionContext, streaming: StreamingJob) -> None:
+    state = streaming.application_state(context.log.warning)
+    if state not in (None, "MISSING", *sa.TERMINAL_STATES):
+        raise dg.Failure(description=f"the streaming SparkApplication {streaming.application} is "
+                                     f"{'starting' if state == 'NEW' else state} and owns the checkpoint: suspend it "
+                                     "(helm upgrade --set streaming.enabled=false) before a catch-up")
 
 
 @dg.job(description="Reads everything new in Kafka into bronze and silver, then stops (the streaming job with "
@@ -112,19 +109,24 @@ def streaming_health_alert():
 ALERT_REPEAT_SECONDS = 3600  # one alert run per kind of problem per hour
 
 
-# How often the daemon evaluates the sensor (the code server's environment, read when it loads).
-HEALTH_SENSOR_INTERVAL = int(os.environ.get("SHOPSTREAM_HEALTH_SENSOR_INTERVAL_SECONDS", "300"))
+def streaming_health_sensor(interval_seconds: int, running: bool) -> dg.SensorDefinition:
+    """Alerts by starting a (failing) streaming_health_alert run; on by default where a stream runs
+    unattended (kubernetes mode)."""
+
+    @dg.sensor(job=streaming_health_alert, minimum_interval_seconds=interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
+               description=f"Every {interval_seconds} s ({settings.HEALTH_SENSOR_INTERVAL.variable}): alerts (a failed "
+                           "streaming_health_alert run) when progress is stale, lag is too high or the streaming "
+                           "application has stopped.")
+    def streaming_health_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, kafka: KafkaResource,
+                                streaming: StreamingJob):
+        measured = measure_streaming(lake, kafka, streaming, context.log.warning)
+        return alert_for(measured.problems(streaming.thresholds()), measured)
+
+    return streaming_health_sensor
 
 
-@dg.sensor(job=streaming_health_alert, minimum_interval_seconds=HEALTH_SENSOR_INTERVAL,
-           default_status=dg.DefaultSensorStatus.RUNNING if os.environ.get("SHOPSTREAM_LAUNCHER_MODE") == "kubernetes"
-           else dg.DefaultSensorStatus.STOPPED,
-           description="Every 5 minutes (SHOPSTREAM_HEALTH_SENSOR_INTERVAL_SECONDS): alerts (a failed "
-                       "streaming_health_alert run) when progress is stale, lag is too high or the streaming "
-                       "application has stopped.")
-def streaming_health_sensor(context: dg.SensorEvaluationContext, spark_launcher: SparkLauncher):
-    measured = measure_streaming(spark_launcher)
-    problems = measured.problems(health.Thresholds.from_env())  # read at every tick: a restart-free change
+def alert_for(problems: dict[str, str], measured: health.StreamingHealth) -> dg.SkipReason | dg.RunRequest:
     if not problems:
         return dg.SkipReason(f"healthy: progress {measured.progress_age_seconds:.0f}s old, lag {measured.total_lag:,}")
     bucket = int(time.time() // ALERT_REPEAT_SECONDS)
@@ -135,4 +137,3 @@ def streaming_health_sensor(context: dg.SensorEvaluationContext, spark_launcher:
 
 JOBS_DEFS = [silver_to_gold_processing, customer_analytics_processing, sales_analytics_processing, iceberg_maintenance,
              streaming_catch_up, streaming_health_alert]
-SENSORS = [streaming_health_sensor]

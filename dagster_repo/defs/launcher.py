@@ -1,19 +1,21 @@
-"""The one way Dagster runs a Spark job: `SparkLauncher`, a resource with two modes.
+"""How Dagster runs a project Spark job: one interface, `SparkLauncher`, with two backends, each a
+resource; `definitions.py` picks one by the launcher-mode setting and assets only call `run(...)`.
 
-- `local`: `python -m shopstream <job> <arguments>` in a child process with local Spark; its log
-  goes to the Dagster log line by line.
-- `kubernetes`: a SparkApplication built by `spark_application.ApplicationSpec`, created, watched
-  to a terminal state, and deleted when the run is cancelled or times out.
+- `LocalSparkLauncher`: `python -m shopstream <job> <arguments>` in a child process with local
+  Spark; its log goes to the Dagster log line by line.
+- `KubernetesSparkLauncher`: a SparkApplication built by `spark_application.ApplicationSpec`,
+  created, watched to a terminal state, and deleted when the run is cancelled or times out.
 
-Both modes pass the same arguments and read back the job's JSON result (rows written, totals).
-Only configuration chooses the mode; assets and ops call `launcher.run(...)` the same way.
+Both pass the same arguments and read back the job's JSON result (rows written, totals) from a
+file the job writes. Dagster Pipes would carry that result too, but a SparkApplication's driver has
+no Pipes transport of its own: it would still need a file in the warehouse, plus dagster-pipes in
+the Spark image.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,12 +29,12 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from dagster_repo.defs.resources import KafkaResource, LakeResource, SparkApplicationsClient
 from dagster_repo.kube import client as kube
 from dagster_repo.kube import spark_application as sa
-from shopstream import results
-from shopstream.lake import LakeSettings
+from shopstream import results, runtime, settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class SparkJobConfig(dg.Config):
@@ -74,11 +76,74 @@ class LaunchResult:
 
 
 class SparkLauncher(dg.ConfigurableResource):
-    """Runs the project's Spark jobs locally or as SparkApplications (env: SHOPSTREAM_LAUNCHER_MODE, ...)."""
+    """Runs a project Spark job and returns its result; raises dg.Failure with the job's error."""
 
-    mode: Literal["local", "kubernetes"] = Field("local", description="local Spark in a child process, or a SparkApplication")
-    # kubernetes mode
-    namespace: str = Field("shopstream", description="namespace of the SparkApplications")
+    lake: LakeResource
+    log_tail_lines: int = Field(60, description="lines of the job's log copied into the Dagster log")
+
+    def run(self, context, job: str, arguments: list[str], config: SparkJobConfig | None = None,
+            labels: dict[str, str] | None = None) -> LaunchResult:
+        config = config or SparkJobConfig()
+        problems = config.resources().problems()
+        if problems:
+            raise dg.Failure(description=f"invalid Spark settings for {job}: " + "; ".join(problems), allow_retries=False)
+        return self._launch(context, job, arguments, config, labels or {})
+
+    def _launch(self, context, job: str, arguments: list[str], config: SparkJobConfig,
+                labels: dict[str, str]) -> LaunchResult:
+        raise NotImplementedError
+
+
+class LocalSparkLauncher(SparkLauncher):
+    """Each job a child process with local Spark (`local[executor_cores]`), on the lake of `lake`
+    and the broker of `kafka`."""
+
+    kafka: KafkaResource
+
+    def _launch(self, context, job: str, arguments: list[str], config: SparkJobConfig,
+                labels: dict[str, str]) -> LaunchResult:
+        with tempfile.TemporaryDirectory(prefix="shopstream-result-") as tmp:
+            result_file = Path(tmp) / "result.json"
+            command = [sys.executable, "-m", "shopstream", job, *arguments, "--result-file", str(result_file)]
+            env = {**os.environ, **self.lake.job_environment(),
+                   settings.KAFKA_BOOTSTRAP.variable: self.kafka.bootstrap_servers,
+                   settings.SPARK_MASTER.variable: f"local[{config.executor_cores}]",
+                   settings.DRIVER_MEMORY.variable: config.driver_memory, "PYTHONUNBUFFERED": "1"}
+            context.log.info(f"running {job} with local Spark: {' '.join(command[1:])}")
+            started = time.monotonic()
+            tail: deque[str] = deque(maxlen=self.log_tail_lines)
+            process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, start_new_session=True)
+
+            def relay() -> None:
+                for line in process.stdout or ():
+                    tail.append(line.rstrip())
+                    context.log.info(f"[{job}] {line.rstrip()}")
+
+            reader = threading.Thread(target=relay, daemon=True)
+            reader.start()
+            try:
+                code = process.wait(timeout=config.timeout_seconds)
+            except subprocess.TimeoutExpired:
+                _stop(process)
+                raise dg.Failure(description=f"{job} did not finish within {config.timeout_seconds}s and was stopped",
+                                 metadata={"log_tail": dg.MetadataValue.text("\n".join(tail))}) from None
+            except BaseException:  # the run was cancelled: leave nothing running
+                _stop(process)
+                raise
+            reader.join(timeout=10)
+            duration = time.monotonic() - started
+            if code != 0:
+                raise dg.Failure(description=f"{job} failed with exit code {code}: {_last_error(tail)}",
+                                 metadata={"log_tail": dg.MetadataValue.text("\n".join(tail)), "exit_code": code})
+            return LaunchResult(job, "local", duration, results.read_result(str(result_file)), "\n".join(tail),
+                                {"command": " ".join(command[1:-2])})
+
+
+class KubernetesSparkLauncher(SparkLauncher):
+    """Each job a SparkApplication in `applications`' namespace, watched until it ends."""
+
+    applications: SparkApplicationsClient
     image: str = Field("", description="the Spark job image (images/spark), by digest or unique tag")
     image_pull_policy: Literal["", "Always", "IfNotPresent", "Never"] = Field(
         "", description="empty: application_defaults, else IfNotPresent")
@@ -90,81 +155,14 @@ class SparkLauncher(dg.ConfigurableResource):
     application_defaults: str = Field("", description="JSON: the spec every application of the deployment shares "
                                                       "(service accounts, envFrom, security contexts, sparkConf); "
                                                       "the platform chart publishes it in the launcher ConfigMap")
-    kubeconfig_file: str = Field("", description="kubeconfig to use; empty: in-cluster, else the default kubeconfig")
     result_root: str = Field("", description="where drivers write results; empty: <warehouse>/_job_results")
     time_to_live_seconds: int = Field(86400, description="the operator deletes finished applications after this")
-    on_failure_retries: int = Field(0, description="operator-side retries (0: restartPolicy Never; Dagster retries instead)")
-    log_tail_lines: int = Field(60, description="lines of the driver log copied into the Dagster log")
+    on_failure_retries: int = Field(0, description="operator-side retries (0: restartPolicy Never; the gold assets' "
+                                                   "RetryPolicy retries instead)")
 
-    @classmethod
-    def from_env(cls) -> "SparkLauncher":
-        env = os.environ
-        values = {
-            "mode": env.get("SHOPSTREAM_LAUNCHER_MODE", "local"),
-            "namespace": env.get("SHOPSTREAM_SPARK_NAMESPACE"),
-            "image": env.get("SHOPSTREAM_SPARK_IMAGE"),
-            "spark_version": env.get("SHOPSTREAM_SPARK_VERSION"),
-            "service_account": env.get("SHOPSTREAM_SPARK_SERVICE_ACCOUNT"),
-            "env_configmap": env.get("SHOPSTREAM_SPARK_ENV_CONFIGMAP"),
-            "env_secret": env.get("SHOPSTREAM_SPARK_ENV_SECRET"),
-            "application_defaults": env.get("SHOPSTREAM_SPARK_APP_DEFAULTS"),
-            "kubeconfig_file": env.get("SHOPSTREAM_KUBECONFIG"),
-        }
-        return cls(**{k: v for k, v in values.items() if v})
-
-    # -- the one entry point ----------------------------------------------------------------
-
-    def run(self, context, job: str, arguments: list[str], config: SparkJobConfig | None = None,
-            labels: dict[str, str] | None = None) -> LaunchResult:
-        """Run `python -m shopstream <job> <arguments>` and return its result; raise dg.Failure
-        with the job's error when it fails."""
-        config = config or SparkJobConfig()
-        problems = config.resources().problems()
-        if problems:
-            raise dg.Failure(description=f"invalid Spark settings for {job}: " + "; ".join(problems))
-        if self.mode == "local":
-            return self._run_local(context, job, arguments, config)
-        return self._run_kubernetes(context, job, arguments, config, labels or {})
-
-    # -- local -------------------------------------------------------------------------------
-
-    def _run_local(self, context, job: str, arguments: list[str], config: SparkJobConfig) -> LaunchResult:
-        with tempfile.TemporaryDirectory(prefix="shopstream-result-") as tmp:
-            result_file = Path(tmp) / "result.json"
-            command = [sys.executable, "-m", "shopstream", job, *arguments, "--result-file", str(result_file)]
-            env = {**os.environ, "SHOPSTREAM_SPARK_MASTER": f"local[{config.executor_cores}]",
-                   "SHOPSTREAM_DRIVER_MEMORY": config.driver_memory, "PYTHONUNBUFFERED": "1"}
-            context.log.info(f"running {job} with local Spark: {' '.join(command[1:])}")
-            started = time.monotonic()
-            tail: deque[str] = deque(maxlen=self.log_tail_lines)
-            process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True, start_new_session=True)
-
-            def relay() -> None:
-                for line in process.stdout:
-                    tail.append(line.rstrip())
-                    context.log.info(f"[{job}] {line.rstrip()}")
-
-            reader = threading.Thread(target=relay, daemon=True)
-            reader.start()
-            try:
-                code = process.wait(timeout=config.timeout_seconds)
-            except subprocess.TimeoutExpired:
-                _stop_group(process)
-                raise dg.Failure(description=f"{job} did not finish within {config.timeout_seconds}s and was stopped",
-                                 metadata={"log_tail": dg.MetadataValue.text("\n".join(tail))}) from None
-            except BaseException:  # the run was cancelled: leave nothing running
-                _stop_group(process)
-                raise
-            reader.join(timeout=10)
-            duration = time.monotonic() - started
-            if code != 0:
-                raise dg.Failure(description=f"{job} failed with exit code {code}: {_last_error(tail)}",
-                                 metadata={"log_tail": dg.MetadataValue.text("\n".join(tail)), "exit_code": code})
-            return LaunchResult(job, "local", duration, results.read_result(str(result_file)), "\n".join(tail),
-                                {"command": " ".join(command[1:-2])})
-
-    # -- kubernetes ----------------------------------------------------------------------------
+    @property
+    def namespace(self) -> str:
+        return self.applications.namespace
 
     def application_spec(self, job: str, arguments: list[str], config: SparkJobConfig, name: str,
                          labels: dict[str, str]) -> sa.ApplicationSpec:
@@ -179,24 +177,21 @@ class SparkLauncher(dg.ConfigurableResource):
     def defaults(self) -> dict:
         if not self.application_defaults:
             return {}
+        where = f"application_defaults (env {settings.SPARK_APP_DEFAULTS.variable})"
         try:
             found = json.loads(self.application_defaults)
         except json.JSONDecodeError as exc:
-            raise dg.Failure(description=f"application_defaults (env SHOPSTREAM_SPARK_APP_DEFAULTS) is not JSON: {exc}") from None
+            raise dg.Failure(description=f"{where} is not JSON: {exc}", allow_retries=False) from None
         if not isinstance(found, dict):
-            raise dg.Failure(description="application_defaults (env SHOPSTREAM_SPARK_APP_DEFAULTS) must be a JSON object")
+            raise dg.Failure(description=f"{where} must be a JSON object", allow_retries=False)
         return found
 
     def result_location(self, name: str) -> str:
-        root = self.result_root or f"{LakeSettings.from_env().warehouse.rstrip('/')}/_job_results"
+        root = self.result_root or f"{self.lake.settings().warehouse.rstrip('/')}/_job_results"
         return f"{root.rstrip('/')}/{name}.json"
 
-    def applications(self, log=None) -> kube.SparkApplications:
-        api = kube.api_client(self.kubeconfig_file or None)
-        return kube.SparkApplications(api, self.namespace, log=log)
-
-    def _run_kubernetes(self, context, job: str, arguments: list[str], config: SparkJobConfig,
-                        labels: dict[str, str]) -> LaunchResult:
+    def _launch(self, context, job: str, arguments: list[str], config: SparkJobConfig,
+                labels: dict[str, str]) -> LaunchResult:
         op_context = getattr(context, "op_execution_context", context)  # an asset's or an op's context
         run_id = op_context.run_id
         partition = context.partition_key if context.has_partition_key else None
@@ -206,15 +201,16 @@ class SparkLauncher(dg.ConfigurableResource):
         spec = self.application_spec(job, [*arguments, "--result-file", result_location], config, name, labels)
         problems = spec.problems()
         if problems:
-            raise dg.Failure(description=f"cannot build the SparkApplication for {job}: " + "; ".join(problems))
+            raise dg.Failure(description=f"cannot build the SparkApplication for {job}: " + "; ".join(problems),
+                             allow_retries=False)
         body = spec.body()
         started = time.monotonic()
         deadline = started + config.timeout_seconds
-        apps = self.applications(log=context.log.warning)
+        apps = self.applications.connect(log=context.log.warning)
         try:
             apps.preflight(body, deadline)
         except kube.LauncherError as exc:
-            raise dg.Failure(description=str(exc)) from None
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         created = None
         try:
             created = apps.create(body, deadline)
@@ -227,7 +223,7 @@ class SparkLauncher(dg.ConfigurableResource):
             raise dg.Failure(description=f"{job}: {exc}; SparkApplication {self.namespace}/{name} was deleted "
                                          f"(timeout {config.timeout_seconds}s)") from None
         except kube.LauncherError as exc:
-            raise dg.Failure(description=str(exc)) from None
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         except BaseException:  # cancelled (or the step died): leave nothing running behind the run
             if created is not None:
                 context.log.warning(f"run stopped: deleting SparkApplication {self.namespace}/{name}")
@@ -246,21 +242,17 @@ class SparkLauncher(dg.ConfigurableResource):
                             f"{sa.error_of(outcome.obj) or 'the operator gave no error message'}",
                 metadata={**{k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in details.items()},
                           "driver_log_tail": dg.MetadataValue.text(log_tail)})
-        result = results.read_result(result_location)
+        result = results.read_result(result_location, self.lake.settings())
         return LaunchResult(job, "kubernetes", duration, result, log_tail, details)
 
 
-def _stop_group(process: subprocess.Popen) -> None:
+def _stop(process: subprocess.Popen) -> None:
     """Stop a local job and the JVM it started (they share a process group)."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-            process.wait(timeout=wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    runtime.terminate(process.pid, 15, group=True)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _last_error(lines) -> str:

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from shopstream import lake, schema
+from shopstream import catalog, lake, schema, settings
 from shopstream.events.generator import cli as generator_cli
 from shopstream.events.generator.shop import GeneratorConfig, Shop
 from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.runtime import SetupError
-from shopstream.spark.streaming.job import STREAMING_TABLES
 
 
 def step(message: str) -> None:
@@ -42,7 +41,7 @@ def print_table_counts(settings: lake.LakeSettings, names) -> None:
 
 def prepare_instance() -> Path:
     """$DAGSTER_HOME for the embedded default, with the local instance settings."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(lake.home() / "dagster")))
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.home() / "dagster")))
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("local_instance.yaml"), home / "dagster.yaml")
     return home
@@ -83,7 +82,7 @@ def print_sales_summary(settings: lake.LakeSettings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    root = lake.home()
+    root = settings.home()
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -117,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         if streaming.returncode != 0:
             print("error: the streaming job failed (its log is above)", file=sys.stderr)
             return 1
-        print_table_counts(lake.LakeSettings.from_env(), STREAMING_TABLES)
+        print_table_counts(lake.LakeSettings.from_env(), catalog.STREAMING.writes)
     finally:
         step("stopping the broker")
         broker.stop()

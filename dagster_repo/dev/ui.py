@@ -12,12 +12,13 @@ import signal
 import sys
 
 from dagster_repo.dev.demo import prepare_instance
+from shopstream import settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dagster_repo.dev.ui", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SHOPSTREAM_UI_PORT", "3000")))
+    settings.UI_PORT.add_argument(parser, "--port", type=int)
     args = parser.parse_args(argv)
     home = prepare_instance()
     dagster = shutil.which("dagster", path=os.path.dirname(sys.executable)) or shutil.which("dagster")

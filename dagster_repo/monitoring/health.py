@@ -11,27 +11,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass, field
 
 from pyarrow import fs as pafs
 
-from shopstream import lake, schema
+from shopstream import lake, schema, settings
 from shopstream.lake import LakeSettings
-
-QUERY_NAME = "events"  # the streaming job's single query (jobs/shopstream/streaming/job.py)
-
 
 @dataclass(frozen=True)
 class Thresholds:
-    max_progress_age_seconds: int = 900
-    max_lag: int = 200_000
-
-    @classmethod
-    def from_env(cls) -> "Thresholds":
-        env = os.environ
-        return cls(int(env.get("SHOPSTREAM_HEALTH_MAX_PROGRESS_AGE", cls.max_progress_age_seconds)),
-                   int(env.get("SHOPSTREAM_HEALTH_MAX_LAG", cls.max_lag)))
+    max_progress_age_seconds: int = settings.HEALTH_MAX_PROGRESS_AGE.read_int({})
+    max_lag: int = settings.HEALTH_MAX_LAG.read_int({})
 
 
 @dataclass
@@ -96,11 +86,6 @@ class StreamingHealth:
             "application_state": self.application_state,
             "measurement_errors": self.errors,
         }
-
-
-def checkpoint_root() -> str:
-    base = os.environ.get("SHOPSTREAM_CHECKPOINT_DIR") or str(lake.home() / "checkpoints")
-    return f"{base.rstrip('/')}/{QUERY_NAME}"
 
 
 def _filesystem(uri: str, settings: LakeSettings) -> tuple[pafs.FileSystem, str]:

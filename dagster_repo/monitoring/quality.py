@@ -14,8 +14,7 @@ from decimal import Decimal
 
 from pyiceberg.expressions import EqualTo
 
-from shopstream import lake, schema
-from shopstream.spark.batch import transforms
+from shopstream import lake, rules, schema
 from shopstream.lake import LakeSettings
 
 CENT = Decimal("0.01")
@@ -31,8 +30,8 @@ class Verdict:
 class Lake:
     """Rows of one date from the lake, read through pyiceberg (no Spark in the Dagster process)."""
 
-    def __init__(self, settings: LakeSettings | None = None):
-        self.catalog = lake.iceberg_catalog(settings or LakeSettings.from_env())
+    def __init__(self, settings: LakeSettings):
+        self.catalog = lake.iceberg_catalog(settings)
 
     def rows(self, table: str, day: dt.date, day_column: str, columns: tuple[str, ...] = ()) -> list[dict]:
         loaded = self.catalog.load_table(schema.TABLES[table].qualified)
@@ -88,11 +87,11 @@ def expected_segment(row: dict) -> str:
     orders, lifetime_orders = row["orders"], row["lifetime_orders"]
     if orders > 0 and lifetime_orders == orders:
         return "new"
-    if row["lifetime_revenue"] >= transforms.HIGH_VALUE_LIFETIME_REVENUE:
+    if row["lifetime_revenue"] >= rules.HIGH_VALUE_LIFETIME_REVENUE:
         return "high_value"
-    if lifetime_orders >= transforms.LOYAL_LIFETIME_ORDERS:
+    if lifetime_orders >= rules.LOYAL_LIFETIME_ORDERS:
         return "loyal"
-    if orders == 0 and (row["days_since_previous_purchase"] or 0) > transforms.AT_RISK_DAYS:
+    if orders == 0 and (row["days_since_previous_purchase"] or 0) > rules.AT_RISK_DAYS:
         return "at_risk"
     if orders > 0 or lifetime_orders > 0:
         return "active"
@@ -108,7 +107,7 @@ def customer_segment_logic(data: Lake, day: dt.date) -> Verdict:
     failures = {
         "wrong_segment": len(wrong),
         "unknown_segment_name": sum(1 for r in gold if r["segment"] not in schema.SEGMENTS),
-        "engagement_score_out_of_range": sum(1 for r in gold if not 0 <= r["engagement_score"] <= transforms.SCORE_CAP),
+        "engagement_score_out_of_range": sum(1 for r in gold if not 0 <= r["engagement_score"] <= rules.SCORE_CAP),
     }
     return judge("every segment follows the rules", "segments do not follow the rules", failures, {
         "rows": len(gold),

@@ -9,13 +9,14 @@ below must be the same on both sides.
 from __future__ import annotations
 
 import argparse
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from shopstream import schema
+from shopstream import schema, settings
 
+STREAMING_QUERY = "events"  # the streaming job's one query, which names its checkpoint folder
 CATALOG = "lake"  # Spark catalog name and pyiceberg catalog name; stored in the catalog's rows
 
 TABLE_PROPERTIES = {
@@ -30,11 +31,6 @@ TABLE_PROPERTIES = {
 }
 
 
-def home() -> Path:
-    """Root of the embedded default's state (catalog, warehouse, checkpoints, broker)."""
-    return Path(os.environ.get("SHOPSTREAM_HOME", ".demo")).resolve()
-
-
 @dataclass(frozen=True)
 class LakeSettings:
     catalog_uri: str
@@ -45,37 +41,45 @@ class LakeSettings:
     s3_region: str = "us-east-1"
 
     @classmethod
-    def local(cls, root: Path) -> "LakeSettings":
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "warehouse").mkdir(exist_ok=True)
+    def local(cls, root: Path) -> LakeSettings:
+        """The embedded default's lake under `root` (made absolute): a SQLite catalog and a local warehouse."""
+        root = root.resolve()
         return cls(catalog_uri=f"jdbc:sqlite:{root / 'catalog.db'}", warehouse=f"file://{root / 'warehouse'}")
 
     @classmethod
-    def from_env(cls, **overrides) -> "LakeSettings":
-        """Environment first (SHOPSTREAM_CATALOG_URI, ...), the embedded default otherwise."""
-        env = os.environ
-        uri = overrides.get("catalog_uri") or env.get("SHOPSTREAM_CATALOG_URI")
-        warehouse = overrides.get("warehouse") or env.get("SHOPSTREAM_WAREHOUSE")
-        base = cls.local(home()) if not (uri and warehouse) else None
-        return cls(
-            catalog_uri=uri or base.catalog_uri,
-            warehouse=warehouse or base.warehouse,
-            catalog_user=overrides.get("catalog_user") or env.get("SHOPSTREAM_CATALOG_USER"),
-            catalog_password=overrides.get("catalog_password") or env.get("SHOPSTREAM_CATALOG_PASSWORD"),
-            s3_endpoint=overrides.get("s3_endpoint") or env.get("SHOPSTREAM_S3_ENDPOINT"),
-            s3_region=overrides.get("s3_region") or env.get("AWS_REGION", "us-east-1"),
-        )
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str | None) -> LakeSettings:
+        """Overrides (command-line values) first, then the environment, then the embedded default."""
+
+        def pick(name: str, setting: settings.Setting) -> str | None:
+            return overrides.get(name) or setting.read(env)
+
+        uri, warehouse = pick("catalog_uri", settings.CATALOG_URI), pick("warehouse", settings.WAREHOUSE)
+        if not (uri and warehouse):
+            base = cls.local(settings.home(env))
+            uri, warehouse = uri or base.catalog_uri, warehouse or base.warehouse
+        return cls(catalog_uri=uri, warehouse=warehouse, catalog_user=pick("catalog_user", settings.CATALOG_USER),
+                   catalog_password=pick("catalog_password", settings.CATALOG_PASSWORD),
+                   s3_endpoint=pick("s3_endpoint", settings.S3_ENDPOINT),
+                   s3_region=pick("s3_region", settings.S3_REGION) or "us-east-1")
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("Iceberg catalog (defaults: environment, else the embedded SQLite catalog under $SHOPSTREAM_HOME)")
-        group.add_argument("--catalog-uri", help="JDBC URI of the catalog database (env SHOPSTREAM_CATALOG_URI)")
-        group.add_argument("--warehouse", help="warehouse root, file:// or s3:// (env SHOPSTREAM_WAREHOUSE)")
-        group.add_argument("--s3-endpoint", help="S3-compatible endpoint for s3:// warehouses (env SHOPSTREAM_S3_ENDPOINT)")
+        group = parser.add_argument_group("Iceberg catalog (defaults: environment, else the embedded SQLite catalog "
+                                          "under the home folder)")
+        group.add_argument("--catalog-uri", help=f"{settings.CATALOG_URI.meaning} (env {settings.CATALOG_URI.variable})")
+        group.add_argument("--warehouse", help=f"{settings.WAREHOUSE.meaning} (env {settings.WAREHOUSE.variable})")
+        group.add_argument("--s3-endpoint", help=f"{settings.S3_ENDPOINT.meaning} (env {settings.S3_ENDPOINT.variable})")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "LakeSettings":
+    def from_args(cls, args: argparse.Namespace) -> LakeSettings:
         return cls.from_env(catalog_uri=args.catalog_uri, warehouse=args.warehouse, s3_endpoint=args.s3_endpoint)
+
+    def create_local_folders(self) -> None:
+        """A SQLite catalog needs its folder before the first connection; a local warehouse its root."""
+        if self.catalog_uri.startswith("jdbc:sqlite:"):
+            Path(self.catalog_uri.removeprefix("jdbc:sqlite:").split("?")[0]).parent.mkdir(parents=True, exist_ok=True)
+        if self.warehouse.startswith("file://"):
+            Path(self.warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
 
     # -- Spark -------------------------------------------------------------------------------
 
@@ -146,7 +150,7 @@ def _sqlalchemy_uri(jdbc_uri: str, user: str | None, password: str | None) -> st
     raise ValueError(f"unsupported catalog URI {jdbc_uri!r}: use jdbc:sqlite:<path> or jdbc:postgresql://host:port/db")
 
 
-def iceberg_catalog(settings: LakeSettings):
+def iceberg_catalog(lake: LakeSettings):
     import logging
 
     from pyiceberg.catalog.sql import SqlCatalog
@@ -154,8 +158,15 @@ def iceberg_catalog(settings: LakeSettings):
     # The Java JDBC catalog keeps its default (v0) catalog schema on purpose; pyiceberg reads it
     # fine and would otherwise warn about it on every load.
     logging.getLogger("pyiceberg.catalog.sql").setLevel(logging.ERROR)
-    return SqlCatalog(CATALOG, **settings.pyiceberg_properties())
+    lake.create_local_folders()
+    return SqlCatalog(CATALOG, **lake.pyiceberg_properties())
 
+
+
+def streaming_checkpoint(checkpoint_dir: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The checkpoint of the streaming job's one query: <checkpoint root>/<query name>."""
+    root = checkpoint_dir or settings.CHECKPOINT_DIR.read(env) or str(settings.home(env) / "checkpoints")
+    return f"{root.rstrip('/')}/{STREAMING_QUERY}"
 
 
 def table_ref(name: str) -> str:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from shopstream import settings
 
 JOBS_DIR = Path(__file__).resolve().parent.parent
 POM = JOBS_DIR / "pom.xml"
@@ -28,10 +32,8 @@ class SetupError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    if os.environ.get("SHOPSTREAM_CACHE"):
-        root = Path(os.environ["SHOPSTREAM_CACHE"])
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shopstream"
+    configured = settings.CACHE.read()
+    root = Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shopstream"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -80,6 +82,36 @@ def jar_dir(profile: str) -> Path:
 
 def jars(profile: str) -> list[Path]:
     return sorted(jar_dir(profile).glob("*.jar"))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); it has exited all the same.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def terminate(pid: int, timeout: float, *, group: bool = False) -> None:
+    """SIGTERM for a clean shutdown, SIGKILL if still there after `timeout`; `group`: the whole
+    process group `pid` leads (a job and the JVM it started)."""
+    send = os.killpg if group else os.kill
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 0.0)):
+        try:
+            send(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not alive(pid):
+            return
 
 
 def main(argv: list[str] | None = None) -> int:

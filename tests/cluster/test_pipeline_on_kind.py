@@ -28,7 +28,8 @@ import yaml
 
 from dagster_repo.kube import spark_application as sa
 from dagster_repo.defs.assets import iceberg_table_maintenance
-from dagster_repo.defs.launcher import SparkLauncher
+from dagster_repo.defs.launcher import KubernetesSparkLauncher
+from dagster_repo.defs.resources import LakeResource, SparkApplicationsClient
 from shopstream import lake, schema
 from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
 from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
@@ -340,11 +341,16 @@ def test_the_ui_through_a_port_forward_shows_the_gold_assets_checks_and_run(clus
 
 
 @pytest.fixture(scope="module")
-def host_launcher(cluster):
-    """The launcher on this host against the cluster (kubeconfig), for ops a test runs in-process."""
+def host_launcher(cluster, lake_access, tmp_path_factory):
+    """The launcher on this host against the cluster (kubeconfig) and the lake (port-forwards), for
+    ops a test runs in-process."""
     launcher_settings = cluster.kubectl_json("get", "configmap", "shopstream-launcher")["data"]
-    return SparkLauncher(mode="kubernetes", namespace=NAMESPACE, kubeconfig_file=str(cluster.kubeconfig),
-                         application_defaults=launcher_settings["SHOPSTREAM_SPARK_APP_DEFAULTS"])
+    on_host = LakeResource(home=str(tmp_path_factory.mktemp("host-home")), catalog_uri=lake_access.catalog_uri,
+                           warehouse=lake_access.warehouse, catalog_user=lake_access.catalog_user or "",
+                           catalog_password=lake_access.catalog_password or "", s3_endpoint=lake_access.s3_endpoint or "")
+    return KubernetesSparkLauncher(
+        lake=on_host, applications=SparkApplicationsClient(namespace=NAMESPACE, kubeconfig_file=str(cluster.kubeconfig)),
+        application_defaults=launcher_settings["SHOPSTREAM_SPARK_APP_DEFAULTS"])
 
 
 def step_failures(result) -> list[str]:

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from dagster_repo.definitions import build_definitions, defs, kubernetes_resources
+from dagster_repo.defs.assets import GOLD_ASSETS
+from dagster_repo.defs.launcher import KubernetesSparkLauncher, SparkJobConfig
+from dagster_repo.defs.resources import LakeResource, SparkApplicationsClient
 from dagster_repo.kube import spark_application as sa
-from dagster_repo.definitions import defs
-from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
 from shopstream import schema
-from shopstream.__main__ import JOBS
+from shopstream.catalog import JOBS
 
 GOLD_TABLES = {schema.GOLD_CUSTOMER_ANALYTICS, schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY,
                schema.GOLD_PRODUCT_ANALYTICS, schema.SILVER_DATA_QUALITY_REPORT}
@@ -77,11 +81,12 @@ def test_streaming_catch_up_runs_the_streaming_job_through_spark_application_op(
     assert defaults["spark_application_op"]["config"]["arguments"] == ["--trigger", "catch-up"]
 
 
-def launcher(**overrides) -> SparkLauncher:
-    settings = dict(mode="kubernetes", image="registry.local/shopstream-spark:abc", namespace="shopstream",
-                    service_account="shopstream-spark", env_configmap="shopstream-lake",
-                    env_secret="shopstream-lake-credentials")
-    return SparkLauncher(**{**settings, **overrides})
+def launcher(**overrides) -> KubernetesSparkLauncher:
+    settings = dict(image="registry.local/shopstream-spark:abc", service_account="shopstream-spark",
+                    env_configmap="shopstream-lake", env_secret="shopstream-lake-credentials")
+    return KubernetesSparkLauncher(lake=LakeResource(home="/nonexistent"),
+                                   applications=SparkApplicationsClient(namespace="shopstream"),
+                                   **{**settings, **overrides})
 
 
 @pytest.mark.parametrize("job", [j for j in JOBS if j != "streaming"])
@@ -180,12 +185,41 @@ def test_operator_retries_only_when_asked():
     assert restart["type"] == "OnFailure" and restart["onFailureRetries"] == 2
 
 
-def test_launcher_reads_its_settings_from_the_environment(monkeypatch):
-    monkeypatch.setenv("SHOPSTREAM_LAUNCHER_MODE", "kubernetes")
+def test_kubernetes_resources_read_the_charts_variables_when_a_run_starts(monkeypatch):
     monkeypatch.setenv("SHOPSTREAM_SPARK_IMAGE", "img@sha256:" + "a" * 64)
+    resources = kubernetes_resources()
+    launcher = resources["spark_launcher"]
+    assert isinstance(launcher, KubernetesSparkLauncher) and launcher.image == "img@sha256:" + "a" * 64
+    # what the chart always sets stays a reference to the variable until a run starts: the
+    # catalog password is never part of the run's config
+    for variable in ("SHOPSTREAM_CATALOG_PASSWORD", "SHOPSTREAM_CATALOG_URI", "SHOPSTREAM_WAREHOUSE",
+                     "SHOPSTREAM_CATALOG_USER", "SHOPSTREAM_S3_ENDPOINT", "AWS_REGION", "SHOPSTREAM_CHECKPOINT_DIR",
+                     "SHOPSTREAM_SPARK_APP_DEFAULTS"):
+        monkeypatch.setenv(variable, f"value of {variable}")
     monkeypatch.setenv("SHOPSTREAM_SPARK_NAMESPACE", "analytics")
-    loaded = SparkLauncher.from_env()
-    assert (loaded.mode, loaded.image, loaded.namespace) == ("kubernetes", "img@sha256:" + "a" * 64, "analytics")
-    monkeypatch.setenv("SHOPSTREAM_LAUNCHER_MODE", "cloud")
-    with pytest.raises(Exception, match="mode"):
-        SparkLauncher.from_env()
+    lake = resources["lake"]
+    assert lake.catalog_password == dg.EnvVar("SHOPSTREAM_CATALOG_PASSWORD")
+    assert launcher.applications.namespace == dg.EnvVar("SHOPSTREAM_SPARK_NAMESPACE")
+    with dg.build_resources({"lake": lake, "spark_launcher": launcher}) as built:
+        assert built.lake.catalog_password == "value of SHOPSTREAM_CATALOG_PASSWORD"
+        assert built.lake.settings().catalog_uri == "value of SHOPSTREAM_CATALOG_URI"
+        assert built.spark_launcher.namespace == "analytics"
+
+
+def test_an_unknown_launcher_mode_is_refused_with_the_variable_named():
+    with pytest.raises(ValueError, match="SHOPSTREAM_LAUNCHER_MODE='cloud': use one of local, kubernetes"):
+        build_definitions("cloud")
+
+
+def test_gold_launches_are_retried_by_dagster():
+    for asset in GOLD_ASSETS:
+        policy = asset.op.retry_policy
+        assert (policy.max_retries, policy.delay, policy.backoff) == (2, 30, dg.Backoff.EXPONENTIAL), asset.op.name
+
+
+def test_the_code_location_loads_without_pyspark():
+    """The Dagster image carries no Spark: what a job reads and writes comes from the pyspark-free catalog."""
+    code = ("import sys, dagster_repo.definitions as d; d.defs.resolve_asset_graph(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'py4j'}))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

@@ -23,9 +23,10 @@ from pyiceberg.expressions import EqualTo
 from dagster_repo.monitoring import quality
 from dagster_repo.defs.assets import GOLD_ASSETS, iceberg_table_maintenance, streaming_health_monitor
 from dagster_repo.defs.checks import GOLD_CHECKS
-from dagster_repo.definitions import defs
+from dagster_repo.definitions import build_definitions
+from dagster_repo.defs.launcher import LocalSparkLauncher
+from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.dev.demo import prepare_instance
-from dagster_repo.defs.launcher import SparkLauncher
 from shopstream import lake, schema
 from shopstream.events.generator.cli import send
 from shopstream.events.generator.shop import GeneratorConfig, Shop
@@ -53,14 +54,18 @@ def iceberg_lake(module_lake):
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, module_lake):
-    """Broker with one generated day -> streaming catch-up -> gold for DAY, all through Dagster."""
+    """Broker with one generated day -> streaming catch-up -> gold for DAY, all through Dagster,
+    with this module's lake and broker given as resources."""
     broker = KafkaBroker(tmp_path_factory.mktemp("dagster-kafka"), port=free_port()).start()
+    lake_resource = LakeResource(home=str(tmp_path_factory.mktemp("home")), catalog_uri=module_lake.catalog_uri,
+                                 warehouse=module_lake.warehouse,
+                                 checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")))
+    kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
+    resources = {"lake": lake_resource, "kafka": kafka, "spark_launcher": LocalSparkLauncher(lake=lake_resource, kafka=kafka),
+                 "streaming": StreamingJob()}
+    defs = build_definitions("local", resources)
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("SHOPSTREAM_CATALOG_URI", module_lake.catalog_uri)
-        env.setenv("SHOPSTREAM_WAREHOUSE", module_lake.warehouse)
-        env.setenv("SHOPSTREAM_KAFKA_BOOTSTRAP", broker.bootstrap_servers)
-        env.setenv("SHOPSTREAM_CHECKPOINT_DIR", str(tmp_path_factory.mktemp("checkpoints")))
-        env.setenv("SHOPSTREAM_SHUFFLE_PARTITIONS", "2")
+        env.setenv("SHOPSTREAM_SHUFFLE_PARTITIONS", "2")  # read by the jobs' own Spark
         # A persistent instance, as `make demo` keeps one: `make ui` then shows these runs.
         env.setenv("DAGSTER_HOME", str(tmp_path_factory.mktemp("dagster-home")))
         prepare_instance()
@@ -73,7 +78,11 @@ def pipeline(tmp_path_factory, module_lake):
                 gold = defs.resolve_job_def("silver_to_gold_processing").execute_in_process(
                     partition_key=DAY.isoformat(), instance=instance, run_config=QUIET, raise_on_error=False)
                 step_seconds = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(gold.run_id)}
-                yield {"catch_up": catch_up, "gold": gold, "step_seconds": step_seconds, "broker": broker}
+                yield {"catch_up": catch_up, "gold": gold, "step_seconds": step_seconds, "broker": broker,
+                       "resources": resources, "defs": defs,
+                       # what `make ui` needs to find the same lake and broker: the user's environment
+                       "environment": {**lake_resource.job_environment(),
+                                       "SHOPSTREAM_KAFKA_BOOTSTRAP": broker.bootstrap_servers}}
         finally:
             broker.stop()
 
@@ -89,7 +98,7 @@ def test_catch_up_runs_the_streaming_job_through_the_op(pipeline, iceberg_lake):
     assert set(purchases.column("event_date").to_pylist()) <= {DAY, DAY + dt.timedelta(days=1)}
 
 
-def test_every_gold_asset_and_check_materializes_and_passes(pipeline, iceberg_lake):
+def test_every_gold_asset_and_check_materializes_and_passes(pipeline, iceberg_lake, module_lake):
     gold = pipeline["gold"]
     assert gold.success
     checks = [e.event_specific_data for e in gold.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
@@ -100,7 +109,7 @@ def test_every_gold_asset_and_check_materializes_and_passes(pipeline, iceberg_la
     for name, event in materialized.items():
         assert event.partition == DAY.isoformat()
         # the row count reported by the job equals what is in the table for that day
-        rows = quality.Lake(lake.LakeSettings.from_env()).gold(name, DAY)
+        rows = quality.Lake(module_lake).gold(name, DAY)
         assert event.metadata["dagster/row_count"].value == len(rows) > 0, name
         assert event.metadata["launcher_mode"].value == "local"
     summary = materialized[schema.GOLD_SALES_SUMMARY].metadata["totals"].value
@@ -112,7 +121,8 @@ def test_every_gold_asset_and_check_materializes_and_passes(pipeline, iceberg_la
 def test_make_ui_shows_the_gold_assets_their_checks_and_the_run(pipeline):
     """`make ui` on the embedded default's instance, opened in headless Chromium as a user opens it."""
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "dagster_repo.dev.ui", "--port", str(port)], env=dict(os.environ),
+    ui = subprocess.Popen([sys.executable, "-m", "dagster_repo.dev.ui", "--port", str(port)],
+                          env={**os.environ, **pipeline["environment"]},
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -131,12 +141,12 @@ def test_make_ui_shows_the_gold_assets_their_checks_and_the_run(pipeline):
         ui.wait(timeout=60)
 
 
-def run_check(name: str) -> dg.AssetCheckEvaluation:
+def run_check(name: str, resources: dict) -> dg.AssetCheckEvaluation:
     """Run one gold check alone for DAY, as the UI's "execute check" does."""
     check = next(c for c in GOLD_CHECKS if next(iter(c.check_keys)).name == name)
     only = dg.define_asset_job("only_this_check", selection=dg.AssetSelection.checks(check))
     scoped = dg.Definitions(assets=GOLD_ASSETS, asset_checks=[check], jobs=[only],
-                            resources={"spark_launcher": SparkLauncher()})
+                            resources=resources)
     # A selection of checks alone has no asset to take a partitions definition from, so the
     # partition goes in as the run tag the UI sets.
     result = scoped.resolve_job_def("only_this_check").execute_in_process(
@@ -190,18 +200,18 @@ def test_each_check_fails_on_corrupted_gold(pipeline, iceberg_lake, check):
     damage(rows)
     table.overwrite(pa.Table.from_pylist(rows, schema=original.schema), overwrite_filter=the_day)
     try:
-        failed = run_check(check)
+        failed = run_check(check, pipeline["resources"])
     finally:
         table.overwrite(original, overwrite_filter=the_day)
     assert not failed.passed
     assert failed.metadata[counter].value > 0, failed.metadata
     assert failed.description and counter in failed.description
-    assert run_check(check).passed
+    assert run_check(check, pipeline["resources"]).passed
 
 
 def test_health_monitor_reports_progress_and_lag(pipeline):
     # The catch-up consumed everything: no lag; its progress is recent only if the threshold allows it.
-    result = dg.materialize([streaming_health_monitor], resources={"spark_launcher": SparkLauncher()}, run_config=QUIET,
+    result = dg.materialize([streaming_health_monitor], resources=pipeline["resources"], run_config=QUIET,
                             raise_on_error=False)
     [materialization] = result.get_asset_materialization_events()
     metadata = {k: v.value for k, v in materialization.materialization.metadata.items()}
@@ -216,9 +226,8 @@ def test_health_monitor_reports_progress_and_lag(pipeline):
     shop = Shop(GeneratorConfig(seed=12, start_date=DAY, days=1, events_per_day=300, late_fraction=0.0,
                                 duplicate_fraction=0.0, malformed_fraction=0.0))
     sent = send(shop.records(), pipeline["broker"].bootstrap_servers, show_progress=False)
-    result = dg.materialize([streaming_health_monitor], resources={"spark_launcher": SparkLauncher()},
-                            run_config={**QUIET, "ops": {"streaming_health_monitor": {"config": {"max_lag": 10}}}},
-                            raise_on_error=False)
+    result = dg.materialize([streaming_health_monitor], resources={**pipeline["resources"], "streaming": StreamingJob(max_lag=10)},
+                            run_config=QUIET, raise_on_error=False)
     [materialization] = result.get_asset_materialization_events()
     assert materialization.materialization.metadata["total_lag"].value == sent.as_dict()["messages_sent"]
     lag_check = next(e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
@@ -233,7 +242,7 @@ def test_table_maintenance_compacts_closed_days_and_keeps_every_row(pipeline, ic
               for name in (schema.SILVER_PAGE_VIEWS, schema.BRONZE_EVENTS, schema.GOLD_CUSTOMER_ANALYTICS)}
     page_views = iceberg_lake.load_table(schema.PAGE_VIEWS.qualified)
     files_before = len(page_views.inspect.files())
-    result = dg.materialize([iceberg_table_maintenance], resources={"spark_launcher": SparkLauncher()},
+    result = dg.materialize([iceberg_table_maintenance], resources=pipeline["resources"],
                             run_config=QUIET, raise_on_error=False)
     assert result.success
     [event] = result.get_asset_materialization_events()
@@ -250,24 +259,23 @@ def test_table_maintenance_compacts_closed_days_and_keeps_every_row(pipeline, ic
         assert files_after < files_before
 
 
-def test_health_sensor_alerts_with_a_failed_run_only_when_unhealthy(pipeline, monkeypatch):
+def test_health_sensor_alerts_with_a_failed_run_only_when_unhealthy(pipeline):
     from dagster_repo.defs.jobs import streaming_health_sensor
 
-    resources = {"spark_launcher": SparkLauncher()}
-    monkeypatch.setenv("SHOPSTREAM_HEALTH_MAX_PROGRESS_AGE", "86400")
-    monkeypatch.setenv("SHOPSTREAM_HEALTH_MAX_LAG", "1000000")
-    with dg.build_sensor_context(resources=resources) as context:
-        quiet = streaming_health_sensor(context)
+    sensor = streaming_health_sensor(300, running=False)
+    lenient = {**pipeline["resources"], "streaming": StreamingJob(max_progress_age_seconds=86400, max_lag=1_000_000)}
+    with dg.build_sensor_context(resources=lenient) as context:
+        quiet = sensor(context)
     assert isinstance(quiet, dg.SkipReason) and quiet.skip_message.startswith("healthy:")
 
-    monkeypatch.setenv("SHOPSTREAM_HEALTH_MAX_LAG", "10")  # the events sent unread by the test above exceed it
-    with dg.build_sensor_context(resources=resources) as context:
-        request = streaming_health_sensor(context)
+    # the events sent unread by the test above exceed a limit of 10
+    with dg.build_sensor_context(resources={**pipeline["resources"], "streaming": StreamingJob(max_lag=10)}) as context:
+        request = sensor(context)
     assert isinstance(request, dg.RunRequest) and request.run_key.startswith("lag-")
     [problem] = request.run_config["ops"]["raise_streaming_alert"]["config"]["problems"]
     assert problem.startswith("consumer lag is ") and "(limit 10;" in problem
 
-    alert = defs.resolve_job_def("streaming_health_alert").execute_in_process(
+    alert = pipeline["defs"].resolve_job_def("streaming_health_alert").execute_in_process(
         run_config={**QUIET, **request.run_config}, raise_on_error=False)
     assert not alert.success
     [failure] = [e for e in alert.all_events if e.event_type_value == "STEP_FAILURE"]

@@ -8,8 +8,10 @@ import datetime as dt
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -18,7 +20,14 @@ from kubernetes import client
 from dagster_repo.kube import spark_application as sa
 from dagster_repo.defs.assets import GOLD_ASSETS
 from dagster_repo.monitoring.health import Thresholds
-from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
+from dagster_repo.defs.launcher import KubernetesSparkLauncher, SparkJobConfig
+from dagster_repo.defs.resources import (
+    KafkaResource,
+    LakeResource,
+    SparkApplicationsClient,
+    StreamingSparkApplication,
+)
+from shopstream.events.broker import free_port
 from shopstream import lake, schema
 from tests.batch.test_gold import DAY, write_silver
 from tests.kube.conftest import install_crds
@@ -30,10 +39,15 @@ IMAGE = "registry.local/shopstream-spark:test"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def launcher(kube_api, namespace, **overrides) -> SparkLauncher:
-    settings = dict(mode="kubernetes", kubeconfig_file=str(kube_api.kubeconfig), namespace=namespace, image=IMAGE,
-                    service_account="shopstream-spark")
-    return SparkLauncher(**{**settings, **overrides})
+def applications_client(kube_api, namespace, kubeconfig_file: str | None = None) -> SparkApplicationsClient:
+    return SparkApplicationsClient(namespace=namespace, kubeconfig_file=kubeconfig_file or str(kube_api.kubeconfig))
+
+
+def launcher(kube_api, namespace, kubeconfig_file: str | None = None, **overrides) -> KubernetesSparkLauncher:
+    # results land in this lake's warehouse; the jobs the operator stand-in runs find theirs in its environment
+    lake_resource = LakeResource(home=str(Path(tempfile.gettempdir()) / "shopstream-launcher-tests"))
+    return KubernetesSparkLauncher(lake=lake_resource, applications=applications_client(kube_api, namespace, kubeconfig_file),
+                                   **{"image": IMAGE, "service_account": "shopstream-spark", **overrides})
 
 
 class ProbeConfig(SparkJobConfig):
@@ -41,12 +55,12 @@ class ProbeConfig(SparkJobConfig):
 
 
 @dg.asset
-def probe(context: dg.AssetExecutionContext, config: ProbeConfig, spark_launcher: SparkLauncher):
+def probe(context: dg.AssetExecutionContext, config: ProbeConfig, spark_launcher: KubernetesSparkLauncher):
     launch = spark_launcher.run(context, config.job, [], config)
     return dg.MaterializeResult(metadata=launch.metadata())
 
 
-def run_probe(resource: SparkLauncher, instance: dg.DagsterInstance | None = None, **config) -> dg.ExecuteInProcessResult:
+def run_probe(resource: KubernetesSparkLauncher, instance: dg.DagsterInstance | None = None, **config) -> dg.ExecuteInProcessResult:
     return dg.materialize([probe], resources={"spark_launcher": resource}, raise_on_error=False, instance=instance,
                           run_config={**QUIET, "ops": {"probe": {"config": config}}})
 
@@ -233,26 +247,27 @@ def test_preflight_message_when_the_crd_is_missing(kube_api, namespace):
         install_crds(kube_api.api_client(), only=sa.CRD_NAME)
 
 
-def test_health_and_catch_up_read_the_streaming_applications_state(kube_api, namespace, operator, monkeypatch, tmp_path):
+def test_health_and_catch_up_read_the_streaming_applications_state(kube_api, namespace, operator, tmp_path):
     from dagster_repo.defs.assets import measure_streaming
     from dagster_repo.defs.jobs import streaming_catch_up
 
-    monkeypatch.setenv("SHOPSTREAM_HOME", str(tmp_path))
-    monkeypatch.setenv("SHOPSTREAM_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
-    monkeypatch.setenv("SHOPSTREAM_STREAMING_APP", "shopstream-streaming")
     operator.behaviour = "hang"
     resource = launcher(kube_api, namespace)
+    lake_resource = LakeResource(home=str(tmp_path), checkpoint_dir=str(tmp_path / "checkpoints"))
+    kafka = KafkaResource(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens: lag is unknown
+    streaming = StreamingSparkApplication(application="shopstream-streaming",
+                                          applications=applications_client(kube_api, namespace))
     stream = resource.application_spec("streaming", ["--trigger", "10 seconds"], SparkJobConfig(), "shopstream-streaming", {})
     custom = client.CustomObjectsApi(kube_api.api_client())
     custom.create_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, stream.body())
     deadline = time.monotonic() + 30
-    while measure_streaming(resource).application_state != "RUNNING":
+    while measure_streaming(lake_resource, kafka, streaming).application_state != "RUNNING":
         assert time.monotonic() < deadline
         time.sleep(0.3)
-    assert "application" not in measure_streaming(resource).problems(Thresholds())
+    assert "application" not in measure_streaming(lake_resource, kafka, streaming).problems(Thresholds())
 
     # a catch-up would share the running stream's checkpoint: refused before anything is launched
-    in_cluster = dg.Definitions(jobs=[streaming_catch_up], resources={"spark_launcher": resource})
+    in_cluster = dg.Definitions(jobs=[streaming_catch_up], resources={"spark_launcher": resource, "streaming": streaming})
     catch_up = in_cluster.resolve_job_def("streaming_catch_up").execute_in_process(run_config=QUIET, raise_on_error=False)
     assert not catch_up.success
     assert "shopstream-streaming is RUNNING and owns the checkpoint" in failure_of(catch_up)
@@ -260,7 +275,7 @@ def test_health_and_catch_up_read_the_streaming_applications_state(kube_api, nam
 
     custom.delete_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "shopstream-streaming")
     deadline = time.monotonic() + 30
-    while (measured := measure_streaming(resource)).application_state != "MISSING":
+    while (measured := measure_streaming(lake_resource, kafka, streaming)).application_state != "MISSING":
         assert time.monotonic() < deadline
         time.sleep(0.3)
     assert measured.problems(Thresholds())["application"] == "the streaming SparkApplication is MISSING"

@@ -20,8 +20,8 @@ import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shopstream import schema
-from shopstream.runtime import KAFKA_BROKER, SetupError, jar_dir, java_executable
+from shopstream import schema, settings
+from shopstream.runtime import KAFKA_BROKER, SetupError, alive, jar_dir, java_executable, terminate
 
 DEFAULT_PORT = 9092
 DEFAULT_PARTITIONS = 3
@@ -179,7 +179,7 @@ class KafkaBroker:
     def stop(self, timeout: float = 30.0) -> None:
         pid = self.process.pid if self.process else _read_pid(self.pid_file)
         if pid is not None:
-            _terminate(pid, timeout)
+            terminate(pid, timeout)
         if self.process is not None:
             self.process.wait()
             self.process = None
@@ -191,36 +191,6 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); it has exited all the same.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    """SIGTERM for a clean shutdown; SIGKILL if the broker has not gone after `timeout`."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _alive(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def create_topics(bootstrap_servers: str, partitions: int = DEFAULT_PARTITIONS) -> list[str]:
@@ -249,7 +219,7 @@ def create_topics(bootstrap_servers: str, partitions: int = DEFAULT_PARTITIONS) 
 
 
 def default_workdir() -> Path:
-    return Path(os.environ.get("SHOPSTREAM_HOME", ".demo")).resolve() / "kafka"
+    return settings.home() / "kafka"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--dir", type=Path, default=None,
-                        help="broker state folder (default: $SHOPSTREAM_HOME/kafka, SHOPSTREAM_HOME defaults to ./.demo)")
+                        help=f"broker state folder (default: <home>/kafka; home: {settings.HOME.variable}, default ./.demo)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="client port (default: %(default)s)")
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
                         help="partitions per event topic when creating topics (default: %(default)s)")
@@ -267,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = (args.dir or default_workdir()).resolve()
     broker = KafkaBroker(workdir, port=args.port)
     pid = _read_pid(broker.pid_file)
-    running = pid is not None and _alive(pid)
+    running = pid is not None and alive(pid)
     try:
         if args.command == "status":
             print(f"running (pid {pid}) on {broker.bootstrap_servers}" if running else "not running")

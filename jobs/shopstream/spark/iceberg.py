@@ -7,34 +7,35 @@ from __future__ import annotations
 
 import os
 
-from shopstream import schema
+from shopstream import schema, settings
 from shopstream.lake import CATALOG, TABLE_PROPERTIES, LakeSettings, table_ref
 
 
-def spark_session(settings: LakeSettings, app_name: str, *, extra_conf: dict[str, str] | None = None):
+def spark_session(lake: LakeSettings, app_name: str, *, extra_conf: dict[str, str] | None = None):
     """The one SparkSession builder. Locally it adds the project's jars and a local master;
     under spark-submit (a SparkApplication) the master and the baked-in jars come from there."""
     from pyspark.sql import SparkSession
 
+    lake.create_local_folders()
     builder = SparkSession.builder.appName(app_name)
     conf = {
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.shuffle.partitions": os.environ.get("SHOPSTREAM_SHUFFLE_PARTITIONS", "8"),
+        "spark.sql.shuffle.partitions": settings.SHUFFLE_PARTITIONS.read(),
         "spark.sql.adaptive.enabled": "true",
         # Kafka's columns are declared nullable though never null, and validation guarantees the
         # required event fields; Iceberg's own check would refuse those writes on declaration alone.
         "spark.sql.iceberg.check-nullability": "false",
-        **settings.spark_conf(),
+        **lake.spark_conf(),
     }
     # spark-submit starts the JVM first and hands Python its gateway; a SparkConf read before the
     # session exists cannot tell (it is empty until the JVM is reached), the gateway variable can.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         from shopstream.runtime import SPARK_JARS, jars
 
-        conf["spark.master"] = os.environ.get("SHOPSTREAM_SPARK_MASTER", "local[*]")
+        conf["spark.master"] = settings.SPARK_MASTER.read()
         conf["spark.jars"] = ",".join(str(j) for j in jars(SPARK_JARS))
-        conf["spark.driver.memory"] = os.environ.get("SHOPSTREAM_DRIVER_MEMORY", "2g")
-        conf["spark.ui.enabled"] = os.environ.get("SHOPSTREAM_SPARK_UI", "false")
+        conf["spark.driver.memory"] = settings.DRIVER_MEMORY.read()
+        conf["spark.ui.enabled"] = settings.SPARK_UI.read()
         conf["spark.ui.showConsoleProgress"] = "false"
         # The embedded default listens on loopback only.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -43,7 +44,7 @@ def spark_session(settings: LakeSettings, app_name: str, *, extra_conf: dict[str
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(os.environ.get("SHOPSTREAM_SPARK_LOG_LEVEL", "WARN"))
+    session.sparkContext.setLogLevel(settings.SPARK_LOG_LEVEL.read())
     return session
 
 

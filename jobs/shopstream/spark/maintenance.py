@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 import time
 
 from shopstream.spark import iceberg
-from shopstream import lake, results, schema
+from shopstream import lake, results, schema, settings
+from shopstream.cli import add_result_file
 from shopstream.lake import LakeSettings
 
 # Tables that have a day partition to compact, with the column the day comes from.
@@ -76,21 +76,19 @@ def maintain(spark, tables: list[str], closed: dt.date, expire_before: dt.dateti
 
 
 def parser() -> argparse.ArgumentParser:
-    env = os.environ
     p = argparse.ArgumentParser(prog="python -m shopstream maintenance", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     p.add_argument("--tables", default=",".join(schema.TABLES),
                    help="comma-separated tables to maintain (default: every table of the lake)")
     p.add_argument("--closed-before", type=dt.date.fromisoformat,
                    help="compact only days before this one (default: the day of now minus the allowed lateness)")
-    p.add_argument("--allowed-lateness", type=int, default=int(env.get("SHOPSTREAM_ALLOWED_LATENESS", "1800")),
-                   help="the streaming job's allowed lateness in seconds, which decides the closed days (env SHOPSTREAM_ALLOWED_LATENESS)")
+    settings.ALLOWED_LATENESS.add_argument(p, "--allowed-lateness", type=int)
     p.add_argument("--expire-older-than-hours", type=float, default=168.0,
                    help="expire snapshots older than this (default 168: a week)")
     p.add_argument("--retain-last", type=int, default=10, help="always keep this many newest snapshots (default 10)")
     p.add_argument("--orphan-older-than-hours", type=float, default=72.0,
                    help="remove unreferenced files older than this (default 72; never below the longest write)")
-    p.add_argument("--result-file", help="write the figures here as JSON (a local path or a warehouse URI)")
+    add_result_file(p, "the figures")
     LakeSettings.add_arguments(p)
     return p
 

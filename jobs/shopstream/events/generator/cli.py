@@ -6,14 +6,14 @@ import argparse
 import datetime as dt
 import itertools
 import json
-import os
 import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from shopstream import schema
+from shopstream import schema, settings
+from shopstream.cli import iso_date
 from shopstream.events.generator.shop import DUPLICATE, MALFORMED, VALID, Funnel, GeneratorConfig, Record, Shop
 
 
@@ -152,13 +152,6 @@ def send(records: Iterable[Record], bootstrap_servers: str, *, progress_total: i
     return summary
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-
-
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:
@@ -182,14 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"{schema.TOPIC_USER_SESSIONS}), keyed by user id; the catalog to the compacted '{schema.TOPIC_PRODUCTS}' topic.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--bootstrap-servers", default=os.environ.get("SHOPSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-                        help="Kafka bootstrap servers (env SHOPSTREAM_KAFKA_BOOTSTRAP)")
+    settings.KAFKA_BOOTSTRAP.add_argument(parser, "--bootstrap-servers")
     parser.add_argument("--connect-timeout", type=float, default=0.0,
                         help="seconds to keep trying while no broker answers (doubling pauses up to 30 s); "
                         "0 fails at once")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed: same seed, same events")
     time_group = parser.add_argument_group("time")
-    time_group.add_argument("--start-date", type=_date, default=defaults.start_date, help="first simulated day (UTC)")
+    time_group.add_argument("--start-date", type=iso_date, default=defaults.start_date, help="first simulated day (UTC)")
     time_group.add_argument("--days", type=_positive, default=defaults.days, help="simulated days to generate")
     time_group.add_argument("--events-per-day", type=_positive, default=defaults.events_per_day,
                             help="about this many events per simulated day (duplicates not counted)")

@@ -1,14 +1,11 @@
 """gold_daily_customer_analytics: one row per (date, customer)."""
 
-from shopstream import schema
+from shopstream import catalog, schema
 from shopstream.spark.batch import transforms
 from shopstream.spark.batch.runner import BatchJob, sum_of
 
 JOB = BatchJob(
-    name=schema.GOLD_CUSTOMER_ANALYTICS,
-    description="Daily customer analytics: activity, orders, lifetime value, engagement score and segment.",
-    reads=(schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS),
-    writes=(schema.GOLD_CUSTOMER_ANALYTICS,),
+    catalog.CUSTOMER_ANALYTICS,
     build=lambda i: (transforms.customer_analytics(i.day, i.page_views(), i.purchases(days_before=None), i.sessions()),),
     totals=lambda out: {"customers": out[schema.GOLD_CUSTOMER_ANALYTICS].count(),
                         "revenue": sum_of(out[schema.GOLD_CUSTOMER_ANALYTICS], "revenue")},

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from shopstream import schema
+from shopstream import catalog, schema
 from shopstream.spark.batch import transforms
 from shopstream.spark.batch.runner import BatchJob, Inputs
 
@@ -14,10 +14,7 @@ def build(inputs: Inputs):
 
 
 JOB = BatchJob(
-    name=schema.SILVER_DATA_QUALITY_REPORT,
-    description="Daily data quality of the silver tables: volume, nulls, duplicates, ranges, late and quarantined records, freshness.",
-    reads=(schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS, schema.QUARANTINE),
-    writes=(schema.SILVER_DATA_QUALITY_REPORT,),
+    catalog.DATA_QUALITY_REPORT,
     build=build,
     totals=lambda out: {row["table_name"]: {"rows": row["row_count"], "duplicates": row["duplicate_count"],
                                             "out_of_range": row["out_of_range_count"]}

@@ -1,14 +1,11 @@
 """gold_product_analytics: one row per (date, product), with what is bought and viewed with it."""
 
-from shopstream import schema
+from shopstream import catalog, schema
 from shopstream.spark.batch import transforms
 from shopstream.spark.batch.runner import BatchJob, sum_of
 
 JOB = BatchJob(
-    name=schema.GOLD_PRODUCT_ANALYTICS,
-    description="Daily product performance: views, carts, purchases, conversion, ranks and recommendations.",
-    reads=(schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_PRODUCTS),
-    writes=(schema.GOLD_PRODUCT_ANALYTICS,),
+    catalog.PRODUCT_ANALYTICS,
     build=lambda i: (transforms.product_analytics(i.day, i.page_views(), i.purchases(), i.products()),),
     totals=lambda out: {"products": out[schema.GOLD_PRODUCT_ANALYTICS].count(),
                         "revenue": sum_of(out[schema.GOLD_PRODUCT_ANALYTICS], "revenue")},

@@ -18,7 +18,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from shopstream.spark import iceberg
-from shopstream import lake, results, schema
+from shopstream import catalog, lake, results, schema
+from shopstream.cli import add_result_file, iso_date
 from shopstream.lake import LakeSettings
 
 
@@ -62,24 +63,30 @@ class Inputs:
 
 @dataclass(frozen=True)
 class BatchJob:
-    name: str
-    description: str
-    reads: tuple[str, ...]  # silver tables that must exist
-    writes: tuple[str, ...]  # gold tables, in the order `build` returns them
-    build: Callable[[Inputs], tuple[DataFrame, ...]]
+    """A daily job of the catalog with its Spark side: how it builds its outputs and sums them up."""
+
+    job: catalog.Job
+    build: Callable[[Inputs], tuple[DataFrame, ...]]  # the outputs, in the order of `job.writes`
     totals: Callable[[dict[str, DataFrame]], dict]  # key figures for the result file
 
+    @property
+    def name(self) -> str:
+        return self.job.name
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        return self.job.writes
+
     def parser(self) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(prog=f"python -m shopstream {self.name}", description=self.description)
-        parser.add_argument("--date", required=True, type=_date, help="the day to compute, YYYY-MM-DD (UTC)")
-        parser.add_argument("--result-file", help="write the run's result (rows, totals, duration) here as JSON: a local path "
-                            "or a URI in the warehouse's storage (s3://...)")
+        parser = argparse.ArgumentParser(prog=f"python -m shopstream {self.name}", description=self.job.description)
+        parser.add_argument("--date", required=True, type=iso_date, help="the day to compute, YYYY-MM-DD (UTC)")
+        add_result_file(parser, "the run's result (rows, totals, duration)")
         LakeSettings.add_arguments(parser)
         return parser
 
     def run(self, spark: SparkSession, day: dt.date) -> dict:
         started = time.monotonic()
-        for name in self.reads:
+        for name in self.job.reads:
             if not iceberg.table_exists(spark, name):
                 raise MissingTable(f"silver table {lake.table_ref(name)} does not exist; run the streaming job first")
         inputs = Inputs(spark, day)
@@ -114,13 +121,6 @@ class BatchJob:
         rows = ", ".join(f"{n} {c}" for n, c in result["rows_written"].items())
         print(f"{self.name} {result['date']}: wrote {rows} in {result['duration_seconds']:.1f}s; totals {result['totals']}")
         return 0
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def sum_of(df: DataFrame, column: str):

@@ -1,14 +1,11 @@
 """gold_daily_sales_summary (and its per-category breakdown): one row per date."""
 
-from shopstream import schema
+from shopstream import catalog, schema
 from shopstream.spark.batch import transforms
 from shopstream.spark.batch.runner import BatchJob, sum_of
 
 JOB = BatchJob(
-    name=schema.GOLD_SALES_SUMMARY,
-    description="Daily sales KPIs, conversion, traffic by device and referrer, and revenue by category.",
-    reads=(schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS),
-    writes=(schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY),
+    catalog.SALES_SUMMARY,
     build=lambda i: (transforms.sales_summary(i.day, i.page_views(), i.purchases(days_before=7), i.sessions()),
                      transforms.sales_by_category(i.day, i.purchases())),
     totals=lambda out: {"revenue": sum_of(out[schema.GOLD_SALES_SUMMARY], "revenue"),

@@ -6,23 +6,16 @@ Formulas are written down once, in docs/metrics.md; the code below is their only
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shopstream import schema
+from shopstream.rules import (AT_RISK_DAYS, HIGH_VALUE_LIFETIME_REVENUE, LOYAL_LIFETIME_ORDERS, RECOMMENDATIONS,
+                              SCORE_CAP, SCORE_WEIGHTS)
 
 MONEY_TYPE = schema.spark_type(schema.MONEY)
 RATE_TYPE = schema.spark_type(schema.RATE)
-RECOMMENDATIONS = 3  # products listed in bought_together / viewed_together
-
-# Engagement score weights (docs/metrics.md): capped at 100.
-SCORE_WEIGHTS = {"page_views": 1, "products_viewed": 2, "cart_adds": 5, "orders": 20}
-SCORE_CAP = 100
-HIGH_VALUE_LIFETIME_REVENUE = Decimal("1000")
-LOYAL_LIFETIME_ORDERS = 3
-AT_RISK_DAYS = 30
 
 
 def project(df: DataFrame, table: schema.Table) -> DataFrame:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import signal
 import sys
@@ -31,14 +30,13 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import functions as F
 
 from shopstream.spark import iceberg
-from shopstream import lake, results, schema
+from shopstream import catalog, lake, results, schema, settings
+from shopstream.cli import add_result_file
 from shopstream.lake import LakeSettings
 from shopstream.spark.streaming import transforms as T
 
 CATCH_UP = "catch-up"
 SILVER_TOPICS = (schema.TOPIC_PAGE_VIEWS, schema.TOPIC_PURCHASES, schema.TOPIC_USER_SESSIONS)
-STREAMING_TABLES = (schema.BRONZE_EVENTS, schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS,
-                    schema.SILVER_PRODUCTS, schema.QUARANTINE, schema.STREAMING_PROGRESS)
 # Sessions are rebuilt from silver rows within this far of the batch's events; no session lasts longer.
 SESSION_SPAN_HOURS = 6
 
@@ -54,32 +52,18 @@ def parse_trigger(text: str) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ
     parser = argparse.ArgumentParser(
         prog="python -m shopstream streaming",
         description=__doc__.split("\n\n")[0] + " Every setting also reads an environment variable.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--bootstrap-servers", default=env.get("SHOPSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-                        help="Kafka bootstrap servers (env SHOPSTREAM_KAFKA_BOOTSTRAP)")
-    parser.add_argument("--checkpoint-dir", default=env.get("SHOPSTREAM_CHECKPOINT_DIR"),
-                        help="root of the query's checkpoint, local path or s3a:// (env SHOPSTREAM_CHECKPOINT_DIR; "
-                        "default $SHOPSTREAM_HOME/checkpoints)")
-    parser.add_argument("--trigger", type=parse_trigger, default=env.get("SHOPSTREAM_TRIGGER", CATCH_UP),
-                        help=f"'{CATCH_UP}': process everything available, then exit; or a micro-batch interval "
-                        "such as '10 seconds' to run continuously (env SHOPSTREAM_TRIGGER)")
-    parser.add_argument("--max-offsets-per-trigger", type=int,
-                        default=int(env.get("SHOPSTREAM_MAX_OFFSETS_PER_TRIGGER", "200000")),
-                        help="most Kafka records per micro-batch, over all topics (env SHOPSTREAM_MAX_OFFSETS_PER_TRIGGER)")
-    parser.add_argument("--starting-offsets", choices=["earliest", "latest"],
-                        default=env.get("SHOPSTREAM_STARTING_OFFSETS", "earliest"),
-                        help="where a query without a checkpoint starts (env SHOPSTREAM_STARTING_OFFSETS)")
-    parser.add_argument("--allowed-lateness", type=int, default=int(env.get("SHOPSTREAM_ALLOWED_LATENESS", "1800")),
-                        help="seconds an event may arrive after it happened and still count in its session; "
-                        "later ones stay in silver and are recorded in quarantine_events as late_event "
-                        "(env SHOPSTREAM_ALLOWED_LATENESS)")
-    parser.add_argument("--result-file", help="on exit, write the micro-batches and input rows of this run here as JSON "
-                        "(a local path or a warehouse URI)")
+    settings.KAFKA_BOOTSTRAP.add_argument(parser, "--bootstrap-servers")
+    settings.CHECKPOINT_DIR.add_argument(parser, "--checkpoint-dir")
+    settings.TRIGGER.add_argument(parser, "--trigger", type=parse_trigger)
+    settings.MAX_OFFSETS_PER_TRIGGER.add_argument(parser, "--max-offsets-per-trigger", type=int)
+    settings.STARTING_OFFSETS.add_argument(parser, "--starting-offsets", choices=["earliest", "latest"])
+    settings.ALLOWED_LATENESS.add_argument(parser, "--allowed-lateness", type=int)
+    add_result_file(parser, "the micro-batches and input rows of this run, on exit,")
     LakeSettings.add_arguments(parser)
     return parser
 
@@ -155,12 +139,12 @@ class BatchWriter:
     def __call__(self, batch, batch_id: int) -> None:
         spark = batch.sparkSession
         if self.session is None:
-            iceberg.ensure_tables(spark, STREAMING_TABLES)
+            iceberg.ensure_tables(spark, catalog.STREAMING.writes)
             self.session = spark
         # Progress of earlier batches is written here, on the query's own thread (one writer).
         self.recorder.flush(spark)
         batch = batch.persist()
-        steps = StepTimer(f"[{StreamingApp.QUERY_NAME}] batch {batch_id}")
+        steps = StepTimer(f"[{lake.STREAMING_QUERY}] batch {batch_id}")
         try:
             with steps("products"):
                 self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
@@ -305,12 +289,10 @@ def progress_listener_class():
 
 
 class StreamingApp:
-    QUERY_NAME = "events"
-
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.settings = LakeSettings.from_args(args)
-        self.checkpoint = f"{(args.checkpoint_dir or str(lake.home() / 'checkpoints')).rstrip('/')}/{self.QUERY_NAME}"
+        self.checkpoint = lake.streaming_checkpoint(args.checkpoint_dir)
         self.stopping = threading.Event()
 
     def start(self, spark, writer: BatchWriter):
@@ -322,7 +304,7 @@ class StreamingApp:
             .option("maxOffsetsPerTrigger", str(self.args.max_offsets_per_trigger))
             .load()
         )
-        writer = (stream.writeStream.queryName(self.QUERY_NAME).option("checkpointLocation", self.checkpoint)
+        writer = (stream.writeStream.queryName(lake.STREAMING_QUERY).option("checkpointLocation", self.checkpoint)
                   .foreachBatch(writer))
         if self.args.trigger is None:
             writer = writer.trigger(availableNow=True)
