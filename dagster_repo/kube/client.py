@@ -86,11 +86,14 @@ def with_retries(call: Callable[[], T], deadline: float, what: str, log: Callabl
             problem = f"HTTP {exc.status} {_status_message(exc)}"
         except CONNECTION_ERRORS as exc:
             problem = f"{type(exc).__name__}: {exc}"
-        if clock.now() + delay > deadline:
+        # Jitter spreads the retries of clients that failed together; the deadline is checked
+        # against the pause really taken, so no attempt starts after it.
+        pause = delay * (0.8 + 0.4 * random.random())
+        if clock.now() + pause > deadline:
             raise DeadlineExceeded(f"{what}: the API kept failing until the deadline ({problem})")
         if log:
-            log(f"{what}: transient API error ({problem}); retrying in {delay:.1f}s")
-        clock.sleep(delay * (0.8 + 0.4 * random.random()))
+            log(f"{what}: transient API error ({problem}); retrying in {pause:.1f}s")
+        clock.sleep(pause)
         delay = min(delay * 2, 10.0)
 
 
@@ -283,16 +286,20 @@ class SparkApplications:
                 elif exc.status in TRANSIENT_STATUSES:
                     outcome.reconnects += 1
                     self.log(f"watch of {name}: HTTP {exc.status}; resuming")
-                    self.clock.sleep(1)
+                    self._pause(1.0, deadline)
                 else:
                     raise
             except CONNECTION_ERRORS as exc:
                 outcome.reconnects += 1
                 self.log(f"watch of {name}: connection lost ({type(exc).__name__}); resuming from resourceVersion {version}")
-                self.clock.sleep(min(2.0, max(0.0, deadline - self.clock.now())))
+                self._pause(2.0, deadline)
             finally:
                 stream.stop()
         return outcome
+
+    def _pause(self, seconds: float, deadline: float) -> None:
+        """Wait before reconnecting, but not past the deadline (the loop then raises DeadlineExceeded)."""
+        self.clock.sleep(min(seconds, max(0.0, deadline - self.clock.now())))
 
     # -- the driver ------------------------------------------------------------------------
 

@@ -114,6 +114,7 @@ def test_a_refused_connection_is_retried_with_jittered_backoff_until_the_api_ser
     assert len(clock.sleeps) == 3
     for slept, nominal in zip(clock.sleeps, [0.5, 1, 2]):
         assert 0.8 * nominal <= slept <= 1.2 * nominal
+    assert retry_pauses(messages) == [f"{s:.1f}s" for s in clock.sleeps]
     assert all("Connection refused" in m for m in messages)
     assert sent(api) == [("GET", APP)]  # the refused ones never arrived
 
@@ -128,9 +129,11 @@ def test_a_reset_connection_is_retried(api, apps, clock, messages, monkeypatch):
     assert "Connection reset by peer" in messages[0]
 
 
-@pytest.mark.parametrize("draw, pauses", [(0.0, [0.4, 0.8, 1.6, 3.2, 6.4])])
+@pytest.mark.parametrize("draw, pauses", [(0.0, [0.4, 0.8, 1.6, 3.2, 6.4]), (1.0, [0.6, 1.2, 2.4, 4.8])])
 def test_retries_stop_at_the_deadline_without_an_attempt_after_it(api, apps, clock, messages, monkeypatch, draw, pauses):
-    """With the shortest jitter the sixth pause (10 s, from 12.4 s) would pass 18 s."""
+    """The deadline is checked against the pause really taken: with the longest jitter the fifth
+    pause (9.6 s, from 9 s) would end past 18 s, so there is no fifth retry; with the shortest,
+    the sixth (8 s, from 12.4 s) would."""
     fix_jitter(monkeypatch, draw)
     start = clock.now()
     attempts = len(pauses) + 1
@@ -409,3 +412,11 @@ def test_the_watch_ends_at_the_deadline_while_the_api_is_unreachable(api, apps, 
     assert clock.sleeps == [2.0, 2.0, 1.0]  # reconnect waits, the last one cut to the deadline
     assert clock.now() == start + 5
     assert messages == [f"watch of {NAME}: connection lost (MaxRetryError); resuming from resourceVersion 10"] * 3
+
+
+def test_a_transient_watch_error_near_the_deadline_waits_only_until_it(api, apps, clock):
+    start = clock.now()
+    api.script("GET", WATCH, error(503, "ServiceUnavailable", "etcd leader changed"))
+    with pytest.raises(kube.DeadlineExceeded):
+        apps.watch_until_terminal(application("RUNNING", "10"), deadline=start + 0.25)
+    assert clock.sleeps == [0.25] and clock.now() == start + 0.25
