@@ -307,7 +307,10 @@ class SparkApplications:
         if not pod:
             return "(no driver pod was reported)"
         try:
-            return self.core.read_namespaced_pod_log(pod, self.namespace, tail_lines=lines, _request_timeout=30)
+            # Read raw: kubernetes 36 turns a text response into "b'...'" (kubernetes-client/python#2596).
+            response = self.core.read_namespaced_pod_log(pod, self.namespace, tail_lines=lines, _request_timeout=30,
+                                                         _preload_content=False)
+            return response.data.decode("utf-8", errors="replace")
         except ApiException as exc:
             return f"(driver log of {pod} unavailable: {_status_message(exc)})"
         except CONNECTION_ERRORS as exc:

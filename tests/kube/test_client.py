@@ -420,3 +420,18 @@ def test_a_transient_watch_error_near_the_deadline_waits_only_until_it(api, apps
     with pytest.raises(kube.DeadlineExceeded):
         apps.watch_until_terminal(application("RUNNING", "10"), deadline=start + 0.25)
     assert clock.sleeps == [0.25] and clock.now() == start + 0.25
+
+
+# -- the driver's log ------------------------------------------------------------------------------
+
+
+def test_driver_log_tail(api, apps):
+    log = f"/api/v1/namespaces/{NS}/pods/{NAME}-driver/log"
+    api.script("GET", log, Reply(200, "starting\nwrote 3 rows\n"), error(400, "BadRequest", 'container "spark-kubernetes-driver" '
+                                                                       "in pod is waiting to start: ContainerCreating"))
+    assert apps.driver_log_tail(f"{NAME}-driver", 60) == "starting\nwrote 3 rows\n"
+    assert api.requests[0].query == {"tailLines": "60"}
+    assert apps.driver_log_tail(f"{NAME}-driver", 60) == (
+        f'(driver log of {NAME}-driver unavailable: container "spark-kubernetes-driver" in pod is waiting to start: '
+        "ContainerCreating)")
+    assert apps.driver_log_tail(None, 60) == "(no driver pod was reported)"
