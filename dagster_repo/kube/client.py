@@ -260,11 +260,7 @@ class SparkApplications:
                                            allow_watch_bookmarks=True,
                                            timeout_seconds=max(1, int(min(remaining, self.watch_timeout_seconds))),
                                            _request_timeout=(10, self.watch_timeout_seconds + 15)):
-                    current = event["object"]
-                    if event["type"] == "ERROR":  # older clients pass the Status through
-                        if (current or {}).get("code") == 410:
-                            raise ApiException(status=410, reason="Gone")
-                        raise ApiException(status=(current or {}).get("code", 500), reason=str(current))
+                    current = event["object"]  # kubernetes' Watch raises ERROR events (410 Gone among them) as ApiException
                     version = current["metadata"].get("resourceVersion", version)
                     if event["type"] == "BOOKMARK":
                         continue
