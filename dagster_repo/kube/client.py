@@ -5,6 +5,9 @@ The watch follows the API's documented semantics: it resumes from the last resou
 after a dropped connection or a server-side timeout, and after `410 Gone` (that version was
 compacted away) it reads the object afresh and watches from there. Transient API errors (429, 5xx,
 connection failures) are retried with exponential backoff until the caller's deadline.
+
+Deadlines are in the seconds of a `Clock` (time.monotonic unless one is passed), which also does
+every wait, so tests can run the backoff and the watch's reconnects without waiting.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Callable, Protocol, TypeVar
 
 import urllib3
 from kubernetes import client, config, watch
@@ -25,6 +28,23 @@ T = TypeVar("T")
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECTION_ERRORS = (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...  # monotonic seconds: what deadlines are measured in
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
 
 
 class LauncherError(RuntimeError):
@@ -54,7 +74,8 @@ def _status_message(exc: ApiException) -> str:
         return (exc.body or exc.reason or "").strip() or f"HTTP {exc.status}"
 
 
-def with_retries(call: Callable[[], T], deadline: float, what: str, log: Callable[[str], None] | None = None) -> T:
+def with_retries(call: Callable[[], T], deadline: float, what: str, log: Callable[[str], None] | None = None, *,
+                 clock: Clock = SYSTEM_CLOCK) -> T:
     delay = 0.5
     while True:
         try:
@@ -65,11 +86,14 @@ def with_retries(call: Callable[[], T], deadline: float, what: str, log: Callabl
             problem = f"HTTP {exc.status} {_status_message(exc)}"
         except CONNECTION_ERRORS as exc:
             problem = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() + delay > deadline:
+        # Jitter spreads the retries of clients that failed together; the deadline is checked
+        # against the pause really taken, so no attempt starts after it.
+        pause = delay * (0.8 + 0.4 * random.random())
+        if clock.now() + pause > deadline:
             raise DeadlineExceeded(f"{what}: the API kept failing until the deadline ({problem})")
         if log:
-            log(f"{what}: transient API error ({problem}); retrying in {delay:.1f}s")
-        time.sleep(delay * (0.8 + 0.4 * random.random()))
+            log(f"{what}: transient API error ({problem}); retrying in {pause:.1f}s")
+        clock.sleep(pause)
         delay = min(delay * 2, 10.0)
 
 
@@ -98,13 +122,17 @@ class SparkApplications:
     """The SparkApplication API of one namespace."""
 
     def __init__(self, api: client.ApiClient, namespace: str, log: Callable[[str], None] | None = None,
-                 watch_timeout_seconds: int = 60):
+                 watch_timeout_seconds: int = 60, *, clock: Clock = SYSTEM_CLOCK):
         self.api = api
         self.namespace = namespace
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.log = log or (lambda message: None)
         self.watch_timeout_seconds = watch_timeout_seconds
+        self.clock = clock
+
+    def _retried(self, call: Callable[[], T], deadline: float, what: str) -> T:
+        return with_retries(call, deadline, what, self.log, clock=self.clock)
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -113,8 +141,8 @@ class SparkApplications:
         installed, namespace or service account missing, or a spec the CRD refuses."""
         host = self.api.configuration.host
         try:
-            with_retries(lambda: client.VersionApi(self.api).get_code(_request_timeout=10), min(deadline, time.monotonic() + 30),
-                         "reaching the API", self.log)
+            self._retried(lambda: client.VersionApi(self.api).get_code(_request_timeout=10),
+                          min(deadline, self.clock.now() + 30), "reaching the API")
         except (DeadlineExceeded, ApiException, *CONNECTION_ERRORS) as exc:
             raise LauncherError(f"cannot reach the Kubernetes API at {host}: {exc}") from None
         try:
@@ -159,8 +187,8 @@ class SparkApplications:
 
     def get(self, name: str, deadline: float) -> dict | None:
         try:
-            return with_retries(lambda: self.custom.get_namespaced_custom_object(
-                sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, _request_timeout=30), deadline, f"reading {name}", self.log)
+            return self._retried(lambda: self.custom.get_namespaced_custom_object(
+                sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, _request_timeout=30), deadline, f"reading {name}")
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -172,8 +200,8 @@ class SparkApplications:
         name = body["metadata"]["name"]
         while True:
             try:
-                return with_retries(lambda: self.custom.create_namespaced_custom_object(
-                    sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, body, _request_timeout=30), deadline, f"creating {name}", self.log)
+                return self._retried(lambda: self.custom.create_namespaced_custom_object(
+                    sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, body, _request_timeout=30), deadline, f"creating {name}")
             except ApiException as exc:
                 if exc.status != 409:
                     raise self._explain(exc, body) from None
@@ -189,9 +217,9 @@ class SparkApplications:
 
     def delete(self, name: str, deadline: float) -> bool:
         try:
-            with_retries(lambda: self.custom.delete_namespaced_custom_object(
+            self._retried(lambda: self.custom.delete_namespaced_custom_object(
                 sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, propagation_policy="Background",
-                _request_timeout=30), deadline, f"deleting {name}", self.log)
+                _request_timeout=30), deadline, f"deleting {name}")
             return True
         except ApiException as exc:
             if exc.status == 404:
@@ -200,9 +228,9 @@ class SparkApplications:
 
     def wait_deleted(self, name: str, deadline: float) -> None:
         while self.get(name, deadline) is not None:
-            if time.monotonic() > deadline:
+            if self.clock.now() > deadline:
                 raise DeadlineExceeded(f"{name} was not deleted in time")
-            time.sleep(0.5)
+            self.clock.sleep(0.5)
 
     def watch_until_terminal(self, obj: dict, deadline: float,
                              on_transition: Callable[[Transition], None] | None = None) -> WatchOutcome:
@@ -222,7 +250,7 @@ class SparkApplications:
         observe(obj)
         version = obj["metadata"].get("resourceVersion")
         while outcome.state not in sa.TERMINAL_STATES:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock.now()
             if remaining <= 0:
                 raise DeadlineExceeded(f"{name} did not finish before the timeout (last state {outcome.state or 'NEW'})")
             stream = watch.Watch()
@@ -232,11 +260,7 @@ class SparkApplications:
                                            allow_watch_bookmarks=True,
                                            timeout_seconds=max(1, int(min(remaining, self.watch_timeout_seconds))),
                                            _request_timeout=(10, self.watch_timeout_seconds + 15)):
-                    current = event["object"]
-                    if event["type"] == "ERROR":  # older clients pass the Status through
-                        if (current or {}).get("code") == 410:
-                            raise ApiException(status=410, reason="Gone")
-                        raise ApiException(status=(current or {}).get("code", 500), reason=str(current))
+                    current = event["object"]  # kubernetes' Watch raises ERROR events (410 Gone among them) as ApiException
                     version = current["metadata"].get("resourceVersion", version)
                     if event["type"] == "BOOKMARK":
                         continue
@@ -258,16 +282,20 @@ class SparkApplications:
                 elif exc.status in TRANSIENT_STATUSES:
                     outcome.reconnects += 1
                     self.log(f"watch of {name}: HTTP {exc.status}; resuming")
-                    time.sleep(1)
+                    self._pause(1.0, deadline)
                 else:
                     raise
             except CONNECTION_ERRORS as exc:
                 outcome.reconnects += 1
                 self.log(f"watch of {name}: connection lost ({type(exc).__name__}); resuming from resourceVersion {version}")
-                time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+                self._pause(2.0, deadline)
             finally:
                 stream.stop()
         return outcome
+
+    def _pause(self, seconds: float, deadline: float) -> None:
+        """Wait before reconnecting, but not past the deadline (the loop then raises DeadlineExceeded)."""
+        self.clock.sleep(min(seconds, max(0.0, deadline - self.clock.now())))
 
     # -- the driver ------------------------------------------------------------------------
 
@@ -275,7 +303,10 @@ class SparkApplications:
         if not pod:
             return "(no driver pod was reported)"
         try:
-            return self.core.read_namespaced_pod_log(pod, self.namespace, tail_lines=lines, _request_timeout=30)
+            # Read raw: kubernetes 36 turns a text response into "b'...'" (kubernetes-client/python#2596).
+            response = self.core.read_namespaced_pod_log(pod, self.namespace, tail_lines=lines, _request_timeout=30,
+                                                         _preload_content=False)
+            return response.data.decode("utf-8", errors="replace")
         except ApiException as exc:
             return f"(driver log of {pod} unavailable: {_status_message(exc)})"
         except CONNECTION_ERRORS as exc:
