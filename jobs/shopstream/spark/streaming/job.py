@@ -100,7 +100,7 @@ def _merge_sessions(rows) -> None:
 
 def _append_once(df, table: str, batch_id: int) -> None:
     """Append, recording the batch id in the snapshot; a replayed batch finds it and skips."""
-    marker = "shopstream.spark.batch-id"
+    marker = "shopstream.batch-id"
     done = df.sparkSession.sql(
         f"SELECT max(CAST(summary['{marker}'] AS BIGINT)) AS last FROM {lake.table_ref(table)}.snapshots"
     ).first().last
