@@ -10,9 +10,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from dagster_repo.kube import spark_application as sa
 from dagster_repo.definitions import defs
 from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
+from dagster_repo.kube import spark_application as sa
 from shopstream import schema
 from shopstream.__main__ import JOBS
 

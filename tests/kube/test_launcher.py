@@ -15,10 +15,10 @@ import dagster as dg
 import pytest
 from kubernetes import client
 
-from dagster_repo.kube import spark_application as sa
 from dagster_repo.defs.assets import GOLD_ASSETS
-from dagster_repo.monitoring.health import Thresholds
 from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
+from dagster_repo.kube import spark_application as sa
+from dagster_repo.monitoring.health import Thresholds
 from shopstream import lake, schema
 from tests.batch.test_gold import DAY, write_silver
 from tests.kube.conftest import install_crds
@@ -174,7 +174,7 @@ def test_watch_survives_a_dropped_connection_and_410_gone(kube_api, namespace, o
     time.sleep(4)
     custom.patch_namespaced_custom_object_status(
         sa.GROUP, sa.VERSION, namespace, sa.PLURAL, app["metadata"]["name"],
-        {"status": {"applicationState": {"state": "COMPLETED"}, "terminationTime": dt.datetime.now(dt.timezone.utc)
+        {"status": {"applicationState": {"state": "COMPLETED"}, "terminationTime": dt.datetime.now(dt.UTC)
                     .strftime("%Y-%m-%dT%H:%M:%SZ")}})
     thread.join(timeout=90)
     result = outcome["result"]
