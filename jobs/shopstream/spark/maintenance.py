@@ -20,9 +20,9 @@ import os
 import sys
 import time
 
-from shopstream.spark import iceberg
 from shopstream import lake, results, schema
 from shopstream.lake import LakeSettings
+from shopstream.spark import iceberg
 
 # Tables that have a day partition to compact, with the column the day comes from.
 COMPACTED = {name: table.partition_day_of for name, table in schema.TABLES.items() if table.partition_day_of}
@@ -34,7 +34,7 @@ def closed_before(now: dt.datetime, allowed_lateness_seconds: int) -> dt.date:
 
 
 def _timestamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("TIMESTAMP '%Y-%m-%d %H:%M:%S'")
+    return moment.astimezone(dt.UTC).strftime("TIMESTAMP '%Y-%m-%d %H:%M:%S'")
 
 
 def maintain(spark, tables: list[str], closed: dt.date, expire_before: dt.datetime, retain_last: int,
@@ -67,7 +67,8 @@ def maintain(spark, tables: list[str], closed: dt.date, expire_before: dt.dateti
         figures["expired_data_files"] = row["deleted_data_files_count"]
         figures["expired_manifest_lists"] = row["deleted_manifest_lists_count"]
         orphans = spark.sql(
-            f"CALL {lake.CATALOG}.system.remove_orphan_files(table => '{ident}', older_than => {_timestamp(orphans_before)}{listing})"
+            f"CALL {lake.CATALOG}.system.remove_orphan_files(table => '{ident}',"
+            f" older_than => {_timestamp(orphans_before)}{listing})"
         ).count()
         figures["orphan_files_removed"] = orphans
         report[name] = figures
@@ -84,7 +85,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--closed-before", type=dt.date.fromisoformat,
                    help="compact only days before this one (default: the day of now minus the allowed lateness)")
     p.add_argument("--allowed-lateness", type=int, default=int(env.get("SHOPSTREAM_ALLOWED_LATENESS", "1800")),
-                   help="the streaming job's allowed lateness in seconds, which decides the closed days (env SHOPSTREAM_ALLOWED_LATENESS)")
+                   help="the streaming job's allowed lateness in seconds, which decides the closed days"
+                   " (env SHOPSTREAM_ALLOWED_LATENESS)")
     p.add_argument("--expire-older-than-hours", type=float, default=168.0,
                    help="expire snapshots older than this (default 168: a week)")
     p.add_argument("--retain-last", type=int, default=10, help="always keep this many newest snapshots (default 10)")
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.orphan_older_than_hours < 1:
         print("error: --orphan-older-than-hours below 1 would delete files of writes in progress", file=sys.stderr)
         return 2
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     closed = args.closed_before or closed_before(now, args.allowed_lateness)
     settings = LakeSettings.from_args(args)
     started = time.monotonic()

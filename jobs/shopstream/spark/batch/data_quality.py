@@ -10,12 +10,13 @@ from shopstream.spark.batch.runner import BatchJob, Inputs
 def build(inputs: Inputs):
     silver = {schema.SILVER_PAGE_VIEWS: inputs.page_views(), schema.SILVER_PURCHASES: inputs.purchases(),
               schema.SILVER_USER_SESSIONS: inputs.sessions()}
-    return (transforms.data_quality(inputs.day, silver, inputs.quarantine(), dt.datetime.now(dt.timezone.utc)),)
+    return (transforms.data_quality(inputs.day, silver, inputs.quarantine(), dt.datetime.now(dt.UTC)),)
 
 
 JOB = BatchJob(
     name=schema.SILVER_DATA_QUALITY_REPORT,
-    description="Daily data quality of the silver tables: volume, nulls, duplicates, ranges, late and quarantined records, freshness.",
+    description="Daily data quality of the silver tables: volume, nulls, duplicates, ranges, late and quarantined "
+    "records, freshness.",
     reads=(schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS, schema.QUARANTINE),
     writes=(schema.SILVER_DATA_QUALITY_REPORT,),
     build=build,

@@ -11,15 +11,15 @@ import argparse
 import datetime as dt
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shopstream.spark import iceberg
 from shopstream import lake, results, schema
 from shopstream.lake import LakeSettings
+from shopstream.spark import iceberg
 
 
 class MissingTable(RuntimeError):
@@ -87,7 +87,7 @@ class BatchJob:
         totals: dict = {}
         if inputs.has_activity():
             iceberg.ensure_tables(spark, self.writes)
-            outputs = dict(zip(self.writes, self.build(inputs)))
+            outputs = dict(zip(self.writes, self.build(inputs), strict=True))
             for name, df in outputs.items():
                 df = df.persist()
                 written[name] = df.count()
@@ -112,7 +112,8 @@ class BatchJob:
             spark.stop()
         results.write_result(args.result_file, settings, **result)
         rows = ", ".join(f"{n} {c}" for n, c in result["rows_written"].items())
-        print(f"{self.name} {result['date']}: wrote {rows} in {result['duration_seconds']:.1f}s; totals {result['totals']}")
+        print(f"{self.name} {result['date']}: wrote {rows} in {result['duration_seconds']:.1f}s;"
+              f" totals {result['totals']}")
         return 0
 
 
@@ -124,5 +125,6 @@ def _date(text: str) -> dt.date:
 
 
 def sum_of(df: DataFrame, column: str):
-    value = df.agg(F.sum(column)).first()[0]
+    [row] = df.agg(F.sum(column)).collect()
+    value = row[0]
     return str(value) if value is not None else "0"

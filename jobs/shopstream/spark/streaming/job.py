@@ -30,9 +30,9 @@ import time
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import functions as F
 
-from shopstream.spark import iceberg
 from shopstream import lake, results, schema
 from shopstream.lake import LakeSettings
+from shopstream.spark import iceberg
 from shopstream.spark.streaming import transforms as T
 
 CATCH_UP = "catch-up"
@@ -189,7 +189,7 @@ class BatchWriter:
             WHEN MATCHED THEN UPDATE SET category = s.category, list_price = s.price
         """)
 
-    def _silver(self, spark, typed_records, steps: "StepTimer") -> None:
+    def _silver(self, spark, typed_records, steps: StepTimer) -> None:
         records = T.parse_and_validate(typed_records).persist()
         try:
             valid = records.where(F.col("reason").isNull()).dropDuplicates(["event_id"]).persist()
@@ -240,7 +240,10 @@ def progress_row(progress) -> dict:
         if source.endOffset:
             offsets.update(json.loads(source.endOffset) if isinstance(source.endOffset, str) else source.endOffset)
     watermark = (progress.eventTime or {}).get("watermark")
-    parse = lambda text: dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+    def parse(text: str | None) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
     return {
         "query_name": progress.name or str(progress.id),
         "run_id": str(progress.runId),
@@ -322,13 +325,13 @@ class StreamingApp:
             .option("maxOffsetsPerTrigger", str(self.args.max_offsets_per_trigger))
             .load()
         )
-        writer = (stream.writeStream.queryName(self.QUERY_NAME).option("checkpointLocation", self.checkpoint)
-                  .foreachBatch(writer))
+        query = (stream.writeStream.queryName(self.QUERY_NAME).option("checkpointLocation", self.checkpoint)
+                 .foreachBatch(writer))
         if self.args.trigger is None:
-            writer = writer.trigger(availableNow=True)
+            query = query.trigger(availableNow=True)
         else:
-            writer = writer.trigger(processingTime=self.args.trigger)
-        return writer.start()
+            query = query.trigger(processingTime=self.args.trigger)
+        return query.start()
 
     def run(self) -> int:
         spark = iceberg.spark_session(self.settings, "shopstream-streaming")
