@@ -26,10 +26,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from shopstream.spark import iceberg
 from shopstream import lake, schema
-from shopstream.spark.batch import customer_analytics, data_quality, product_analytics, sales_summary
 from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
+from shopstream.spark import iceberg
+from shopstream.spark.batch import customer_analytics, data_quality, product_analytics, sales_summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DAY = dt.date(2026, 11, 1)
@@ -51,9 +51,11 @@ def build_silver(catalog, events_per_day: int) -> int:
     products = {p.product_id: p for p in shop.products}
     catalog.load_table(schema.PRODUCTS.qualified).append(pa.Table.from_pylist([
         {"product_id": p.product_id, "name": p.name, "category": p.category, "brand": p.brand, "price": p.price,
-         "currency": "USD", "updated_at": dt.datetime.combine(DAY, dt.time(), dt.timezone.utc)} for p in products.values()
+         "currency": "USD", "updated_at": dt.datetime.combine(DAY, dt.time(), dt.UTC)} for p in products.values()
     ], schema.arrow_schema(schema.PRODUCT_COLUMNS)))
-    clicks, lines, written = [], [], 0
+    clicks: list[dict] = []
+    lines: list[dict] = []
+    written = 0
     sessions: dict[str, dict] = {}
 
     def flush() -> None:
@@ -111,7 +113,7 @@ def duckdb_numbers(catalog) -> tuple[dict, dict, float, float]:
     started = time.monotonic()
     sales = con.execute(
         "SELECT sum(revenue), count(DISTINCT order_id), sum(quantity), count(DISTINCT user_id) "
-        "FROM read_parquet(?) WHERE event_date = ?", [pu, DAY]).fetchone()
+        "FROM read_parquet(?) WHERE event_date = ?", [pu, DAY]).fetchall()[0]
     sales_seconds = time.monotonic() - started
     started = time.monotonic()
     rows = con.execute("""
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="events per day for each run")
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
-    out = {"machine_cores": os.cpu_count(), "runs": {}}
+    runs: dict[str, dict] = {}
+    out = {"machine_cores": os.cpu_count(), "runs": runs}
     with tempfile.TemporaryDirectory(prefix="shopstream-batch-bench-") as tmp:
         os.environ["SHOPSTREAM_HOME"] = tmp
         # A small first pass warms the JVM (class loading, JIT), which would otherwise be charged
@@ -183,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         out["spark_cold_start_seconds"] = measure(WARM_UP_EVENTS, Path(tmp))["spark_startup_seconds"]
         for volume in args.volumes:
             print(f"volume {volume:,} events/day ...", file=sys.stderr, flush=True)
-            out["runs"][str(volume)] = measure(volume, Path(tmp))
-            print(json.dumps(out["runs"][str(volume)]), file=sys.stderr, flush=True)
+            runs[str(volume)] = measure(volume, Path(tmp))
+            print(json.dumps(runs[str(volume)]), file=sys.stderr, flush=True)
     (RESULTS / "batch.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     return 0

@@ -24,9 +24,9 @@ from collections import Counter
 from pathlib import Path
 
 from shopstream import lake, schema
+from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.events.generator.cli import send
 from shopstream.events.generator.shop import GeneratorConfig, Shop
-from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.runtime import KAFKA_BROKER, jar_dir, java_executable
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,10 +39,10 @@ def raw_consume_rate(bootstrap: str, topic: str, messages: int) -> dict:
          "--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages), "--timeout", "120000"],
         capture_output=True, text=True, check=True,
     )
-    lines = [l for l in out.stdout.splitlines() if l.strip()]
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
     header = [h.strip() for h in lines[-2].split(",")]
     values = [v.strip() for v in lines[-1].split(",")]
-    row = dict(zip(header, values))
+    row = dict(zip(header, values, strict=True))
     return {"messages": int(row["data.consumed.in.nMsg"]), "messages_per_s": float(row["nMsg.sec"]),
             "mb_per_s": float(row["MB.sec"]), "fetch_messages_per_s": float(row["fetch.nMsg.sec"])}
 
@@ -144,7 +144,7 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
     lags = []
     for snap in snapshots:
         rows = table.scan(snapshot_id=snap.snapshot_id, selected_fields=("event_id", "ingest_time")).to_arrow().to_pylist()
-        committed = dt.datetime.fromtimestamp(snap.timestamp_ms / 1000, dt.timezone.utc)
+        committed = dt.datetime.fromtimestamp(snap.timestamp_ms / 1000, dt.UTC)
         for row in rows:
             if row["event_id"] not in seen:
                 seen.add(row["event_id"])
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="shopstream-bench-") as tmp:
         os.environ["SHOPSTREAM_HOME"] = tmp
-        result = {"machine_cores": os.cpu_count()}
+        result: dict[str, object] = {"machine_cores": os.cpu_count()}
         if args.events:
             result["throughput"] = throughput(Path(tmp), args.events, args.max_offsets_per_trigger)
         if args.freshness_seconds:

@@ -46,7 +46,7 @@ class Browser:
         self.size = (width, height)
         self._ids = itertools.count(1)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         self.profile = tempfile.TemporaryDirectory(prefix="chromium-")
         self.process = subprocess.Popen(
             [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0",
@@ -136,7 +136,7 @@ def check_gold_in_dagster_ui(base_url: str, location: str, run_id: str, out: Pat
         browser.open(f"{base_url}/locations/{location}/asset-groups/gold", expect=gold + passed,
                      screenshot=out / "asset-graph.png")
         checks = [rule.__name__ for rule in RULES[schema.GOLD_SALES_SUMMARY]]
-        browser.open(f"{base_url}/assets/{schema.GOLD_SALES_SUMMARY}?view=checks", expect=checks + ["Passed"],
+        browser.open(f"{base_url}/assets/{schema.GOLD_SALES_SUMMARY}?view=checks", expect=[*checks, "Passed"],
                      screenshot=out / "checks.png")
         total = sum(len(rules) for rules in RULES.values())
         browser.open(f"{base_url}/runs/{run_id}",

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from shopstream.spark.iceberg import spark_session
 from shopstream import lake
 from shopstream.events.broker import KafkaBroker, create_topics, free_port
+from shopstream.spark.iceberg import spark_session
+
+# Fixtures defined next to the helpers they serve: `helm` (tests/deploy/chart.py), `skaffold` and
+# `registry` (tests/deploy/skaffold.py); a test names them as parameters without importing them.
+pytest_plugins = ["tests.deploy.chart", "tests.deploy.skaffold"]
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from shopstream import schema
-from shopstream.events.generator.cli import main as generator_main
 from shopstream.events.broker import KafkaBroker, free_port
 from shopstream.events.broker import main as kafka_main
+from shopstream.events.generator.cli import main as generator_main
 from shopstream.runtime import SetupError
 
 pytestmark = pytest.mark.kafka

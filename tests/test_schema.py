@@ -45,7 +45,7 @@ def test_spark_arrow_and_iceberg_schemas_agree(table):
     arrow = schema.arrow_schema(table.columns)
     iceberg = schema.iceberg_schema(table.columns)
     assert [f.name for f in spark.fields] == [f.name for f in arrow] == [f.name for f in iceberg.fields] == table.names
-    for column, s, a, i in zip(table.columns, spark.fields, arrow, iceberg.fields):
+    for column, s, a, i in zip(table.columns, spark.fields, arrow, iceberg.fields, strict=True):
         assert s.nullable == a.nullable == (not i.required) == (not column.required), column.name
         assert (s.dataType, a.type, i.field_type) == EXPECTED[column.type], column.name
     if table.partition_day_of:

@@ -23,8 +23,8 @@ from decimal import Decimal
 
 import pytest
 
-from shopstream.spark import iceberg
 from shopstream import lake, schema
+from shopstream.spark import iceberg
 from shopstream.spark.batch import transforms
 from shopstream.spark.batch.customer_analytics import JOB as CUSTOMER_JOB
 from shopstream.spark.batch.data_quality import JOB as QUALITY_JOB
@@ -34,7 +34,7 @@ from shopstream.spark.batch.sales_summary import JOB as SALES_JOB
 
 pytestmark = pytest.mark.spark
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DAY = dt.date(2026, 11, 2)
 D = Decimal
 
@@ -184,7 +184,7 @@ def test_product_analytics(silver):
 def test_data_quality(spark, silver):
     duplicate = dict(PAGE_VIEWS[0])
     broken = purchase(7, "u5", "s5", "o5", "p1", 1, "10.00", "12.00")  # a discount larger than the line
-    page_views = frame(spark, schema.PAGE_VIEWS, PAGE_VIEWS + [duplicate])
+    page_views = frame(spark, schema.PAGE_VIEWS, [*PAGE_VIEWS, duplicate])
     purchases = frame(spark, schema.PURCHASES, [p for p in PURCHASES if p["event_date"] == DAY] + [broken])
     quarantine = frame(spark, schema.QUARANTINE_TABLE, [
         {"reason": r, "detail": None, "topic": t, "kafka_partition": 0, "kafka_offset": i, "kafka_key": None,

@@ -2,7 +2,8 @@
 the base is a Debian root filesystem from debootstrap (`docker import`), and everything else comes
 from Debian packages, PyPI, Maven Central and Go binaries (tests/tools/build.sh).
 
-    build_images(["spark", "kafka"])   # -> {"debian": ..., "jre": ..., "maven": ..., "spark-base": ..., "spark": ..., "kafka": ...}
+    build_images(["spark", "kafka"])
+    # -> {"debian": ..., "jre": ..., "maven": ..., "spark-base": ..., "spark": ..., "kafka": ...}
     python -m tests.cluster.images [--verify] [NAME...]   # builds, prints one image reference per line
 
 Images (dependencies are built first; the Dockerfiles are in tests/cluster/images/<name>/):
@@ -11,11 +12,15 @@ Images (dependencies are built first; the Dockerfiles are in tests/cluster/image
     jre             shopstream.local/jre:<hash>               + Debian's OpenJDK 17 runtime (parent of the JVM images)
     maven           shopstream.local/maven:<hash>             + JDK 17 and Maven (the MAVEN_IMAGE of images/spark)
     spark-base      shopstream.local/spark-base:<hash>        Spark 4.0 from the pip pyspark package (the SPARK_IMAGE)
-    python          shopstream.local/python:<hash>            Debian's Python 3.11 in a venv first on PATH (the PYTHON_IMAGE)
-    postgres        shopstream.local/postgres:<hash>          Debian's PostgreSQL 15, the official image's env contract, uid 70
-    kafka           shopstream.local/kafka:<hash>             a KRaft broker from jobs/pom.xml's kafka-broker profile, uid 1001
+    python          shopstream.local/python:<hash>            Debian's Python 3.11 in a venv first on PATH
+                                                              (the PYTHON_IMAGE)
+    postgres        shopstream.local/postgres:<hash>          Debian's PostgreSQL 15, the official image's env
+                                                              contract, uid 70
+    kafka           shopstream.local/kafka:<hash>             a KRaft broker from jobs/pom.xml's kafka-broker
+                                                              profile, uid 1001
     minio           shopstream.local/minio:<hash>             minio + mc (Go, tests/tools/minio), uid 1000
-    spark-operator  shopstream.local/spark-operator:<hash>    spark-base + the Kubeflow operator (tests/tools/spark-operator)
+    spark-operator  shopstream.local/spark-operator:<hash>    spark-base + the Kubeflow operator
+                                                              (tests/tools/spark-operator)
     spark           shopstream-spark:<hash>                   images/spark/Dockerfile on maven + spark-base
     app             shopstream-app:<hash>                     images/dagster/Dockerfile on python
 
@@ -52,9 +57,9 @@ import tempfile
 import time
 import tomllib
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).with_suffix("")  # tests/cluster/images/
@@ -610,7 +615,8 @@ def _check_postgres(logfile: Path, ref: str) -> None:
     init = Path(tempfile.mkdtemp(prefix="shopstream-pg-init-"))
     try:
         (init / "10-extra.sql").write_text("CREATE DATABASE extra OWNER lake;\n")
-        (init / "20-marker.sh").write_text('psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" -c "CREATE TABLE marker (x int)"\n')
+        (init / "20-marker.sh").write_text('psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB"'
+                                           ' -c "CREATE TABLE marker (x int)"\n')
         init.chmod(0o755)
         for f in init.iterdir():
             f.chmod(0o644)

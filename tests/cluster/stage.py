@@ -79,7 +79,7 @@ class ClusterStage:
 
     # -- the cluster -------------------------------------------------------------------------
 
-    def up(self) -> "ClusterStage":
+    def up(self) -> ClusterStage:
         started = time.monotonic()
         if self.kindctl:
             exports = self._run([str(self.kindctl), "env"]).stdout
@@ -224,7 +224,7 @@ class ClusterStage:
                 value = predicate()
                 if value:
                     return value
-            except Exception as exc:  # a port-forward or a pod between restarts: try again
+            except Exception as exc:  # noqa: BLE001 - a port-forward or a pod between restarts: try again
                 last_error = exc
             time.sleep(interval)
         raise StageError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
@@ -285,7 +285,8 @@ class ClusterStage:
             line = process.stdout.readline()
             found = re.search(r"127\.0\.0\.1:(\d+)", line)
             if not found:
-                raise StageError(f"port-forward to {service}:{port} failed: {line}{process.stdout.read(2000) if process.poll() is not None else ''}")
+                tail = process.stdout.read(2000) if process.poll() is not None else ""
+                raise StageError(f"port-forward to {service}:{port} failed: {line}{tail}")
             # keep draining its output so it never blocks on a full pipe
             threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
             yield int(found.group(1))
@@ -335,7 +336,7 @@ class MemorySampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="memory-sampler")
 
-    def start(self) -> "MemorySampler":
+    def start(self) -> MemorySampler:
         self._thread.start()
         return self
 

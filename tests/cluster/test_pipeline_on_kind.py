@@ -26,7 +26,6 @@ import dagster as dg
 import pytest
 import yaml
 
-from dagster_repo.kube import spark_application as sa
 from dagster_repo.defs.assets import iceberg_table_maintenance
 from dagster_repo.defs.launcher import KubernetesSparkLauncher
 from dagster_repo.defs.resources import LakeResource, SparkApplicationsClient
@@ -35,7 +34,7 @@ from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
 from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
 from tests.cluster.conftest import DAGSTER_TEST_VALUES, chart_image_values
 from tests.cluster.images import docker_client
-from tests.cluster.stage import DAGSTER_WEBSERVER, HERE, NAMESPACE, REPO, log
+from tests.cluster.stage import DAGSTER_WEBSERVER, HERE, NAMESPACE, REPO, StageError, log
 from tests.cluster.webserver import LOCATION, Webserver, tags
 from tests.tools import skaffold
 
@@ -162,7 +161,7 @@ def wait_until_streamed(cluster, settings, expected: Expected, timeout: float = 
 
     try:
         cluster.wait_for(arrived, "the stream to write every sent event", timeout, interval=5)
-    except Exception as exc:
+    except StageError as exc:
         raise AssertionError(f"{exc}; tables hold {seen}, expected {want} "
                              f"(streaming application: {cluster.application_state(STREAMING_APP)})") from None
     time.sleep(15)  # a duplicate written by a replayed batch would land now: look again

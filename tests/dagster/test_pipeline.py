@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 from pyiceberg.expressions import EqualTo
 
-from dagster_repo.monitoring import quality
+from dagster_repo.definitions import defs
 from dagster_repo.defs.assets import GOLD_ASSETS, iceberg_table_maintenance, streaming_health_monitor
 from dagster_repo.defs.checks import GOLD_CHECKS
 from dagster_repo.definitions import build_definitions
@@ -28,9 +28,9 @@ from dagster_repo.defs.launcher import LocalSparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.dev.demo import prepare_instance
 from shopstream import lake, schema
+from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.events.generator.cli import send
 from shopstream.events.generator.shop import GeneratorConfig, Shop
-from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]

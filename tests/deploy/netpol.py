@@ -20,8 +20,8 @@ ipBlocks match them. Named ports are not supported (the chart uses numbers).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Union
 
 INGRESS, EGRESS = "Ingress", "Egress"
 
@@ -46,7 +46,7 @@ class External:
         return f"{self.name} ({self.ip})"
 
 
-Endpoint = Union[Pod, External]
+Endpoint = Pod | External
 
 
 def selects(selector: Mapping | None, labels: Mapping[str, str]) -> bool:

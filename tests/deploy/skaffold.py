@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.chart import REPO, helm  # noqa: F401 - helm is a fixture
+from tests.deploy.chart import REPO
 from tests.tools import skaffold as skaffold_binary
 
 

@@ -16,8 +16,7 @@ import yaml
 
 from shopstream import schema
 from shopstream.events.broker import DEFAULT_PARTITIONS
-from tests.deploy.chart import (CHART, KUBE_VERSION, REPO, helm, manifest_objects,  # noqa: F401 - helm is a fixture
-                                profile_values, render, skaffold_configs)
+from tests.deploy.chart import CHART, KUBE_VERSION, REPO, manifest_objects, profile_values, render, skaffold_configs
 
 pytestmark = pytest.mark.k8s
 

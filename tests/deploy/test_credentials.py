@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from shopstream.events.broker import free_port
-from tests.deploy.chart import CHART, KUBE_VERSION, REPO, helm, render  # noqa: F401 - helm is a fixture
+from tests.deploy.chart import CHART, KUBE_VERSION, REPO, render
 from tests.tools import build
 
 pytestmark = pytest.mark.k8s

@@ -10,8 +10,7 @@ import json
 import pytest
 import yaml
 
-from tests.deploy.chart import (CHART, DAGSTER_VALUES, helm, render, render_dagster,  # noqa: F401 - helm is a fixture
-                                skaffold_configs)
+from tests.deploy.chart import CHART, DAGSTER_VALUES, render, render_dagster, skaffold_configs
 
 PLATFORM_VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 

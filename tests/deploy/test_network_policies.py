@@ -13,7 +13,7 @@ import itertools
 
 import pytest
 
-from tests.deploy.chart import CHART, helm, render, render_dagster  # noqa: F401 - helm is a fixture
+from tests.deploy.chart import CHART, render, render_dagster
 from tests.deploy.netpol import Cluster, External, Pod, selects
 
 pytestmark = pytest.mark.k8s

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.chart import REPO, helm, manifest_objects, profile_values, render  # noqa: F401 - helm is a fixture
-from tests.deploy.skaffold import registry, skaffold  # noqa: F401 - fixtures
+from tests.deploy.chart import REPO, manifest_objects, profile_values, render
 from tests.tools import SKAFFOLD_VERSION
 
 pytestmark = pytest.mark.k8s
@@ -50,7 +49,8 @@ def run_hook(hook: dict, tmp_path) -> list[dict]:
         "with open(os.environ['KUBECTL_CALLS'], 'a') as calls:\n"
         "    calls.write(json.dumps({'args': sys.argv[1:], 'stdin': sys.stdin.read()}) + '\\n')\n"
         "if sys.argv[-2:] == ['-o', 'yaml']:\n"
-        "    print('apiVersion: v1\\nkind: Namespace\\nmetadata:\\n  name: ' + sys.argv[sys.argv.index('namespace') + 1])\n"))
+        "    name = sys.argv[sys.argv.index('namespace') + 1]\n"
+        "    print('apiVersion: v1\\nkind: Namespace\\nmetadata:\\n  name: ' + name)\n"))
     fake.chmod(0o755)
     calls = tmp_path / "calls.jsonl"
     env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "SKAFFOLD_KUBE_CONTEXT": "kind-shopstream", "KUBECTL_CALLS": str(calls)}

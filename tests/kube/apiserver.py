@@ -44,7 +44,7 @@ def _pem_key(key) -> bytes:
 
 
 def _certificate(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, ca: bool = False, sans=(), client=False):
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
                .not_valid_after(now + dt.timedelta(days=2))
@@ -75,7 +75,7 @@ class Credentials:
     sa_private: bytes
 
     @classmethod
-    def generate(cls) -> "Credentials":
+    def generate(cls) -> Credentials:
         ca_key, serving_key, admin_key, sa_key = _key(), _key(), _key(), _key()
         ca_name = _name("shopstream-test-ca")
         ca = _certificate(ca_name, ca_key, ca_name, ca_key, ca=True)
@@ -178,7 +178,7 @@ class KubeAPIServer:
     port: int = 0
     started_in_seconds: float = 0.0
 
-    def start(self, timeout: float = 120) -> "KubeAPIServer":
+    def start(self, timeout: float = 120) -> KubeAPIServer:
         began = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.credentials = Credentials.generate()

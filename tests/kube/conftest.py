@@ -12,8 +12,8 @@ import yaml
 from kubernetes import client
 
 from tests.kube.apiserver import KubeAPIServer
-from tests.tools import build, spark_operator_chart
 from tests.kube.operator import OperatorStandIn
+from tests.tools import build, spark_operator_chart
 
 CRDS = Path(__file__).with_name("crds")  # Strimzi's
 

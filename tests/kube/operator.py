@@ -35,7 +35,7 @@ DRIVER_FAILURE = "driver container failed with ExitCode: 1, Reason: Error"
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class OperatorStandIn:
@@ -51,7 +51,7 @@ class OperatorStandIn:
         self._workers: dict[str, threading.Thread] = {}
         self._thread = threading.Thread(target=self._watch, daemon=True, name=f"operator-{namespace}")
 
-    def start(self) -> "OperatorStandIn":
+    def start(self) -> OperatorStandIn:
         self._thread.start()
         return self
 
@@ -119,7 +119,8 @@ class OperatorStandIn:
         elif not spec.get("image") and not (spec.get("driver") or {}).get("image"):
             problem = "failed to run spark-submit: no image is set for the driver"
         elif not str(spec.get("mainApplicationFile", "")).startswith("local://"):
-            problem = f"failed to run spark-submit: main application file {spec.get('mainApplicationFile')!r} is not in the image"
+            problem = (f"failed to run spark-submit: main application file {spec.get('mainApplicationFile')!r}"
+                       " is not in the image")
         if problem:
             self._status(name, applicationState={"state": sa.SUBMISSION_FAILED, "errorMessage": problem},
                          submissionAttempts=1, lastSubmissionAttemptTime=_now(), terminationTime=_now())

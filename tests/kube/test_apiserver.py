@@ -10,8 +10,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from dagster_repo.kube import spark_application as sa
 from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
+from dagster_repo.kube import spark_application as sa
 
 pytestmark = pytest.mark.k8s
 

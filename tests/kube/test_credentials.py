@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
-from tests.deploy.chart import CHART, helm  # noqa: F401 - helm is a fixture
+from tests.deploy.chart import CHART
 
 pytestmark = pytest.mark.k8s
 

@@ -11,8 +11,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from tests.deploy.chart import CHART, helm, manifest_objects, render  # noqa: F401 - helm is a fixture
-from tests.kube.test_launcher import launcher, metadata_of, run_probe, failure_of
+from tests.deploy.chart import CHART, manifest_objects, render
+from tests.kube.test_launcher import failure_of, launcher, metadata_of, run_probe
 
 pytestmark = pytest.mark.k8s
 

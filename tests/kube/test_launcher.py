@@ -17,7 +17,6 @@ import dagster as dg
 import pytest
 from kubernetes import client
 
-from dagster_repo.kube import spark_application as sa
 from dagster_repo.defs.assets import GOLD_ASSETS
 from dagster_repo.monitoring.health import Thresholds
 from dagster_repo.defs.launcher import KubernetesSparkLauncher, SparkJobConfig
@@ -188,7 +187,7 @@ def test_watch_survives_a_dropped_connection_and_410_gone(kube_api, namespace, o
     time.sleep(4)
     custom.patch_namespaced_custom_object_status(
         sa.GROUP, sa.VERSION, namespace, sa.PLURAL, app["metadata"]["name"],
-        {"status": {"applicationState": {"state": "COMPLETED"}, "terminationTime": dt.datetime.now(dt.timezone.utc)
+        {"status": {"applicationState": {"state": "COMPLETED"}, "terminationTime": dt.datetime.now(dt.UTC)
                     .strftime("%Y-%m-%dT%H:%M:%SZ")}})
     thread.join(timeout=90)
     result = outcome["result"]

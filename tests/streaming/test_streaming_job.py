@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from shopstream import lake, schema
+from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.events.generator.cli import send
 from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
-from shopstream.events.broker import KafkaBroker, create_topics, free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 

@@ -14,7 +14,7 @@ from shopstream.spark.streaming import transforms
 
 pytestmark = pytest.mark.spark
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 KAFKA_SCHEMA = T.StructType([
     T.StructField("key", T.BinaryType()), T.StructField("value", T.BinaryType()),
     T.StructField("topic", T.StringType()), T.StructField("partition", T.IntegerType()),

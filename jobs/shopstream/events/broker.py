@@ -9,6 +9,7 @@ run from the Maven jars on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import signal
 import socket
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import time
 import uuid
-import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +120,7 @@ class KafkaBroker:
             "-cp", classpath, main_class, *args,
         ]
 
-    def start(self, timeout: float = 90.0) -> "KafkaBroker":
+    def start(self, timeout: float = 90.0) -> KafkaBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         _require_free(self.port)
         if not self.controller_port:
@@ -163,15 +163,15 @@ class KafkaBroker:
                     return
                 finally:
                     admin.close()
-            except (KafkaError, OSError, ValueError):
+            except (KafkaError, OSError, ValueError) as exc:
                 if time.monotonic() > deadline:
-                    raise SetupError(f"Kafka broker on {self.bootstrap_servers} not ready after {timeout:.0f}s: {self._last_error()}")
+                    raise SetupError(f"Kafka broker on {self.bootstrap_servers} not ready after {timeout:.0f}s: {self._last_error()}") from exc
                 time.sleep(0.5)
 
     def _last_error(self) -> str:
         for path in (self.workdir / "broker.out", self.log_file):
             if path.exists():
-                lines = [l for l in path.read_text(errors="replace").splitlines() if "ERROR" in l or "Exception" in l]
+                lines = [line for line in path.read_text(errors="replace").splitlines() if "ERROR" in line or "Exception" in line]
                 if lines:
                     return lines[-1].strip()[:300]
         return "no error in the broker log"
@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             broker.start()
             broker.process = None  # leave it running after this command exits
-            print(f"Kafka broker up on {broker.bootstrap_servers} in {time.monotonic() - started:.1f}s (state in {workdir})")
+            print(f"Kafka broker up on {broker.bootstrap_servers} in {time.monotonic() - started:.1f}s"
+                  f" (state in {workdir})")
         created = create_topics(broker.bootstrap_servers, args.partitions)
         print("topics: " + ", ".join(schema.ALL_TOPICS) + (f" (created {len(created)})" if created else ""))
         return 0

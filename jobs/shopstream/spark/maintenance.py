@@ -23,6 +23,7 @@ from shopstream.spark import iceberg
 from shopstream import lake, results, schema, settings
 from shopstream.cli import add_result_file
 from shopstream.lake import LakeSettings
+from shopstream.spark import iceberg
 
 # Tables that have a day partition to compact, with the column the day comes from.
 COMPACTED = {name: table.partition_day_of for name, table in schema.TABLES.items() if table.partition_day_of}
@@ -34,7 +35,7 @@ def closed_before(now: dt.datetime, allowed_lateness_seconds: int) -> dt.date:
 
 
 def _timestamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("TIMESTAMP '%Y-%m-%d %H:%M:%S'")
+    return moment.astimezone(dt.UTC).strftime("TIMESTAMP '%Y-%m-%d %H:%M:%S'")
 
 
 def maintain(spark, tables: list[str], closed: dt.date, expire_before: dt.datetime, retain_last: int,
@@ -67,7 +68,8 @@ def maintain(spark, tables: list[str], closed: dt.date, expire_before: dt.dateti
         figures["expired_data_files"] = row["deleted_data_files_count"]
         figures["expired_manifest_lists"] = row["deleted_manifest_lists_count"]
         orphans = spark.sql(
-            f"CALL {lake.CATALOG}.system.remove_orphan_files(table => '{ident}', older_than => {_timestamp(orphans_before)}{listing})"
+            f"CALL {lake.CATALOG}.system.remove_orphan_files(table => '{ident}',"
+            f" older_than => {_timestamp(orphans_before)}{listing})"
         ).count()
         figures["orphan_files_removed"] = orphans
         report[name] = figures
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.orphan_older_than_hours < 1:
         print("error: --orphan-older-than-hours below 1 would delete files of writes in progress", file=sys.stderr)
         return 2
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     closed = args.closed_before or closed_before(now, args.allowed_lateness)
     settings = LakeSettings.from_args(args)
     started = time.monotonic()

@@ -9,8 +9,8 @@ import json
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from shopstream import schema, settings
 from shopstream.cli import iso_date
@@ -45,6 +45,7 @@ class Summary:
             self.valid_by_day[record.event_time.date().isoformat()][record.event_type] += 1
             self.late += record.late
         elif record.kind == MALFORMED:
+            assert record.reason is not None, "a malformed record carries its quarantine reason"
             self.malformed_by_reason[record.reason] += 1
 
     @property
@@ -69,8 +70,8 @@ class Summary:
         lines = [
             f"sent {self.events:,} events ({self.messages:,} Kafka messages) in {seconds:.1f}s"
             f" = {self.events / max(seconds, 1e-9):,.0f} events/s",
-            f"  valid {self.kinds[VALID]:,} · duplicates {self.kinds[DUPLICATE]:,} · malformed {self.kinds[MALFORMED]:,}"
-            f" · late {self.late:,} · catalog products {self.products:,}",
+            f"  valid {self.kinds[VALID]:,} · duplicates {self.kinds[DUPLICATE]:,}"
+            f" · malformed {self.kinds[MALFORMED]:,} · late {self.late:,} · catalog products {self.products:,}",
         ]
         types = list(schema.EVENT_TYPES)
         lines.append("  " + "date".ljust(12) + "".join(t.rjust(15) for t in types))
@@ -89,7 +90,9 @@ def make_producer(bootstrap_servers: str, connect_timeout: float = 0.0, *, facto
     from kafka.errors import NoBrokersAvailable
 
     if factory is None:
-        from kafka import KafkaProducer as factory
+        from kafka import KafkaProducer
+
+        factory = KafkaProducer
     deadline = clock() + connect_timeout
     pause, attempts = 1.0, 0
     while True:
@@ -172,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m shopstream.events.generator",
         description="Simulate an e-commerce shop and send its events to Kafka: every event to "
         f"'{schema.TOPIC_RAW_EVENTS}' and to its typed topic ({schema.TOPIC_PAGE_VIEWS}, {schema.TOPIC_PURCHASES}, "
-        f"{schema.TOPIC_USER_SESSIONS}), keyed by user id; the catalog to the compacted '{schema.TOPIC_PRODUCTS}' topic.",
+        f"{schema.TOPIC_USER_SESSIONS}), keyed by user id; the catalog to the compacted "
+        f"'{schema.TOPIC_PRODUCTS}' topic.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     settings.KAFKA_BOOTSTRAP.add_argument(parser, "--bootstrap-servers")
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     shop = Shop(config)
     started = time.monotonic()
     if live:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         # The shop opens a quarter of an hour early, unseen: sessions already under way when sending starts
         # give the requested rate from the first second instead of a slow ramp-up.
         warm = shop.records(live_from=now - dt.timedelta(seconds=LIVE_WARM_UP_SECONDS))

@@ -14,13 +14,13 @@ import json
 import math
 import random
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Iterator
 
 from shopstream import schema
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CENT = Decimal("0.01")
 
 CATEGORIES = {
@@ -77,7 +77,7 @@ class Funnel:
                 raise ValueError(f"funnel probability {f.name}={value} is outside [0, 1]")
 
     @classmethod
-    def parse(cls, assignments: list[str]) -> "Funnel":
+    def parse(cls, assignments: list[str]) -> Funnel:
         """From `name=value` strings, as given on the command line."""
         names = {f.name for f in fields(cls)}
         values = {}
@@ -176,7 +176,7 @@ def build_catalog(rng: random.Random, count: int) -> list[Product]:
 
 
 def build_users(rng: random.Random, count: int) -> list[User]:
-    countries, country_weights = zip(*COUNTRIES)
+    countries, country_weights = zip(*COUNTRIES, strict=True)
     weights = [p.weight for p in PROFILES]
     return [
         User(f"u{i:06d}", rng.choices(PROFILES, weights)[0], rng.choices(countries, country_weights)[0])

@@ -10,7 +10,7 @@ from shopstream.spark.batch.runner import BatchJob, Inputs
 def build(inputs: Inputs):
     silver = {schema.SILVER_PAGE_VIEWS: inputs.page_views(), schema.SILVER_PURCHASES: inputs.purchases(),
               schema.SILVER_USER_SESSIONS: inputs.sessions()}
-    return (transforms.data_quality(inputs.day, silver, inputs.quarantine(), dt.datetime.now(dt.timezone.utc)),)
+    return (transforms.data_quality(inputs.day, silver, inputs.quarantine(), dt.datetime.now(dt.UTC)),)
 
 
 JOB = BatchJob(

@@ -11,8 +11,8 @@ import argparse
 import datetime as dt
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -21,6 +21,7 @@ from shopstream.spark import iceberg
 from shopstream import catalog, lake, results, schema
 from shopstream.cli import add_result_file, iso_date
 from shopstream.lake import LakeSettings
+from shopstream.spark import iceberg
 
 
 class MissingTable(RuntimeError):
@@ -94,7 +95,7 @@ class BatchJob:
         totals: dict = {}
         if inputs.has_activity():
             iceberg.ensure_tables(spark, self.writes)
-            outputs = dict(zip(self.writes, self.build(inputs)))
+            outputs = dict(zip(self.writes, self.build(inputs), strict=True))
             for name, df in outputs.items():
                 df = df.persist()
                 written[name] = df.count()
@@ -119,10 +120,12 @@ class BatchJob:
             spark.stop()
         results.write_result(args.result_file, settings, **result)
         rows = ", ".join(f"{n} {c}" for n, c in result["rows_written"].items())
-        print(f"{self.name} {result['date']}: wrote {rows} in {result['duration_seconds']:.1f}s; totals {result['totals']}")
+        print(f"{self.name} {result['date']}: wrote {rows} in {result['duration_seconds']:.1f}s;"
+              f" totals {result['totals']}")
         return 0
 
 
 def sum_of(df: DataFrame, column: str):
-    value = df.agg(F.sum(column)).first()[0]
+    [row] = df.agg(F.sum(column)).collect()
+    value = row[0]
     return str(value) if value is not None else "0"

@@ -83,7 +83,7 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
         F.coalesce("lifetime_orders", zero).alias("lifetime_orders"),
         F.date_diff(date, "previous_purchase_date").alias("days_since_previous_purchase"),
     )
-    score = sum(F.col(name) * weight for name, weight in SCORE_WEIGHTS.items())
+    score = reduce(operator.add, [F.col(name) * weight for name, weight in SCORE_WEIGHTS.items()])
     rows = rows.withColumns({
         "avg_order_value": F.when(F.col("orders") > 0, (F.col("revenue") / F.col("orders")).cast(MONEY_TYPE)),
         "converted": F.col("orders") > 0,
@@ -240,7 +240,7 @@ QUALITY_RULES = {
 def data_quality(day: dt.date, silver: dict[str, DataFrame], quarantine: DataFrame, report_time: dt.datetime) -> DataFrame:
     """One row per silver table for `day`: volume, null rates of required columns, duplicates,
     out-of-range rows, late events and quarantined records by reason, and freshness."""
-    rows = None
+    rows: list[DataFrame] = []
     for name, (key, time_column, topic, out_of_range) in QUALITY_RULES.items():
         df = silver[name]
         required = [c.name for c in schema.TABLES[name].columns if c.required]
@@ -263,5 +263,5 @@ def data_quality(day: dt.date, silver: dict[str, DataFrame], quarantine: DataFra
             "out_of_range_count", "late_event_count", F.coalesce("quarantine_by_reason", F.lit("{}")).alias("quarantine_by_reason"),
             (F.lit(int(report_time.timestamp())) - F.unix_seconds("newest")).alias("freshness_lag_seconds"),
         )
-        rows = row if rows is None else rows.unionByName(row)
-    return project(rows, schema.DATA_QUALITY)
+        rows.append(row)
+    return project(reduce(DataFrame.unionByName, rows), schema.DATA_QUALITY)

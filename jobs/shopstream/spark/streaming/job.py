@@ -33,6 +33,7 @@ from shopstream.spark import iceberg
 from shopstream import catalog, lake, results, schema, settings
 from shopstream.cli import add_result_file
 from shopstream.lake import LakeSettings
+from shopstream.spark import iceberg
 from shopstream.spark.streaming import transforms as T
 
 CATCH_UP = "catch-up"
@@ -173,7 +174,7 @@ class BatchWriter:
             WHEN MATCHED THEN UPDATE SET category = s.category, list_price = s.price
         """)
 
-    def _silver(self, spark, typed_records, steps: "StepTimer") -> None:
+    def _silver(self, spark, typed_records, steps: StepTimer) -> None:
         records = T.parse_and_validate(typed_records).persist()
         try:
             valid = records.where(F.col("reason").isNull()).dropDuplicates(["event_id"]).persist()
@@ -224,7 +225,10 @@ def progress_row(progress) -> dict:
         if source.endOffset:
             offsets.update(json.loads(source.endOffset) if isinstance(source.endOffset, str) else source.endOffset)
     watermark = (progress.eventTime or {}).get("watermark")
-    parse = lambda text: dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+    def parse(text: str | None) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
     return {
         "query_name": progress.name or str(progress.id),
         "run_id": str(progress.runId),
@@ -307,10 +311,10 @@ class StreamingApp:
         writer = (stream.writeStream.queryName(lake.STREAMING_QUERY).option("checkpointLocation", self.checkpoint)
                   .foreachBatch(writer))
         if self.args.trigger is None:
-            writer = writer.trigger(availableNow=True)
+            query = query.trigger(availableNow=True)
         else:
-            writer = writer.trigger(processingTime=self.args.trigger)
-        return writer.start()
+            query = query.trigger(processingTime=self.args.trigger)
+        return query.start()
 
     def run(self) -> int:
         spark = iceberg.spark_session(self.settings, "shopstream-streaming")
