@@ -46,13 +46,34 @@ def build_silver(catalog, events_per_day: int) -> int:
     """One simulated day of valid events, written as silver; returns the events written."""
     for table in (schema.PAGE_VIEWS, schema.PURCHASES, schema.USER_SESSIONS, schema.PRODUCTS, schema.QUARANTINE_TABLE):
         catalog.create_table(table.qualified, schema.iceberg_schema(table.columns))
-    shop = Shop(GeneratorConfig(seed=3, start_date=DAY, events_per_day=events_per_day, late_fraction=0.0,
-                                duplicate_fraction=0.0, malformed_fraction=0.0))
+    shop = Shop(
+        GeneratorConfig(
+            seed=3,
+            start_date=DAY,
+            events_per_day=events_per_day,
+            late_fraction=0.0,
+            duplicate_fraction=0.0,
+            malformed_fraction=0.0,
+        )
+    )
     products = {p.product_id: p for p in shop.products}
-    catalog.load_table(schema.PRODUCTS.qualified).append(pa.Table.from_pylist([
-        {"product_id": p.product_id, "name": p.name, "category": p.category, "brand": p.brand, "price": p.price,
-         "currency": "USD", "updated_at": dt.datetime.combine(DAY, dt.time(), dt.UTC)} for p in products.values()
-    ], schema.arrow_schema(schema.PRODUCT_COLUMNS)))
+    catalog.load_table(schema.PRODUCTS.qualified).append(
+        pa.Table.from_pylist(
+            [
+                {
+                    "product_id": p.product_id,
+                    "name": p.name,
+                    "category": p.category,
+                    "brand": p.brand,
+                    "price": p.price,
+                    "currency": "USD",
+                    "updated_at": dt.datetime.combine(DAY, dt.time(), dt.UTC),
+                }
+                for p in products.values()
+            ],
+            schema.arrow_schema(schema.PRODUCT_COLUMNS),
+        )
+    )
     clicks: list[dict] = []
     lines: list[dict] = []
     written = 0
@@ -61,7 +82,9 @@ def build_silver(catalog, events_per_day: int) -> int:
     def flush() -> None:
         for table, rows in ((schema.PAGE_VIEWS, clicks), (schema.PURCHASES, lines)):
             if rows:
-                catalog.load_table(table.qualified).append(pa.Table.from_pylist(rows, schema.arrow_schema(table.columns)))
+                catalog.load_table(table.qualified).append(
+                    pa.Table.from_pylist(rows, schema.arrow_schema(table.columns))
+                )
                 rows.clear()
 
     for record in shop.records():
@@ -69,7 +92,10 @@ def build_silver(catalog, events_per_day: int) -> int:
             continue
         e = json.loads(record.value, parse_float=Decimal)
         e["event_time"], e["ingest_time"] = _ts(e["event_time"]), _ts(e["ingest_time"])
-        s = sessions.setdefault(e["session_id"], defaultdict(int, user_id=e["user_id"], times=[], products=set(), order_ids=set(), revenue=Decimal(0)))
+        s = sessions.setdefault(
+            e["session_id"],
+            defaultdict(int, user_id=e["user_id"], times=[], products=set(), order_ids=set(), revenue=Decimal(0)),
+        )
         s["times"].append(e["event_time"])
         if e["event_type"] in (schema.PAGE_VIEW, schema.ADD_TO_CART):
             clicks.append({**e, "page_type": e.get("page_type", "product"), "event_date": e["event_time"].date()})
@@ -82,7 +108,15 @@ def build_silver(catalog, events_per_day: int) -> int:
         elif e["event_type"] == schema.PURCHASE:
             revenue = e["quantity"] * e["unit_price"] - e["discount"]
             p = products[e["product_id"]]
-            lines.append({**e, "revenue": revenue, "category": p.category, "list_price": p.price, "event_date": e["event_time"].date()})
+            lines.append(
+                {
+                    **e,
+                    "revenue": revenue,
+                    "category": p.category,
+                    "list_price": p.price,
+                    "event_date": e["event_time"].date(),
+                }
+            )
             s["order_ids"].add(e["order_id"])
             s["revenue"] += revenue
         else:
@@ -91,19 +125,38 @@ def build_silver(catalog, events_per_day: int) -> int:
         if len(clicks) >= CHUNK:
             flush()
     flush()
-    catalog.load_table(schema.USER_SESSIONS.qualified).append(pa.Table.from_pylist([
-        {"session_id": sid, "user_id": s["user_id"], "session_start": min(s["times"]), "session_end": max(s["times"]),
-         "duration_seconds": int((max(s["times"]) - min(s["times"])).total_seconds()), "device": s.get("device"),
-         "referrer": s.get("referrer"), "country": s.get("country"), "page_views": s["page_views"],
-         "products_viewed": len(s["products"]), "cart_adds": s["cart_adds"], "orders": len(s["order_ids"]),
-         "revenue": s["revenue"], "converted": bool(s["order_ids"]), "session_date": min(s["times"]).date()}
-        for sid, s in sessions.items()
-    ], schema.arrow_schema(schema.USER_SESSIONS.columns)))
+    catalog.load_table(schema.USER_SESSIONS.qualified).append(
+        pa.Table.from_pylist(
+            [
+                {
+                    "session_id": sid,
+                    "user_id": s["user_id"],
+                    "session_start": min(s["times"]),
+                    "session_end": max(s["times"]),
+                    "duration_seconds": int((max(s["times"]) - min(s["times"])).total_seconds()),
+                    "device": s.get("device"),
+                    "referrer": s.get("referrer"),
+                    "country": s.get("country"),
+                    "page_views": s["page_views"],
+                    "products_viewed": len(s["products"]),
+                    "cart_adds": s["cart_adds"],
+                    "orders": len(s["order_ids"]),
+                    "revenue": s["revenue"],
+                    "converted": bool(s["order_ids"]),
+                    "session_date": min(s["times"]).date(),
+                }
+                for sid, s in sessions.items()
+            ],
+            schema.arrow_schema(schema.USER_SESSIONS.columns),
+        )
+    )
     return written
 
 
 def data_files(catalog, table: schema.Table) -> list[str]:
-    return [task.file.file_path.removeprefix("file://") for task in catalog.load_table(table.qualified).scan().plan_files()]
+    return [
+        task.file.file_path.removeprefix("file://") for task in catalog.load_table(table.qualified).scan().plan_files()
+    ]
 
 
 def duckdb_numbers(catalog) -> tuple[dict, dict, float, float]:
@@ -113,10 +166,13 @@ def duckdb_numbers(catalog) -> tuple[dict, dict, float, float]:
     started = time.monotonic()
     sales = con.execute(
         "SELECT sum(revenue), count(DISTINCT order_id), sum(quantity), count(DISTINCT user_id) "
-        "FROM read_parquet(?) WHERE event_date = ?", [pu, DAY]).fetchall()[0]
+        "FROM read_parquet(?) WHERE event_date = ?",
+        [pu, DAY],
+    ).fetchall()[0]
     sales_seconds = time.monotonic() - started
     started = time.monotonic()
-    rows = con.execute("""
+    rows = con.execute(
+        """
         WITH v AS (SELECT product_id, count(*) AS views FROM read_parquet($pv)
                    WHERE event_date = $day AND event_type = 'page_view' AND page_type = 'product' GROUP BY 1),
              c AS (SELECT product_id, count(*) AS cart_adds FROM read_parquet($pv)
@@ -126,7 +182,8 @@ def duckdb_numbers(catalog) -> tuple[dict, dict, float, float]:
         SELECT product_id, coalesce(views, 0), coalesce(cart_adds, 0), coalesce(purchases, 0), coalesce(units, 0),
                coalesce(revenue, 0)
         FROM v FULL JOIN c USING (product_id) FULL JOIN b USING (product_id)""",
-        {"pv": pv, "pu": pu, "day": DAY}).fetchall()
+        {"pv": pv, "pu": pu, "day": DAY},
+    ).fetchall()
     product_seconds = time.monotonic() - started
     sales_dict = {"revenue": Decimal(sales[0]), "orders": sales[1], "units": int(sales[2]), "unique_buyers": sales[3]}
     products = {r[0]: (r[1], r[2], r[3], int(r[4]), Decimal(r[5])) for r in rows}
@@ -152,8 +209,10 @@ def measure(volume: int, workdir: Path) -> dict:
             result = job.run(spark, DAY)
             jobs[job.name] = {"seconds": round(time.monotonic() - started, 2), "rows": result["rows_written"]}
         gold_sales = spark.table(lake.table_ref(schema.GOLD_SALES_SUMMARY)).first()
-        gold_products = {r.product_id: (r.views, r.cart_adds, r.purchases, r.units, r.revenue)
-                         for r in spark.table(lake.table_ref(schema.GOLD_PRODUCT_ANALYTICS)).collect()}
+        gold_products = {
+            r.product_id: (r.views, r.cart_adds, r.purchases, r.units, r.revenue)
+            for r in spark.table(lake.table_ref(schema.GOLD_PRODUCT_ANALYTICS)).collect()
+        }
     finally:
         spark.stop()
     sales, products, duck_sales_s, duck_products_s = duckdb_numbers(catalog)
@@ -161,7 +220,9 @@ def measure(volume: int, workdir: Path) -> dict:
     spark_sales_s = jobs[schema.GOLD_SALES_SUMMARY]["seconds"]
     spark_products_s = jobs[schema.GOLD_PRODUCT_ANALYTICS]["seconds"]
     return {
-        "events": events, "silver_build_seconds": round(build_seconds, 1), "spark_startup_seconds": round(startup, 2),
+        "events": events,
+        "silver_build_seconds": round(build_seconds, 1),
+        "spark_startup_seconds": round(startup, 2),
         "jobs": jobs,
         "duckdb": {"sales_seconds": round(duck_sales_s, 3), "products_seconds": round(duck_products_s, 3)},
         "identical_numbers": identical,
@@ -173,8 +234,9 @@ def measure(volume: int, workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--volumes", type=int, nargs="+", default=[250_000, 1_000_000, 4_000_000],
-                        help="events per day for each run")
+    parser.add_argument(
+        "--volumes", type=int, nargs="+", default=[250_000, 1_000_000, 4_000_000], help="events per day for each run"
+    )
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
     runs: dict[str, dict] = {}

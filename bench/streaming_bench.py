@@ -35,22 +35,53 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def raw_consume_rate(bootstrap: str, topic: str, messages: int) -> dict:
     """Kafka's consumer performance tool reading `messages` records of `topic` from the start."""
     out = subprocess.run(
-        [java_executable(), "-Xmx1g", "-cp", str(jar_dir(KAFKA_BROKER) / "*"), "org.apache.kafka.tools.ConsumerPerformance",
-         "--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages), "--timeout", "120000"],
-        capture_output=True, text=True, check=True,
+        [
+            java_executable(),
+            "-Xmx1g",
+            "-cp",
+            str(jar_dir(KAFKA_BROKER) / "*"),
+            "org.apache.kafka.tools.ConsumerPerformance",
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--messages",
+            str(messages),
+            "--timeout",
+            "120000",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     header = [h.strip() for h in lines[-2].split(",")]
     values = [v.strip() for v in lines[-1].split(",")]
     row = dict(zip(header, values, strict=True))
-    return {"messages": int(row["data.consumed.in.nMsg"]), "messages_per_s": float(row["nMsg.sec"]),
-            "mb_per_s": float(row["MB.sec"]), "fetch_messages_per_s": float(row["fetch.nMsg.sec"])}
+    return {
+        "messages": int(row["data.consumed.in.nMsg"]),
+        "messages_per_s": float(row["nMsg.sec"]),
+        "mb_per_s": float(row["MB.sec"]),
+        "fetch_messages_per_s": float(row["fetch.nMsg.sec"]),
+    }
 
 
 def streaming_command(root: Path, bootstrap: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "shopstream", "streaming", "--bootstrap-servers", bootstrap,
-            "--catalog-uri", f"jdbc:sqlite:{root / 'catalog.db'}", "--warehouse", f"file://{root / 'warehouse'}",
-            "--checkpoint-dir", str(root / "checkpoints"), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "shopstream",
+        "streaming",
+        "--bootstrap-servers",
+        bootstrap,
+        "--catalog-uri",
+        f"jdbc:sqlite:{root / 'catalog.db'}",
+        "--warehouse",
+        f"file://{root / 'warehouse'}",
+        "--checkpoint-dir",
+        str(root / "checkpoints"),
+        *extra,
+    ]
 
 
 def catalog_for(root: Path):
@@ -60,13 +91,22 @@ def catalog_for(root: Path):
 def files_per_partition(root: Path) -> dict:
     catalog = catalog_for(root)
     out = {}
-    for name in (schema.BRONZE_EVENTS, schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS,
-                 schema.QUARANTINE):
+    for name in (
+        schema.BRONZE_EVENTS,
+        schema.SILVER_PAGE_VIEWS,
+        schema.SILVER_PURCHASES,
+        schema.SILVER_USER_SESSIONS,
+        schema.QUARANTINE,
+    ):
         files = catalog.load_table(schema.TABLES[name].qualified).inspect.files().to_pylist()
         per_partition = Counter(json.dumps(f["partition"], default=str, sort_keys=True) for f in files)
         counts = list(per_partition.values()) or [0]
-        out[name] = {"partitions": len(per_partition), "files": len(files), "max_files_per_partition": max(counts),
-                     "mean_files_per_partition": round(statistics.mean(counts), 1)}
+        out[name] = {
+            "partitions": len(per_partition),
+            "files": len(files),
+            "max_files_per_partition": max(counts),
+            "mean_files_per_partition": round(statistics.mean(counts), 1),
+        }
     return out
 
 
@@ -74,13 +114,18 @@ def throughput(workdir: Path, events: int, max_offsets: int) -> dict:
     broker = KafkaBroker(workdir / "kafka", port=free_port()).start()
     try:
         create_topics(broker.bootstrap_servers)
-        config = GeneratorConfig(seed=1, events_per_day=events, late_fraction=0.01, duplicate_fraction=0.01,
-                                 malformed_fraction=0.005)
+        config = GeneratorConfig(
+            seed=1, events_per_day=events, late_fraction=0.01, duplicate_fraction=0.01, malformed_fraction=0.005
+        )
         shop = Shop(config)
         print(f"producing about {events:,} events ...", flush=True)
         started = time.monotonic()
-        summary = send(itertools.chain(shop.catalog(), shop.records()), broker.bootstrap_servers,
-                       progress_total=events, show_progress=sys.stderr.isatty())
+        summary = send(
+            itertools.chain(shop.catalog(), shop.records()),
+            broker.bootstrap_servers,
+            progress_total=events,
+            show_progress=sys.stderr.isatty(),
+        )
         produce_seconds = time.monotonic() - started
         print(summary.render(produce_seconds), flush=True)
 
@@ -91,8 +136,12 @@ def throughput(workdir: Path, events: int, max_offsets: int) -> dict:
         (root / "warehouse").mkdir(parents=True)
         print("streaming catch-up ...", flush=True)
         started = time.monotonic()
-        subprocess.run(streaming_command(root, broker.bootstrap_servers, "--max-offsets-per-trigger", str(max_offsets)),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            streaming_command(root, broker.bootstrap_servers, "--max-offsets-per-trigger", str(max_offsets)),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         seconds = time.monotonic() - started
         progress = catalog_for(root).load_table(schema.PROGRESS.qualified).scan().to_arrow().to_pylist()
         batch_seconds = sum(p["batch_duration_ms"] for p in progress) / 1000
@@ -122,16 +171,38 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
     job = None
     try:
         create_topics(broker.bootstrap_servers)
-        job = subprocess.Popen(streaming_command(root, broker.bootstrap_servers, "--trigger", "10 seconds",
-                                                 "--starting-offsets", "earliest"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        job = subprocess.Popen(
+            streaming_command(
+                root, broker.bootstrap_servers, "--trigger", "10 seconds", "--starting-offsets", "earliest"
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(20)  # let the stream start before the clock that matters does
         print(f"freshness: live generator at {rate} events/s for {seconds}s, 10 s trigger ...", flush=True)
         generator = subprocess.run(
-            [sys.executable, "-m", "shopstream.events.generator", "--bootstrap-servers", broker.bootstrap_servers,
-             "--rate", str(rate), "--duration", str(seconds), "--no-progress", "--late-fraction", "0",
-             "--duplicate-fraction", "0", "--malformed-fraction", "0"],
-            check=True, capture_output=True, text=True)
+            [
+                sys.executable,
+                "-m",
+                "shopstream.events.generator",
+                "--bootstrap-servers",
+                broker.bootstrap_servers,
+                "--rate",
+                str(rate),
+                "--duration",
+                str(seconds),
+                "--no-progress",
+                "--late-fraction",
+                "0",
+                "--duplicate-fraction",
+                "0",
+                "--malformed-fraction",
+                "0",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         time.sleep(30)  # the last micro-batches
     finally:
         if job is not None:
@@ -143,7 +214,9 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
     seen: set[str] = set()
     lags = []
     for snap in snapshots:
-        rows = table.scan(snapshot_id=snap.snapshot_id, selected_fields=("event_id", "ingest_time")).to_arrow().to_pylist()
+        rows = (
+            table.scan(snapshot_id=snap.snapshot_id, selected_fields=("event_id", "ingest_time")).to_arrow().to_pylist()
+        )
         committed = dt.datetime.fromtimestamp(snap.timestamp_ms / 1000, dt.UTC)
         for row in rows:
             if row["event_id"] not in seen:
@@ -151,14 +224,22 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
                 lags.append((committed - row["ingest_time"]).total_seconds())
     lags.sort()
     q = statistics.quantiles(lags, n=100)
-    return {"events_measured": len(lags), "rate_events_per_s": rate, "trigger": "10 seconds",
-            "p50_seconds": round(q[49], 1), "p95_seconds": round(q[94], 1), "max_seconds": round(lags[-1], 1),
-            "generator": generator.stdout.splitlines()[0]}
+    return {
+        "events_measured": len(lags),
+        "rate_events_per_s": rate,
+        "trigger": "10 seconds",
+        "p50_seconds": round(q[49], 1),
+        "p95_seconds": round(q[94], 1),
+        "max_seconds": round(lags[-1], 1),
+        "generator": generator.stdout.splitlines()[0],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000, help="events to produce for the throughput run; 0 skips it")
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="events to produce for the throughput run; 0 skips it"
+    )
     parser.add_argument("--max-offsets-per-trigger", type=int, default=600_000)
     parser.add_argument("--freshness-seconds", type=int, default=180, help="0 skips the freshness run")
     parser.add_argument("--rate", type=float, default=100.0, help="live generator rate for the freshness run")
@@ -171,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             result["throughput"] = throughput(Path(tmp), args.events, args.max_offsets_per_trigger)
         if args.freshness_seconds:
             result["freshness"] = freshness(Path(tmp), args.freshness_seconds, args.rate)
-    (RESULTS / ("streaming.json" if args.events else "streaming-freshness.json")).write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / ("streaming.json" if args.events else "streaming-freshness.json")).write_text(
+        json.dumps(result, indent=2) + "\n"
+    )
     print(json.dumps(result, indent=2))
     return 0
 

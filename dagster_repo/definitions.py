@@ -43,8 +43,12 @@ def local_resources() -> dict[str, dg.ConfigurableResource]:
     """The embedded default: values from the settings (their defaults when unset)."""
     lake = LakeResource.from_settings()
     kafka = KafkaResource(bootstrap_servers=settings.KAFKA_BOOTSTRAP.read() or "")
-    return {"lake": lake, "kafka": kafka, "spark_launcher": LocalSparkLauncher(lake=lake, kafka=kafka),
-            "streaming": StreamingJob(**StreamingJob.thresholds_from_settings())}
+    return {
+        "lake": lake,
+        "kafka": kafka,
+        "spark_launcher": LocalSparkLauncher(lake=lake, kafka=kafka),
+        "streaming": StreamingJob.from_settings(),
+    }
 
 
 def kubernetes_resources() -> dict[str, dg.ConfigurableResource]:
@@ -54,22 +58,37 @@ def kubernetes_resources() -> dict[str, dg.ConfigurableResource]:
     def env(setting: settings.Setting) -> dg.EnvVar:
         return dg.EnvVar(setting.variable)
 
-    lake = LakeResource(home=str(settings.home()), catalog_uri=env(settings.CATALOG_URI), warehouse=env(settings.WAREHOUSE),
-                        catalog_user=env(settings.CATALOG_USER), catalog_password=env(settings.CATALOG_PASSWORD),
-                        s3_endpoint=env(settings.S3_ENDPOINT), s3_region=env(settings.S3_REGION),
-                        checkpoint_dir=env(settings.CHECKPOINT_DIR))
-    applications = SparkApplicationsClient(namespace=env(settings.SPARK_NAMESPACE),
-                                           kubeconfig_file=settings.KUBECONFIG.read() or "")
-    optional = {"image": settings.SPARK_IMAGE, "spark_version": settings.SPARK_VERSION,
-                "service_account": settings.SPARK_SERVICE_ACCOUNT, "env_configmap": settings.SPARK_ENV_CONFIGMAP,
-                "env_secret": settings.SPARK_ENV_SECRET}
-    launcher = KubernetesSparkLauncher(lake=lake, applications=applications,
-                                       application_defaults=env(settings.SPARK_APP_DEFAULTS),
-                                       **{field: s.read() for field, s in optional.items() if s.read()})
-    return {"lake": lake, "kafka": KafkaResource(bootstrap_servers=env(settings.KAFKA_BOOTSTRAP)),
-            "spark_launcher": launcher,
-            "streaming": StreamingSparkApplication(application=env(settings.STREAMING_APP), applications=applications,
-                                                   **StreamingJob.thresholds_from_settings())}
+    lake = LakeResource(
+        home=str(settings.home()),
+        catalog_uri=env(settings.CATALOG_URI),
+        warehouse=env(settings.WAREHOUSE),
+        catalog_user=env(settings.CATALOG_USER),
+        catalog_password=env(settings.CATALOG_PASSWORD),
+        s3_endpoint=env(settings.S3_ENDPOINT),
+        s3_region=env(settings.S3_REGION),
+        checkpoint_dir=env(settings.CHECKPOINT_DIR),
+    )
+    applications = SparkApplicationsClient(
+        namespace=env(settings.SPARK_NAMESPACE), kubeconfig_file=settings.KUBECONFIG.read() or ""
+    )
+    launcher = KubernetesSparkLauncher(
+        lake=lake,
+        applications=applications,
+        application_defaults=env(settings.SPARK_APP_DEFAULTS),
+        image=settings.SPARK_IMAGE.read() or "",
+        spark_version=settings.SPARK_VERSION.read() or "",
+        service_account=settings.SPARK_SERVICE_ACCOUNT.read() or "",
+        env_configmap=settings.SPARK_ENV_CONFIGMAP.read() or "",
+        env_secret=settings.SPARK_ENV_SECRET.read() or "",
+    )
+    return {
+        "lake": lake,
+        "kafka": KafkaResource(bootstrap_servers=env(settings.KAFKA_BOOTSTRAP)),
+        "spark_launcher": launcher,
+        "streaming": StreamingSparkApplication.from_settings(
+            application=env(settings.STREAMING_APP), applications=applications
+        ),
+    }
 
 
 def build_definitions(mode: str, resources: dict[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:

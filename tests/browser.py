@@ -49,9 +49,22 @@ class Browser:
     def __enter__(self) -> Browser:
         self.profile = tempfile.TemporaryDirectory(prefix="chromium-")
         self.process = subprocess.Popen(
-            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0",
-             f"--user-data-dir={self.profile.name}", f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            [
+                chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.profile.name}",
+                f"--window-size={self.size[0]},{self.size[1]}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         # Chromium prints its DevTools endpoint once it listens; the page target is found from there.
         for line in self.process.stderr:
             if line.startswith("DevTools listening on "):
@@ -96,7 +109,9 @@ class Browser:
                 return reply.get("result", {})
 
     def text(self) -> str:
-        result = self.call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''", returnByValue=True)
+        result = self.call(
+            "Runtime.evaluate", expression="document.body ? document.body.innerText : ''", returnByValue=True
+        )
         return result["result"].get("value", "")
 
     def open(self, url: str, expect: list[str], screenshot: Path | None = None, timeout: float = 90) -> str:
@@ -129,16 +144,29 @@ def check_gold_in_dagster_ui(base_url: str, location: str, run_id: str, out: Pat
     from dagster_repo.defs.checks import RULES
     from shopstream import schema
 
-    gold = [schema.GOLD_CUSTOMER_ANALYTICS, schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY,
-            schema.GOLD_PRODUCT_ANALYTICS, schema.SILVER_DATA_QUALITY_REPORT]
+    gold = [
+        schema.GOLD_CUSTOMER_ANALYTICS,
+        schema.GOLD_SALES_SUMMARY,
+        schema.GOLD_SALES_BY_CATEGORY,
+        schema.GOLD_PRODUCT_ANALYTICS,
+        schema.SILVER_DATA_QUALITY_REPORT,
+    ]
     passed = sorted({f"{len(rules)} / {len(rules)} Passed" for rules in RULES.values()})
     with Browser(height=2400) as browser:  # tall enough for the whole gold graph
-        browser.open(f"{base_url}/locations/{location}/asset-groups/gold", expect=gold + passed,
-                     screenshot=out / "asset-graph.png")
+        browser.open(
+            f"{base_url}/locations/{location}/asset-groups/gold",
+            expect=gold + passed,
+            screenshot=out / "asset-graph.png",
+        )
         checks = [rule.__name__ for rule in RULES[schema.GOLD_SALES_SUMMARY]]
-        browser.open(f"{base_url}/assets/{schema.GOLD_SALES_SUMMARY}?view=checks", expect=[*checks, "Passed"],
-                     screenshot=out / "checks.png")
+        browser.open(
+            f"{base_url}/assets/{schema.GOLD_SALES_SUMMARY}?view=checks",
+            expect=[*checks, "Passed"],
+            screenshot=out / "checks.png",
+        )
         total = sum(len(rules) for rules in RULES.values())
-        browser.open(f"{base_url}/runs/{run_id}",
-                     expect=["Success", "silver_to_gold_processing", f"{len(gold)} assets", f"{total} checks", "RUN_SUCCESS"],
-                     screenshot=out / "run.png")
+        browser.open(
+            f"{base_url}/runs/{run_id}",
+            expect=["Success", "silver_to_gold_processing", f"{len(gold)} assets", f"{total} checks", "RUN_SUCCESS"],
+            screenshot=out / "run.png",
+        )

@@ -22,8 +22,7 @@ def records(**changes):
 @pytest.fixture(scope="module")
 def day():
     """About 60k events with generous fault fractions, so the fractions can be measured."""
-    return records(seed=11, events_per_day=60_000, late_fraction=0.05, duplicate_fraction=0.04,
-                   malformed_fraction=0.03)
+    return records(seed=11, events_per_day=60_000, late_fraction=0.05, duplicate_fraction=0.04, malformed_fraction=0.03)
 
 
 def within(observed: int, trials: int, p: float, sigmas: float = 4.0) -> bool:
@@ -101,8 +100,12 @@ def test_malformed_records_really_are_malformed(day):
             assert body.get("quantity") == "three" or body["event_time"] == "yesterday afternoon"
         elif r.reason == schema.REASON_OUT_OF_RANGE:
             assert body["unit_price"] < 0
-    assert set(reasons) == {schema.REASON_BAD_JSON, schema.REASON_MISSING_FIELD, schema.REASON_BAD_TYPE,
-                            schema.REASON_OUT_OF_RANGE}
+    assert set(reasons) == {
+        schema.REASON_BAD_JSON,
+        schema.REASON_MISSING_FIELD,
+        schema.REASON_BAD_TYPE,
+        schema.REASON_OUT_OF_RANGE,
+    }
 
 
 def _sessions(recs):
@@ -116,8 +119,11 @@ def _sessions(recs):
 
 def test_funnel_steps_follow_their_probabilities():
     funnel = Funnel()
-    shop = Shop(GeneratorConfig(seed=12, events_per_day=30_000, late_fraction=0.0, duplicate_fraction=0.0,
-                                malformed_fraction=0.0))
+    shop = Shop(
+        GeneratorConfig(
+            seed=12, events_per_day=30_000, late_fraction=0.0, duplicate_fraction=0.0, malformed_fraction=0.0
+        )
+    )
     profiles = {u.user_id: u.profile for u in shop.users}
     sessions = _sessions(shop.records())
     cart_pages = checkouts = orders = 0
@@ -146,11 +152,15 @@ def test_funnel_steps_follow_their_probabilities():
 def test_funnel_settings_change_conversion():
     never = records(seed=9, events_per_day=5000, funnel=Funnel(purchase=0.0))
     assert not any(r.event_type == schema.PURCHASE for r in never)
-    eager = records(seed=9, events_per_day=5000, malformed_fraction=0.0, funnel=Funnel(view_cart=1, checkout=1, purchase=1))
+    eager = records(
+        seed=9, events_per_day=5000, malformed_fraction=0.0, funnel=Funnel(view_cart=1, checkout=1, purchase=1)
+    )
     for events in _sessions(eager).values():
         carted = any(e["event_type"] == schema.ADD_TO_CART for e in events)
         pages = [e.get("page_type") for e in events]
-        assert carted == ("cart" in pages) == ("checkout" in pages), "with those steps certain, a cart leads to checkout"
+        assert carted == ("cart" in pages) == ("checkout" in pages), (
+            "with those steps certain, a cart leads to checkout"
+        )
 
 
 def test_funnel_and_config_validation():
@@ -184,8 +194,18 @@ def test_summary_counts_match_records(day):
 
 def test_cli_help_and_usage_errors(capsys):
     help_text = build_parser().format_help()
-    for flag in ("--start-date", "--days", "--events-per-day", "--rate", "--seed", "--late-fraction",
-                 "--duplicate-fraction", "--malformed-fraction", "--funnel", "--bootstrap-servers"):
+    for flag in (
+        "--start-date",
+        "--days",
+        "--events-per-day",
+        "--rate",
+        "--seed",
+        "--late-fraction",
+        "--duplicate-fraction",
+        "--malformed-fraction",
+        "--funnel",
+        "--bootstrap-servers",
+    ):
         assert flag in help_text
     with pytest.raises(SystemExit) as exc:
         generator_main(["--start-date", "2026-13-01"])
@@ -204,8 +224,24 @@ def test_cli_dry_run_summary_file(tmp_path, capsys):
 
 def test_live_mode_sends_at_the_requested_rate_from_the_start(tmp_path):
     out = tmp_path / "summary.json"
-    code = generator_main(["--dry-run", "--no-progress", "--rate", "50", "--duration", "10", "--late-fraction", "0",
-                           "--duplicate-fraction", "0", "--malformed-fraction", "0", "--summary-file", str(out)])
+    code = generator_main(
+        [
+            "--dry-run",
+            "--no-progress",
+            "--rate",
+            "50",
+            "--duration",
+            "10",
+            "--late-fraction",
+            "0",
+            "--duplicate-fraction",
+            "0",
+            "--malformed-fraction",
+            "0",
+            "--summary-file",
+            str(out),
+        ]
+    )
     assert code == 0
     summary = json.loads(out.read_text())
     # 50 events/s for 10 s, sessions already under way when sending starts (Poisson noise allowed).
@@ -251,7 +287,9 @@ def test_generator_waits_for_a_broker_that_starts_late(capsys):
 def test_generator_gives_up_at_its_deadline_with_the_attempts_named():
     clock = _Clock()
     factory, calls = _broker_after(failures=10**6)
-    with pytest.raises(GeneratorError, match=r"cannot reach Kafka at kafka:9092: no broker answered \(8 attempts in 100s\)"):
+    with pytest.raises(
+        GeneratorError, match=r"cannot reach Kafka at kafka:9092: no broker answered \(8 attempts in 100s\)"
+    ):
         make_producer("kafka:9092", 100, factory=factory, sleep=clock.sleep, clock=lambda: clock.now)
     assert clock.sleeps == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]  # capped at 30 s; one more would pass 100 s
     assert len(calls) == 8

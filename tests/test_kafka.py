@@ -38,14 +38,27 @@ def consume_all(bootstrap: str, topic: str) -> list:
 
 def test_generator_round_trip_exact_counts(kafka_broker, tmp_path):
     summary_file = tmp_path / "summary.json"
-    code = generator_main(["--bootstrap-servers", kafka_broker.bootstrap_servers, "--events-per-day", "3000",
-                           "--seed", "21", "--no-progress", "--summary-file", str(summary_file)])
+    code = generator_main(
+        [
+            "--bootstrap-servers",
+            kafka_broker.bootstrap_servers,
+            "--events-per-day",
+            "3000",
+            "--seed",
+            "21",
+            "--no-progress",
+            "--summary-file",
+            str(summary_file),
+        ]
+    )
     assert code == 0
     summary = json.loads(summary_file.read_text())
     raw = consume_all(kafka_broker.bootstrap_servers, schema.TOPIC_RAW_EVENTS)
     assert len(raw) == summary["events_sent"]
-    typed = {t: consume_all(kafka_broker.bootstrap_servers, t)
-             for t in (schema.TOPIC_PAGE_VIEWS, schema.TOPIC_PURCHASES, schema.TOPIC_USER_SESSIONS)}
+    typed = {
+        t: consume_all(kafka_broker.bootstrap_servers, t)
+        for t in (schema.TOPIC_PAGE_VIEWS, schema.TOPIC_PURCHASES, schema.TOPIC_USER_SESSIONS)
+    }
     assert sum(len(m) for m in typed.values()) == summary["events_sent"]
     assert summary["messages_sent"] == 2 * summary["events_sent"] + summary["products"]
     # Every valid event reached its typed topic, keyed by its user.

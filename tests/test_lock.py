@@ -51,8 +51,11 @@ def lock_entries() -> dict[str, tuple[str, list[str]]]:
 def test_every_pin_is_in_the_lock():
     pins, entries = pyproject_pins(), lock_entries()
     assert {"dagster", "pyspark", "pytest", "ruff", "mypy", "uv", "setuptools"} <= pins.keys()
-    wrong = {name: (version, entries.get(name, ("missing",))[0]) for name, version in pins.items()
-             if entries.get(name, ("missing",))[0] != version}
+    wrong = {
+        name: (version, entries.get(name, ("missing",))[0])
+        for name, version in pins.items()
+        if entries.get(name, ("missing",))[0] != version
+    }
     assert not wrong, f"pyproject.toml and requirements.lock disagree (pin, lock): {wrong}; run `make lock`"
 
 

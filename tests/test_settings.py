@@ -22,7 +22,11 @@ STAGE_VARIABLES = {"SHOPSTREAM_KEEP_CLUSTER", "SHOPSTREAM_PLATFORM_VALUES"}
 
 def product_files():
     for folder in ("jobs", "dagster_repo", "charts", "images", "docs", "bench"):
-        yield from (p for p in (REPO / folder).rglob("*") if p.is_file() and p.suffix in {".py", ".yaml", ".tpl", ".md", ".txt", ""})
+        yield from (
+            p
+            for p in (REPO / folder).rglob("*")
+            if p.is_file() and p.suffix in {".py", ".yaml", ".tpl", ".md", ".txt", ""}
+        )
     yield from (REPO / name for name in ("README.md", "Makefile", "skaffold.yaml"))
 
 
@@ -36,8 +40,12 @@ def test_every_variable_named_in_the_product_is_a_declared_setting():
 
 def test_only_the_settings_module_reads_the_environment_for_them():
     reads = re.compile(r"(environ|getenv)[^\n]{0,40}SHOPSTREAM_")
-    readers = [str(p.relative_to(REPO)) for folder in ("jobs", "dagster_repo") for p in (REPO / folder).rglob("*.py")
-               if reads.search(p.read_text()) and p.name != "settings.py"]
+    readers = [
+        str(p.relative_to(REPO))
+        for folder in ("jobs", "dagster_repo")
+        for p in (REPO / folder).rglob("*.py")
+        if reads.search(p.read_text()) and p.name != "settings.py"
+    ]
     assert readers == []
 
 
@@ -73,6 +81,8 @@ def test_a_bad_number_names_its_variable():
 
 
 def test_the_table_of_settings_is_printable():
-    listing = subprocess.run([sys.executable, "-m", "shopstream.settings"], capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        [sys.executable, "-m", "shopstream.settings"], capture_output=True, text=True, check=True
+    ).stdout
     assert [line.split()[0] for line in listing.splitlines()] == [s.variable for s in settings.ALL]
     assert "SHOPSTREAM_HOME" in listing and "[default: .demo]" in listing

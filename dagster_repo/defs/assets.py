@@ -26,8 +26,9 @@ GOLD_GROUP, SILVER_GROUP, OPS_GROUP = "gold", "silver", "operations"
 
 
 def column_schema(name: str) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(c.name, c.type, description=c.doc or None)
-                                   for c in schema.TABLES[name].columns])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(c.name, c.type, description=c.doc or None) for c in schema.TABLES[name].columns]
+    )
 
 
 def table_metadata(name: str) -> dict:
@@ -38,8 +39,12 @@ def table_metadata(name: str) -> dict:
 
 
 def silver_source(name: str) -> dg.SourceAsset:
-    @dg.observable_source_asset(name=name, group_name=SILVER_GROUP, metadata=table_metadata(name),
-                                description=f"{name}, written continuously by the streaming job; observed from Iceberg.")
+    @dg.observable_source_asset(
+        name=name,
+        group_name=SILVER_GROUP,
+        metadata=table_metadata(name),
+        description=f"{name}, written continuously by the streaming job; observed from Iceberg.",
+    )
     def observe(context, lake: LakeResource) -> dg.ObserveResult:
         iceberg = lake.catalog()
         identifier = schema.TABLES[name].qualified
@@ -48,12 +53,16 @@ def silver_source(name: str) -> dg.SourceAsset:
         snapshot = iceberg.load_table(identifier).current_snapshot()
         if snapshot is None:
             return dg.ObserveResult(data_version=dg.DataVersion("empty"), metadata={"dagster/row_count": 0})
-        committed = dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.timezone.utc)
+        committed = dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.UTC)
         return dg.ObserveResult(
             data_version=dg.DataVersion(str(snapshot.snapshot_id)),
-            metadata={"dagster/row_count": int(snapshot.summary.additional_properties.get("total-records", 0)),
-                      "snapshot_id": str(snapshot.snapshot_id), "last_snapshot_time": committed.isoformat(),
-                      "last_operation": str(snapshot.summary.operation.value)})
+            metadata={
+                "dagster/row_count": int(snapshot.summary.additional_properties.get("total-records", 0)),
+                "snapshot_id": str(snapshot.snapshot_id),
+                "last_snapshot_time": committed.isoformat(),
+                "last_operation": str(snapshot.summary.operation.value),
+            },
+        )
 
     return observe
 
@@ -66,18 +75,34 @@ SILVER_ASSETS = [silver_source(name) for name in SILVER_TABLES]
 
 def gold_asset(job: catalog.Job, retry_policy: dg.RetryPolicy = GOLD_RETRY_POLICY) -> dg.AssetsDefinition:
     """The gold tables one batch job writes, materialized together for a date by launching it."""
-    specs = [dg.AssetSpec(table, deps=list(job.reads), group_name=GOLD_GROUP, kinds={"spark", "iceberg"},
-                          description=f"{table}: {job.description}", metadata=table_metadata(table))
-             for table in job.writes]
+    specs = [
+        dg.AssetSpec(
+            table,
+            deps=list(job.reads),
+            group_name=GOLD_GROUP,
+            kinds={"spark", "iceberg"},
+            description=f"{table}: {job.description}",
+            metadata=table_metadata(table),
+        )
+        for table in job.writes
+    ]
 
-    @dg.multi_asset(name=job.name, specs=specs, partitions_def=DAILY, retry_policy=retry_policy,
-                    description=f"`python -m shopstream {job.name} --date <partition>`, through the Spark launcher.")
+    @dg.multi_asset(
+        name=job.name,
+        specs=specs,
+        partitions_def=DAILY,
+        retry_policy=retry_policy,
+        description=f"`python -m shopstream {job.name} --date <partition>`, through the Spark launcher.",
+    )
     def materialize(context: dg.AssetExecutionContext, config: SparkJobConfig, spark_launcher: SparkLauncher):
-        launch = spark_launcher.run(context, job.name, ["--date", context.partition_key], config,
-                                    labels={sa.LABEL_ASSET: job.name})
+        launch = spark_launcher.run(
+            context, job.name, ["--date", context.partition_key], config, labels={sa.LABEL_ASSET: job.name}
+        )
         rows = (launch.result or {}).get("rows_written", {})
         for table in job.writes:
-            yield dg.MaterializeResult(asset_key=table, metadata={**launch.metadata(), "dagster/row_count": rows.get(table, 0)})
+            yield dg.MaterializeResult(
+                asset_key=table, metadata={**launch.metadata(), "dagster/row_count": rows.get(table, 0)}
+            )
 
     return materialize
 
@@ -89,19 +114,27 @@ GOLD_TABLES = tuple(table for job in catalog.DAILY for table in job.writes)
 # -- operations ----------------------------------------------------------------------------------
 
 
-def measure_streaming(lake: LakeResource, kafka: KafkaResource, streaming: StreamingJob,
-                      log=None) -> health.StreamingHealth:
-    return health.measure(lake.settings(), kafka.bootstrap_servers, lake.checkpoint(),
-                          lambda: streaming.application_state(log))
+def measure_streaming(
+    lake: LakeResource, kafka: KafkaResource, streaming: StreamingJob, log=None
+) -> health.StreamingHealth:
+    return health.measure(
+        lake.settings(), kafka.bootstrap_servers, lake.checkpoint(), lambda: streaming.application_state(log)
+    )
 
 
-@dg.asset(group_name=OPS_GROUP, kinds={"kafka", "iceberg"},
-          check_specs=[dg.AssetCheckSpec("streaming_progress_is_recent", asset="streaming_health_monitor"),
-                       dg.AssetCheckSpec("consumer_lag_within_limit", asset="streaming_health_monitor")],
-          description="The streaming job's health: age of its last progress record, consumer lag against the "
-                      "checkpoint, and the streaming SparkApplication's state in kubernetes mode.")
-def streaming_health_monitor(context: dg.AssetExecutionContext, lake: LakeResource, kafka: KafkaResource,
-                             streaming: StreamingJob):
+@dg.asset(
+    group_name=OPS_GROUP,
+    kinds={"kafka", "iceberg"},
+    check_specs=[
+        dg.AssetCheckSpec("streaming_progress_is_recent", asset="streaming_health_monitor"),
+        dg.AssetCheckSpec("consumer_lag_within_limit", asset="streaming_health_monitor"),
+    ],
+    description="The streaming job's health: age of its last progress record, consumer lag against the "
+    "checkpoint, and the streaming SparkApplication's state in kubernetes mode.",
+)
+def streaming_health_monitor(
+    context: dg.AssetExecutionContext, lake: LakeResource, kafka: KafkaResource, streaming: StreamingJob
+):
     measured = measure_streaming(lake, kafka, streaming, context.log.warning)
     limits = streaming.thresholds()
     for problem in measured.errors:
@@ -111,33 +144,60 @@ def streaming_health_monitor(context: dg.AssetExecutionContext, lake: LakeResour
     return dg.MaterializeResult(
         metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in metadata.items()},
         check_results=[
-            dg.AssetCheckResult(check_name="streaming_progress_is_recent", passed=progress is None,
-                                description=progress or "progress is recent",
-                                metadata={"progress_age_seconds": metadata.get("progress_age_seconds", -1),
-                                          "limit_seconds": limits.max_progress_age_seconds}),
-            dg.AssetCheckResult(check_name="consumer_lag_within_limit", passed=lag is None,
-                                description=lag or "lag is within the limit",
-                                metadata={"total_lag": metadata.get("total_lag", -1), "limit": limits.max_lag}),
+            dg.AssetCheckResult(
+                check_name="streaming_progress_is_recent",
+                passed=progress is None,
+                description=progress or "progress is recent",
+                metadata={
+                    "progress_age_seconds": metadata.get("progress_age_seconds", -1),
+                    "limit_seconds": limits.max_progress_age_seconds,
+                },
+            ),
+            dg.AssetCheckResult(
+                check_name="consumer_lag_within_limit",
+                passed=lag is None,
+                description=lag or "lag is within the limit",
+                metadata={"total_lag": metadata.get("total_lag", -1), "limit": limits.max_lag},
+            ),
         ],
     )
 
 
 class MaintenanceConfig(SparkJobConfig):
-    expire_older_than_hours: float = Field(168.0, description="expire snapshots older than this")
-    retain_last: int = Field(10, description="always keep this many newest snapshots")
-    orphan_older_than_hours: float = Field(72.0, description="remove unreferenced files older than this")
+    expire_older_than_hours: float = Field(default=168.0, description="expire snapshots older than this")
+    retain_last: int = Field(default=10, description="always keep this many newest snapshots")
+    orphan_older_than_hours: float = Field(default=72.0, description="remove unreferenced files older than this")
 
 
-@dg.asset(group_name=OPS_GROUP, kinds={"spark", "iceberg"}, deps=[*SILVER_TABLES, *GOLD_TABLES],
-          description="Iceberg maintenance: compacts the small files of closed day partitions (never the days the "
-                      "streaming job may still write), expires old snapshots, removes orphan files.")
-def iceberg_table_maintenance(context: dg.AssetExecutionContext, config: MaintenanceConfig, spark_launcher: SparkLauncher):
-    launch = spark_launcher.run(context, "maintenance", [
-        "--expire-older-than-hours", str(config.expire_older_than_hours), "--retain-last", str(config.retain_last),
-        "--orphan-older-than-hours", str(config.orphan_older_than_hours)], config)
+@dg.asset(
+    group_name=OPS_GROUP,
+    kinds={"spark", "iceberg"},
+    deps=[*SILVER_TABLES, *GOLD_TABLES],
+    description="Iceberg maintenance: compacts the small files of closed day partitions (never the days the "
+    "streaming job may still write), expires old snapshots, removes orphan files.",
+)
+def iceberg_table_maintenance(
+    context: dg.AssetExecutionContext, config: MaintenanceConfig, spark_launcher: SparkLauncher
+):
+    launch = spark_launcher.run(
+        context,
+        "maintenance",
+        [
+            "--expire-older-than-hours",
+            str(config.expire_older_than_hours),
+            "--retain-last",
+            str(config.retain_last),
+            "--orphan-older-than-hours",
+            str(config.orphan_older_than_hours),
+        ],
+        config,
+    )
     tables = (launch.result or {}).get("tables", {})
-    metadata = {**launch.metadata(), "closed_before": (launch.result or {}).get("closed_before", ""),
-                "tables": dg.MetadataValue.json(tables),
-                "files_rewritten": sum(t.get("rewritten_files", 0) for t in tables.values()),
-                "orphan_files_removed": sum(t.get("orphan_files_removed", 0) for t in tables.values())}
+    metadata = {
+        **launch.metadata(),
+        "closed_before": (launch.result or {}).get("closed_before", ""),
+        "tables": dg.MetadataValue.json(tables),
+        "files_rewritten": sum(t.get("rewritten_files", 0) for t in tables.values()),
+        "orphan_files_removed": sum(t.get("orphan_files_removed", 0) for t in tables.values()),
+    }
     return dg.MaterializeResult(metadata=metadata)

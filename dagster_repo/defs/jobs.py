@@ -9,8 +9,8 @@ same jobs from the UI.
 the manner of dagster-k8s's `k8s_job_op`; `streaming_catch_up` uses it.
 """
 
-
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
@@ -23,31 +23,49 @@ from dagster_repo.monitoring import health
 from shopstream import schema, settings
 from shopstream.catalog import JOBS
 
+if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the class
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
 silver_to_gold_processing = dg.define_asset_job(
-    "silver_to_gold_processing", selection=dg.AssetSelection.groups(GOLD_GROUP),
-    description="Every gold table for a date, with its checks.")
+    "silver_to_gold_processing",
+    selection=dg.AssetSelection.groups(GOLD_GROUP),
+    description="Every gold table for a date, with its checks.",
+)
 customer_analytics_processing = dg.define_asset_job(
-    "customer_analytics_processing", selection=dg.AssetSelection.assets(schema.GOLD_CUSTOMER_ANALYTICS),
-    description="Customer analytics for a date, with its checks.")
+    "customer_analytics_processing",
+    selection=dg.AssetSelection.assets(schema.GOLD_CUSTOMER_ANALYTICS),
+    description="Customer analytics for a date, with its checks.",
+)
 sales_analytics_processing = dg.define_asset_job(
     "sales_analytics_processing",
-    selection=dg.AssetSelection.assets(schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY,
-                                       schema.GOLD_PRODUCT_ANALYTICS),
-    description="Sales summary, sales by category and product analytics for a date, with checks.")
+    selection=dg.AssetSelection.assets(
+        schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY, schema.GOLD_PRODUCT_ANALYTICS
+    ),
+    description="Sales summary, sales by category and product analytics for a date, with checks.",
+)
 iceberg_maintenance = dg.define_asset_job(
-    "iceberg_maintenance", selection=dg.AssetSelection.assets("iceberg_table_maintenance"),
-    description="Compact closed partitions, expire snapshots, remove orphan files.")
+    "iceberg_maintenance",
+    selection=dg.AssetSelection.assets("iceberg_table_maintenance"),
+    description="Compact closed partitions, expire snapshots, remove orphan files.",
+)
 
 SCHEDULES = [
-    dg.build_schedule_from_partitioned_job(silver_to_gold_processing, name="daily_gold_processing_schedule",
-                                           hour_of_day=2, minute_of_hour=0,
-                                           default_status=dg.DefaultScheduleStatus.RUNNING),
-    dg.build_schedule_from_partitioned_job(customer_analytics_processing, name="customer_analytics_schedule",
-                                           hour_of_day=3, minute_of_hour=0),
-    dg.build_schedule_from_partitioned_job(sales_analytics_processing, name="sales_analytics_schedule",
-                                           hour_of_day=4, minute_of_hour=0),
-    dg.ScheduleDefinition(name="weekly_maintenance_schedule", job=iceberg_maintenance, cron_schedule="0 5 * * 0",
-                          execution_timezone="UTC"),
+    dg.build_schedule_from_partitioned_job(
+        silver_to_gold_processing,
+        name="daily_gold_processing_schedule",
+        hour_of_day=2,
+        minute_of_hour=0,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    ),
+    dg.build_schedule_from_partitioned_job(
+        customer_analytics_processing, name="customer_analytics_schedule", hour_of_day=3, minute_of_hour=0
+    ),
+    dg.build_schedule_from_partitioned_job(
+        sales_analytics_processing, name="sales_analytics_schedule", hour_of_day=4, minute_of_hour=0
+    ),
+    dg.ScheduleDefinition(
+        name="weekly_maintenance_schedule", job=iceberg_maintenance, cron_schedule="0 5 * * 0", execution_timezone="UTC"
+    ),
 ]
 
 
@@ -59,11 +77,15 @@ class SparkApplicationOpConfig(SparkJobConfig):
     arguments: list[str] = Field(default_factory=list, description="its arguments (python -m shopstream <job> --help)")
 
 
-@dg.op(description="Runs one project Spark job through the launcher (a SparkApplication in kubernetes mode, "
-                   "local Spark otherwise) and returns its JSON result.",
-       ins={"start_after": dg.In(dg.Nothing, description="optional: ops that must finish first")},
-       out=dg.Out(dict, description="the job's result"))
-def spark_application_op(context: dg.OpExecutionContext, config: SparkApplicationOpConfig, spark_launcher: SparkLauncher):
+@dg.op(
+    description="Runs one project Spark job through the launcher (a SparkApplication in kubernetes mode, "
+    "local Spark otherwise) and returns its JSON result.",
+    ins={"start_after": dg.In(dg.Nothing, description="optional: ops that must finish first")},
+    out=dg.Out(dict, description="the job's result"),
+)
+def spark_application_op(
+    context: dg.OpExecutionContext, config: SparkApplicationOpConfig, spark_launcher: SparkLauncher
+):
     if config.job not in JOBS:
         raise dg.Failure(description=f"unknown job {config.job!r}; jobs: {', '.join(JOBS)}")
     launch = spark_launcher.run(context, config.job, list(config.arguments), config)
@@ -71,20 +93,26 @@ def spark_application_op(context: dg.OpExecutionContext, config: SparkApplicatio
     return launch.result or {}
 
 
-@dg.op(description="Refuses to replay while the long-running streaming application owns the checkpoint.",
-       out=dg.Out(dg.Nothing))
+@dg.op(
+    description="Refuses to replay while the long-running streaming application owns the checkpoint.",
+    out=dg.Out(dg.Nothing),
+)
 def ensure_stream_is_stopped(context: dg.OpExecutionContext, streaming: StreamingJob) -> None:
     state = streaming.application_state(context.log.warning)
     if state not in (None, "MISSING", *sa.TERMINAL_STATES):
-        raise dg.Failure(description=f"the streaming SparkApplication {streaming.application} is "
-                                     f"{'starting' if state == 'NEW' else state} and owns the checkpoint: suspend it "
-                                     "(helm upgrade --set streaming.enabled=false) before a catch-up")
+        raise dg.Failure(
+            description=f"the streaming SparkApplication {streaming.application} is "
+            f"{'starting' if state == 'NEW' else state} and owns the checkpoint: suspend it "
+            "(helm upgrade --set streaming.enabled=false) before a catch-up"
+        )
 
 
-@dg.job(description="Reads everything new in Kafka into bronze and silver, then stops (the streaming job with "
-                    "`--trigger catch-up`). Locally this is how new events reach the lake; in a cluster, for when "
-                    "the long-running stream is suspended.",
-        config={"ops": {"spark_application_op": {"config": {"job": "streaming", "arguments": ["--trigger", "catch-up"]}}}})
+@dg.job(
+    description="Reads everything new in Kafka into bronze and silver, then stops (the streaming job with "
+    "`--trigger catch-up`). Locally this is how new events reach the lake; in a cluster, for when "
+    "the long-running stream is suspended.",
+    config={"ops": {"spark_application_op": {"config": {"job": "streaming", "arguments": ["--trigger", "catch-up"]}}}},
+)
 def streaming_catch_up():
     spark_application_op(start_after=ensure_stream_is_stopped())
 
@@ -113,13 +141,17 @@ def streaming_health_sensor(interval_seconds: int, running: bool) -> dg.SensorDe
     """Alerts by starting a (failing) streaming_health_alert run; on by default where a stream runs
     unattended (kubernetes mode)."""
 
-    @dg.sensor(job=streaming_health_alert, minimum_interval_seconds=interval_seconds,
-               default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
-               description=f"Every {interval_seconds} s ({settings.HEALTH_SENSOR_INTERVAL.variable}): alerts (a failed "
-                           "streaming_health_alert run) when progress is stale, lag is too high or the streaming "
-                           "application has stopped.")
-    def streaming_health_sensor(context: dg.SensorEvaluationContext, lake: LakeResource, kafka: KafkaResource,
-                                streaming: StreamingJob):
+    @dg.sensor(
+        job=streaming_health_alert,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
+        description=f"Every {interval_seconds} s ({settings.HEALTH_SENSOR_INTERVAL.variable}): alerts (a failed "
+        "streaming_health_alert run) when progress is stale, lag is too high or the streaming "
+        "application has stopped.",
+    )
+    def streaming_health_sensor(
+        context: dg.SensorEvaluationContext, lake: LakeResource, kafka: KafkaResource, streaming: StreamingJob
+    ):
         measured = measure_streaming(lake, kafka, streaming, context.log.warning)
         return alert_for(measured.problems(streaming.thresholds()), measured)
 
@@ -130,10 +162,18 @@ def alert_for(problems: dict[str, str], measured: health.StreamingHealth) -> dg.
     if not problems:
         return dg.SkipReason(f"healthy: progress {measured.progress_age_seconds:.0f}s old, lag {measured.total_lag:,}")
     bucket = int(time.time() // ALERT_REPEAT_SECONDS)
-    return dg.RunRequest(run_key=f"{'+'.join(sorted(problems))}-{bucket}",
-                         run_config={"ops": {"raise_streaming_alert": {"config": {"problems": list(problems.values())}}}},
-                         tags={"shopstream/alert": "streaming"})
+    return dg.RunRequest(
+        run_key=f"{'+'.join(sorted(problems))}-{bucket}",
+        run_config={"ops": {"raise_streaming_alert": {"config": {"problems": list(problems.values())}}}},
+        tags={"shopstream/alert": "streaming"},
+    )
 
 
-JOBS_DEFS = [silver_to_gold_processing, customer_analytics_processing, sales_analytics_processing, iceberg_maintenance,
-             streaming_catch_up, streaming_health_alert]
+JOBS_DEFS: "list[dg.JobDefinition | UnresolvedAssetJobDefinition]" = [
+    silver_to_gold_processing,
+    customer_analytics_processing,
+    sales_analytics_processing,
+    iceberg_maintenance,
+    streaming_catch_up,
+    streaming_health_alert,
+]

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -40,17 +40,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class SparkJobConfig(dg.Config):
     """Per-asset (or per-op) sizing, overridable in the launchpad. Defaults from the seed."""
 
-    driver_memory: str = Field("1g", description="Spark driver memory (512m, 1g, ...)")
-    driver_cores: int = Field(1, description="Spark driver cores")
-    executor_memory: str = Field("2g", description="memory of each executor (kubernetes mode)")
-    executor_cores: int = Field(2, description="cores of each executor; local mode runs local[executor_cores]")
-    executor_instances: int = Field(1, description="number of executors (kubernetes mode)")
-    timeout_seconds: int = Field(3600, description="fail (and delete the SparkApplication) after this long")
+    driver_memory: str = Field(default="1g", description="Spark driver memory (512m, 1g, ...)")
+    driver_cores: int = Field(default=1, description="Spark driver cores")
+    executor_memory: str = Field(default="2g", description="memory of each executor (kubernetes mode)")
+    executor_cores: int = Field(default=2, description="cores of each executor; local mode runs local[executor_cores]")
+    executor_instances: int = Field(default=1, description="number of executors (kubernetes mode)")
+    timeout_seconds: int = Field(default=3600, description="fail (and delete the SparkApplication) after this long")
 
     def resources(self) -> sa.Resources:
-        return sa.Resources(driver_cores=self.driver_cores, driver_memory=self.driver_memory,
-                            executor_cores=self.executor_cores, executor_memory=self.executor_memory,
-                            executor_instances=self.executor_instances)
+        return sa.Resources(
+            driver_cores=self.driver_cores,
+            driver_memory=self.driver_memory,
+            executor_cores=self.executor_cores,
+            executor_memory=self.executor_memory,
+            executor_instances=self.executor_instances,
+        )
 
 
 @dataclass
@@ -63,8 +67,11 @@ class LaunchResult:
     details: dict = field(default_factory=dict)  # mode-specific: application name, state history, ...
 
     def metadata(self) -> dict:
-        meta: dict = {"launcher_mode": self.mode, "spark_job": self.job,
-                      "launch_duration_seconds": round(self.duration_seconds, 2)}
+        meta: dict = {
+            "launcher_mode": self.mode,
+            "spark_job": self.job,
+            "launch_duration_seconds": round(self.duration_seconds, 2),
+        }
         if self.result:
             meta["rows_written"] = dg.MetadataValue.json(self.result.get("rows_written", {}))
             meta["totals"] = dg.MetadataValue.json(self.result.get("totals", {}))
@@ -79,18 +86,27 @@ class SparkLauncher(dg.ConfigurableResource):
     """Runs a project Spark job and returns its result; raises dg.Failure with the job's error."""
 
     lake: LakeResource
-    log_tail_lines: int = Field(60, description="lines of the job's log copied into the Dagster log")
+    log_tail_lines: int = Field(default=60, description="lines of the job's log copied into the Dagster log")
 
-    def run(self, context, job: str, arguments: list[str], config: SparkJobConfig | None = None,
-            labels: dict[str, str] | None = None) -> LaunchResult:
+    def run(
+        self,
+        context,
+        job: str,
+        arguments: list[str],
+        config: SparkJobConfig | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> LaunchResult:
         config = config or SparkJobConfig()
         problems = config.resources().problems()
         if problems:
-            raise dg.Failure(description=f"invalid Spark settings for {job}: " + "; ".join(problems), allow_retries=False)
+            raise dg.Failure(
+                description=f"invalid Spark settings for {job}: " + "; ".join(problems), allow_retries=False
+            )
         return self._launch(context, job, arguments, config, labels or {})
 
-    def _launch(self, context, job: str, arguments: list[str], config: SparkJobConfig,
-                labels: dict[str, str]) -> LaunchResult:
+    def _launch(
+        self, context, job: str, arguments: list[str], config: SparkJobConfig, labels: dict[str, str]
+    ) -> LaunchResult:
         raise NotImplementedError
 
 
@@ -100,20 +116,32 @@ class LocalSparkLauncher(SparkLauncher):
 
     kafka: KafkaResource
 
-    def _launch(self, context, job: str, arguments: list[str], config: SparkJobConfig,
-                labels: dict[str, str]) -> LaunchResult:
+    def _launch(
+        self, context, job: str, arguments: list[str], config: SparkJobConfig, labels: dict[str, str]
+    ) -> LaunchResult:
         with tempfile.TemporaryDirectory(prefix="shopstream-result-") as tmp:
             result_file = Path(tmp) / "result.json"
             command = [sys.executable, "-m", "shopstream", job, *arguments, "--result-file", str(result_file)]
-            env = {**os.environ, **self.lake.job_environment(),
-                   settings.KAFKA_BOOTSTRAP.variable: self.kafka.bootstrap_servers,
-                   settings.SPARK_MASTER.variable: f"local[{config.executor_cores}]",
-                   settings.DRIVER_MEMORY.variable: config.driver_memory, "PYTHONUNBUFFERED": "1"}
+            env = {
+                **os.environ,
+                **self.lake.job_environment(),
+                settings.KAFKA_BOOTSTRAP.variable: self.kafka.bootstrap_servers,
+                settings.SPARK_MASTER.variable: f"local[{config.executor_cores}]",
+                settings.DRIVER_MEMORY.variable: config.driver_memory,
+                "PYTHONUNBUFFERED": "1",
+            }
             context.log.info(f"running {job} with local Spark: {' '.join(command[1:])}")
             started = time.monotonic()
             tail: deque[str] = deque(maxlen=self.log_tail_lines)
-            process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True, start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
 
             def relay() -> None:
                 for line in process.stdout or ():
@@ -126,52 +154,87 @@ class LocalSparkLauncher(SparkLauncher):
                 code = process.wait(timeout=config.timeout_seconds)
             except subprocess.TimeoutExpired:
                 _stop(process)
-                raise dg.Failure(description=f"{job} did not finish within {config.timeout_seconds}s and was stopped",
-                                 metadata={"log_tail": dg.MetadataValue.text("\n".join(tail))}) from None
+                raise dg.Failure(
+                    description=f"{job} did not finish within {config.timeout_seconds}s and was stopped",
+                    metadata={"log_tail": dg.MetadataValue.text("\n".join(tail))},
+                ) from None
             except BaseException:  # the run was cancelled: leave nothing running
                 _stop(process)
                 raise
             reader.join(timeout=10)
             duration = time.monotonic() - started
             if code != 0:
-                raise dg.Failure(description=f"{job} failed with exit code {code}: {_last_error(tail)}",
-                                 metadata={"log_tail": dg.MetadataValue.text("\n".join(tail)), "exit_code": code})
-            return LaunchResult(job, "local", duration, results.read_result(str(result_file)), "\n".join(tail),
-                                {"command": " ".join(command[1:-2])})
+                raise dg.Failure(
+                    description=f"{job} failed with exit code {code}: {_last_error(tail)}",
+                    metadata={"log_tail": dg.MetadataValue.text("\n".join(tail)), "exit_code": code},
+                )
+            return LaunchResult(
+                job,
+                "local",
+                duration,
+                results.read_result(str(result_file)),
+                "\n".join(tail),
+                {"command": " ".join(command[1:-2])},
+            )
 
 
 class KubernetesSparkLauncher(SparkLauncher):
     """Each job a SparkApplication in `applications`' namespace, watched until it ends."""
 
     applications: SparkApplicationsClient
-    image: str = Field("", description="the Spark job image (images/spark), by digest or unique tag")
+    image: str = Field(default="", description="the Spark job image (images/spark), by digest or unique tag")
     image_pull_policy: Literal["", "Always", "IfNotPresent", "Never"] = Field(
-        "", description="empty: application_defaults, else IfNotPresent")
-    spark_version: str = Field("", description="spec.sparkVersion; empty: application_defaults, else the pinned pyspark's")
-    service_account: str = Field("", description="service account of the driver (creates executors); "
-                                                 "empty: the one in application_defaults")
-    env_configmap: str = Field("", description="ConfigMap of lake settings given to driver and executors (envFrom)")
-    env_secret: str = Field("", description="Secret of credentials given to driver and executors (envFrom)")
-    application_defaults: str = Field("", description="JSON: the spec every application of the deployment shares "
-                                                      "(service accounts, envFrom, security contexts, sparkConf); "
-                                                      "the platform chart publishes it in the launcher ConfigMap")
-    result_root: str = Field("", description="where drivers write results; empty: <warehouse>/_job_results")
-    time_to_live_seconds: int = Field(86400, description="the operator deletes finished applications after this")
-    on_failure_retries: int = Field(0, description="operator-side retries (0: restartPolicy Never; the gold assets' "
-                                                   "RetryPolicy retries instead)")
+        default="", description="empty: application_defaults, else IfNotPresent"
+    )
+    spark_version: str = Field(
+        default="", description="spec.sparkVersion; empty: application_defaults, else the pinned pyspark's"
+    )
+    service_account: str = Field(
+        default="",
+        description="service account of the driver (creates executors); empty: the one in application_defaults",
+    )
+    env_configmap: str = Field(
+        default="", description="ConfigMap of lake settings given to driver and executors (envFrom)"
+    )
+    env_secret: str = Field(default="", description="Secret of credentials given to driver and executors (envFrom)")
+    application_defaults: str = Field(
+        default="",
+        description="JSON: the spec every application of the deployment shares "
+        "(service accounts, envFrom, security contexts, sparkConf); "
+        "the platform chart publishes it in the launcher ConfigMap",
+    )
+    result_root: str = Field(default="", description="where drivers write results; empty: <warehouse>/_job_results")
+    time_to_live_seconds: int = Field(
+        default=86400, description="the operator deletes finished applications after this"
+    )
+    on_failure_retries: int = Field(
+        default=0,
+        description="operator-side retries (0: restartPolicy Never; the gold assets' RetryPolicy retries instead)",
+    )
 
     @property
     def namespace(self) -> str:
         return self.applications.namespace
 
-    def application_spec(self, job: str, arguments: list[str], config: SparkJobConfig, name: str,
-                         labels: dict[str, str]) -> sa.ApplicationSpec:
+    def application_spec(
+        self, job: str, arguments: list[str], config: SparkJobConfig, name: str, labels: dict[str, str]
+    ) -> sa.ApplicationSpec:
         return sa.ApplicationSpec(
-            name=name, namespace=self.namespace, image=self.image, job=job, arguments=tuple(arguments),
-            spark_version=self.spark_version, service_account=self.service_account, resources=config.resources(),
-            labels=labels, env_configmap=self.env_configmap or None, env_secret=self.env_secret or None,
-            image_pull_policy=self.image_pull_policy, on_failure_retries=self.on_failure_retries,
-            time_to_live_seconds=self.time_to_live_seconds, defaults=self.defaults(),
+            name=name,
+            namespace=self.namespace,
+            image=self.image,
+            job=job,
+            arguments=tuple(arguments),
+            spark_version=self.spark_version,
+            service_account=self.service_account,
+            resources=config.resources(),
+            labels=labels,
+            env_configmap=self.env_configmap or None,
+            env_secret=self.env_secret or None,
+            image_pull_policy=self.image_pull_policy,
+            on_failure_retries=self.on_failure_retries,
+            time_to_live_seconds=self.time_to_live_seconds,
+            defaults=self.defaults(),
         )
 
     def defaults(self) -> dict:
@@ -190,8 +253,9 @@ class KubernetesSparkLauncher(SparkLauncher):
         root = self.result_root or f"{self.lake.settings().warehouse.rstrip('/')}/_job_results"
         return f"{root.rstrip('/')}/{name}.json"
 
-    def _launch(self, context, job: str, arguments: list[str], config: SparkJobConfig,
-                labels: dict[str, str]) -> LaunchResult:
+    def _launch(
+        self, context, job: str, arguments: list[str], config: SparkJobConfig, labels: dict[str, str]
+    ) -> LaunchResult:
         op_context = getattr(context, "op_execution_context", context)  # an asset's or an op's context
         run_id = op_context.run_id
         partition = context.partition_key if context.has_partition_key else None
@@ -201,8 +265,9 @@ class KubernetesSparkLauncher(SparkLauncher):
         spec = self.application_spec(job, [*arguments, "--result-file", result_location], config, name, labels)
         problems = spec.problems()
         if problems:
-            raise dg.Failure(description=f"cannot build the SparkApplication for {job}: " + "; ".join(problems),
-                             allow_retries=False)
+            raise dg.Failure(
+                description=f"cannot build the SparkApplication for {job}: " + "; ".join(problems), allow_retries=False
+            )
         body = spec.body()
         started = time.monotonic()
         deadline = started + config.timeout_seconds
@@ -214,14 +279,19 @@ class KubernetesSparkLauncher(SparkLauncher):
         created = None
         try:
             created = apps.create(body, deadline)
-            context.log.info(f"created SparkApplication {self.namespace}/{name}; watching it "
-                             f"(kubectl -n {self.namespace} get sparkapplication {name})")
+            context.log.info(
+                f"created SparkApplication {self.namespace}/{name}; watching it "
+                f"(kubectl -n {self.namespace} get sparkapplication {name})"
+            )
             outcome = apps.watch_until_terminal(
-                created, deadline, on_transition=lambda t: context.log.info(f"SparkApplication {name}: {t.state}"))
+                created, deadline, on_transition=lambda t: context.log.info(f"SparkApplication {name}: {t.state}")
+            )
         except kube.DeadlineExceeded as exc:
             apps.delete(name, time.monotonic() + 60)
-            raise dg.Failure(description=f"{job}: {exc}; SparkApplication {self.namespace}/{name} was deleted "
-                                         f"(timeout {config.timeout_seconds}s)") from None
+            raise dg.Failure(
+                description=f"{job}: {exc}; SparkApplication {self.namespace}/{name} was deleted "
+                f"(timeout {config.timeout_seconds}s)"
+            ) from None
         except kube.LauncherError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         except BaseException:  # cancelled (or the step died): leave nothing running behind the run
@@ -233,15 +303,23 @@ class KubernetesSparkLauncher(SparkLauncher):
         driver_pod = sa.driver_pod_of(outcome.obj)
         log_tail = apps.driver_log_tail(driver_pod, self.log_tail_lines)
         context.log.info(f"driver log of {driver_pod} (last {self.log_tail_lines} lines):\n{log_tail}")
-        details = {"spark_application": name, "namespace": self.namespace, "driver_pod": driver_pod or "",
-                   "state_history": [t.as_dict() for t in outcome.history], "watch_reconnects": outcome.reconnects,
-                   "watch_relists_after_410": outcome.relists}
+        details: dict[str, Any] = {
+            "spark_application": name,
+            "namespace": self.namespace,
+            "driver_pod": driver_pod or "",
+            "state_history": [t.as_dict() for t in outcome.history],
+            "watch_reconnects": outcome.reconnects,
+            "watch_relists_after_410": outcome.relists,
+        }
         if outcome.state != sa.COMPLETED:
             raise dg.Failure(
                 description=f"{job}: SparkApplication {self.namespace}/{name} ended {outcome.state}: "
-                            f"{sa.error_of(outcome.obj) or 'the operator gave no error message'}",
-                metadata={**{k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in details.items()},
-                          "driver_log_tail": dg.MetadataValue.text(log_tail)})
+                f"{sa.error_of(outcome.obj) or 'the operator gave no error message'}",
+                metadata={
+                    **{k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in details.items()},
+                    "driver_log_tail": dg.MetadataValue.text(log_tail),
+                },
+            )
         result = results.read_result(result_location, self.lake.settings())
         return LaunchResult(job, "kubernetes", duration, result, log_tail, details)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import dagster as dg
 
 from shopstream import catalog, lake, schema, settings
+from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.events.generator import cli as generator_cli
 from shopstream.events.generator.shop import GeneratorConfig, Shop
-from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.runtime import SetupError
 
 
@@ -56,15 +56,22 @@ def materialize_gold(days: list[dt.date]) -> bool:
     job = defs.resolve_job_def("silver_to_gold_processing")
     with dg.DagsterInstance.get() as instance:
         for day in days:
-            result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False,
-                                            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+            result = job.execute_in_process(
+                partition_key=day.isoformat(),
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
             print(f"  {day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}")
             for step_stats in instance.get_run_step_stats(result.run_id):
                 seconds = (step_stats.end_time or 0) - (step_stats.start_time or 0)
                 print(f"    {step_stats.step_key:<34} {step_stats.status.value:<9} {seconds:6.1f}s")
             checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
             failed = [e.event_specific_data.check_name for e in checks if not e.event_specific_data.passed]
-            print(f"    checks: {len(checks) - len(failed)} of {len(checks)} passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+            print(
+                f"    checks: {len(checks) - len(failed)} of {len(checks)} passed"
+                + (f"; failed: {', '.join(failed)}" if failed else "")
+            )
             if not result.success or failed:
                 print("error: the gold run failed (its log is above)", file=sys.stderr)
                 return False
@@ -73,12 +80,21 @@ def materialize_gold(days: list[dt.date]) -> bool:
 
 def print_sales_summary(settings: lake.LakeSettings) -> None:
     table = lake.iceberg_catalog(settings).load_table(schema.TABLES[schema.GOLD_SALES_SUMMARY].qualified)
-    columns = ("date", "revenue", "orders", "units", "avg_order_value", "unique_buyers", "sessions", "orders_per_session")
+    columns = (
+        "date",
+        "revenue",
+        "orders",
+        "units",
+        "avg_order_value",
+        "unique_buyers",
+        "sessions",
+        "orders_per_session",
+    )
     rows = sorted(table.scan(selected_fields=columns).to_arrow().to_pylist(), key=lambda r: r["date"])
     print("\ngold_daily_sales_summary:")
     print("".join(f"{c:>20}" for c in columns))
     for row in rows:
-        print("".join(f"{str(row[c]):>20}" for c in columns))
+        print("".join(f"{row[c]!s:>20}" for c in columns))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,24 +110,41 @@ def run(args: argparse.Namespace) -> int:
     timings["broker start"] = time.monotonic() - started
     try:
         create_topics(broker.bootstrap_servers)
-        print(f"broker on {broker.bootstrap_servers} in {timings['broker start']:.1f}s; topics: {', '.join(schema.ALL_TOPICS)}")
+        print(
+            f"broker on {broker.bootstrap_servers} in {timings['broker start']:.1f}s; topics: {', '.join(schema.ALL_TOPICS)}"
+        )
 
-        step(f"generating {args.days} day(s) of events from {args.start_date} (~{args.events_per_day:,}/day, seed {args.seed})")
-        config = GeneratorConfig(seed=args.seed, start_date=args.start_date, days=args.days,
-                                 events_per_day=args.events_per_day)
+        step(
+            f"generating {args.days} day(s) of events from {args.start_date} (~{args.events_per_day:,}/day, seed {args.seed})"
+        )
+        config = GeneratorConfig(
+            seed=args.seed, start_date=args.start_date, days=args.days, events_per_day=args.events_per_day
+        )
         shop = Shop(config)
         started = time.monotonic()
         summary = generator_cli.send(
-            itertools.chain(shop.catalog(), shop.records()), broker.bootstrap_servers,
-            progress_total=None, show_progress=sys.stderr.isatty(),
+            itertools.chain(shop.catalog(), shop.records()),
+            broker.bootstrap_servers,
+            progress_total=None,
+            show_progress=sys.stderr.isatty(),
         )
         timings["generate"] = time.monotonic() - started
         print(summary.render(timings["generate"]))
 
         step("streaming catch-up: Kafka -> bronze and silver Iceberg tables")
         started = time.monotonic()
-        streaming = subprocess.run([sys.executable, "-m", "shopstream", "streaming", "--trigger", "catch-up",
-                                    "--bootstrap-servers", broker.bootstrap_servers])
+        streaming = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "shopstream",
+                "streaming",
+                "--trigger",
+                "catch-up",
+                "--bootstrap-servers",
+                broker.bootstrap_servers,
+            ]
+        )
         timings["streaming"] = time.monotonic() - started
         if streaming.returncode != 0:
             print("error: the streaming job failed (its log is above)", file=sys.stderr)
@@ -132,13 +165,16 @@ def run(args: argparse.Namespace) -> int:
     step("done")
     for name, seconds in timings.items():
         print(f"  {name:<16} {seconds:7.1f}s")
-    print(f"\nThe Dagster UI on the same data: make ui   (then http://127.0.0.1:3000; Ctrl-C stops it)")
+    print("\nThe Dagster UI on the same data: make ui   (then http://127.0.0.1:3000; Ctrl-C stops it)")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dagster_repo.dev.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m dagster_repo.dev.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--start-date", type=dt.date.fromisoformat, default=dt.date(2026, 11, 1))
     parser.add_argument("--days", type=int, default=2)
     parser.add_argument("--events-per-day", type=int, default=20_000)

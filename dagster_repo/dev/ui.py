@@ -1,6 +1,6 @@
 """`make ui`: the Dagster UI and daemon on the embedded default's data (what `make demo` wrote).
 
-    python -m dagster_repo.dev.ui [--port 3000]      Ctrl-C stops both cleanly.
+python -m dagster_repo.dev.ui [--port 3000]      Ctrl-C stops both cleanly.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import urllib3
 from kubernetes import client, config, watch
@@ -74,8 +75,14 @@ def _status_message(exc: ApiException) -> str:
         return (exc.body or exc.reason or "").strip() or f"HTTP {exc.status}"
 
 
-def with_retries(call: Callable[[], T], deadline: float, what: str, log: Callable[[str], None] | None = None, *,
-                 clock: Clock = SYSTEM_CLOCK) -> T:
+def with_retries(
+    call: Callable[[], T],
+    deadline: float,
+    what: str,
+    log: Callable[[str], None] | None = None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+) -> T:
     delay = 0.5
     while True:
         try:
@@ -121,8 +128,15 @@ class WatchOutcome:
 class SparkApplications:
     """The SparkApplication API of one namespace."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, log: Callable[[str], None] | None = None,
-                 watch_timeout_seconds: int = 60, *, clock: Clock = SYSTEM_CLOCK):
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        log: Callable[[str], None] | None = None,
+        watch_timeout_seconds: int = 60,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
         self.api = api
         self.namespace = namespace
         self.custom = client.CustomObjectsApi(api)
@@ -141,8 +155,11 @@ class SparkApplications:
         installed, namespace or service account missing, or a spec the CRD refuses."""
         host = self.api.configuration.host
         try:
-            self._retried(lambda: client.VersionApi(self.api).get_code(_request_timeout=10),
-                          min(deadline, self.clock.now() + 30), "reaching the API")
+            self._retried(
+                lambda: client.VersionApi(self.api).get_code(_request_timeout=10),
+                min(deadline, self.clock.now() + 30),
+                "reaching the API",
+            )
         except (DeadlineExceeded, ApiException, *CONNECTION_ERRORS) as exc:
             raise LauncherError(f"cannot reach the Kubernetes API at {host}: {exc}") from None
         try:
@@ -152,11 +169,13 @@ class SparkApplications:
             if exc.status == 404:
                 raise LauncherError(
                     f"the SparkApplication CRD ({sa.CRD_NAME}, {sa.VERSION}) is not installed on {host}: "
-                    "install the Spark operator (see docs/kubernetes.md)") from None
+                    "install the Spark operator (see docs/kubernetes.md)"
+                ) from None
             raise
         try:
-            self.custom.create_namespaced_custom_object(sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, body,
-                                                        dry_run="All", _request_timeout=30)
+            self.custom.create_namespaced_custom_object(
+                sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, body, dry_run="All", _request_timeout=30
+            )
         except ApiException as exc:
             raise self._explain(exc, body) from None
         service_account = body["spec"]["driver"].get("serviceAccount")
@@ -168,7 +187,8 @@ class SparkApplications:
             if exc.status == 404:
                 raise LauncherError(
                     f"service account {service_account!r} does not exist in namespace {self.namespace!r}: the Spark "
-                    "driver runs as it (launcher config `service_account`, env SHOPSTREAM_SPARK_SERVICE_ACCOUNT)") from None
+                    "driver runs as it (launcher config `service_account`, env SHOPSTREAM_SPARK_SERVICE_ACCOUNT)"
+                ) from None
             if exc.status != 403:  # not allowed to look: the operator will tell if it is missing
                 raise
 
@@ -179,16 +199,23 @@ class SparkApplications:
         if exc.status == 422 or exc.status == 400:
             return LauncherError(f"the cluster refused SparkApplication {body['metadata']['name']}: {message}")
         if exc.status == 403:
-            return LauncherError(f"not allowed to create SparkApplications in {self.namespace!r}: {message} "
-                                 "(the chart's Role grants this to Dagster's service account)")
+            return LauncherError(
+                f"not allowed to create SparkApplications in {self.namespace!r}: {message} "
+                "(the chart's Role grants this to Dagster's service account)"
+            )
         return exc
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def get(self, name: str, deadline: float) -> dict | None:
         try:
-            return self._retried(lambda: self.custom.get_namespaced_custom_object(
-                sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, _request_timeout=30), deadline, f"reading {name}")
+            return self._retried(
+                lambda: self.custom.get_namespaced_custom_object(
+                    sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, _request_timeout=30
+                ),
+                deadline,
+                f"reading {name}",
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -200,8 +227,13 @@ class SparkApplications:
         name = body["metadata"]["name"]
         while True:
             try:
-                return self._retried(lambda: self.custom.create_namespaced_custom_object(
-                    sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, body, _request_timeout=30), deadline, f"creating {name}")
+                return self._retried(
+                    lambda: self.custom.create_namespaced_custom_object(
+                        sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, body, _request_timeout=30
+                    ),
+                    deadline,
+                    f"creating {name}",
+                )
             except ApiException as exc:
                 if exc.status != 409:
                     raise self._explain(exc, body) from None
@@ -209,7 +241,9 @@ class SparkApplications:
             if existing is None:
                 continue
             if sa.state_of(existing) not in sa.TERMINAL_STATES:
-                self.log(f"SparkApplication {name} already exists from an earlier attempt and is still running: watching it")
+                self.log(
+                    f"SparkApplication {name} already exists from an earlier attempt and is still running: watching it"
+                )
                 return existing
             self.log(f"SparkApplication {name} from an earlier attempt ended {sa.state_of(existing)}: replacing it")
             self.delete(name, deadline)
@@ -217,9 +251,19 @@ class SparkApplications:
 
     def delete(self, name: str, deadline: float) -> bool:
         try:
-            self._retried(lambda: self.custom.delete_namespaced_custom_object(
-                sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, propagation_policy="Background",
-                _request_timeout=30), deadline, f"deleting {name}")
+            self._retried(
+                lambda: self.custom.delete_namespaced_custom_object(
+                    sa.GROUP,
+                    sa.VERSION,
+                    self.namespace,
+                    sa.PLURAL,
+                    name,
+                    propagation_policy="Background",
+                    _request_timeout=30,
+                ),
+                deadline,
+                f"deleting {name}",
+            )
             return True
         except ApiException as exc:
             if exc.status == 404:
@@ -232,8 +276,9 @@ class SparkApplications:
                 raise DeadlineExceeded(f"{name} was not deleted in time")
             self.clock.sleep(0.5)
 
-    def watch_until_terminal(self, obj: dict, deadline: float,
-                             on_transition: Callable[[Transition], None] | None = None) -> WatchOutcome:
+    def watch_until_terminal(
+        self, obj: dict, deadline: float, on_transition: Callable[[Transition], None] | None = None
+    ) -> WatchOutcome:
         """Follow the application until COMPLETED, FAILED or SUBMISSION_FAILED; raise
         DeadlineExceeded at the deadline. Resumes after disconnects and 410 Gone."""
         name = obj["metadata"]["name"]
@@ -252,21 +297,34 @@ class SparkApplications:
         while outcome.state not in sa.TERMINAL_STATES:
             remaining = deadline - self.clock.now()
             if remaining <= 0:
-                raise DeadlineExceeded(f"{name} did not finish before the timeout (last state {outcome.state or 'NEW'})")
+                raise DeadlineExceeded(
+                    f"{name} did not finish before the timeout (last state {outcome.state or 'NEW'})"
+                )
             stream = watch.Watch()
             try:
-                for event in stream.stream(self.custom.list_namespaced_custom_object, sa.GROUP, sa.VERSION, self.namespace,
-                                           sa.PLURAL, field_selector=f"metadata.name={name}", resource_version=version,
-                                           allow_watch_bookmarks=True,
-                                           timeout_seconds=max(1, int(min(remaining, self.watch_timeout_seconds))),
-                                           _request_timeout=(10, self.watch_timeout_seconds + 15)):
-                    current = event["object"]  # kubernetes' Watch raises ERROR events (410 Gone among them) as ApiException
+                for event in stream.stream(
+                    self.custom.list_namespaced_custom_object,
+                    sa.GROUP,
+                    sa.VERSION,
+                    self.namespace,
+                    sa.PLURAL,
+                    field_selector=f"metadata.name={name}",
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=max(1, int(min(remaining, self.watch_timeout_seconds))),
+                    _request_timeout=(10, self.watch_timeout_seconds + 15),
+                ):
+                    current = event[
+                        "object"
+                    ]  # kubernetes' Watch raises ERROR events (410 Gone among them) as ApiException
                     version = current["metadata"].get("resourceVersion", version)
                     if event["type"] == "BOOKMARK":
                         continue
                     if event["type"] == "DELETED":
-                        raise LauncherError(f"SparkApplication {name} was deleted by someone else while it ran "
-                                            f"(last state {outcome.state or 'NEW'})")
+                        raise LauncherError(
+                            f"SparkApplication {name} was deleted by someone else while it ran "
+                            f"(last state {outcome.state or 'NEW'})"
+                        )
                     observe(current)
                     if outcome.state in sa.TERMINAL_STATES:
                         break
@@ -287,7 +345,9 @@ class SparkApplications:
                     raise
             except CONNECTION_ERRORS as exc:
                 outcome.reconnects += 1
-                self.log(f"watch of {name}: connection lost ({type(exc).__name__}); resuming from resourceVersion {version}")
+                self.log(
+                    f"watch of {name}: connection lost ({type(exc).__name__}); resuming from resourceVersion {version}"
+                )
                 self._pause(2.0, deadline)
             finally:
                 stream.stop()
@@ -304,8 +364,9 @@ class SparkApplications:
             return "(no driver pod was reported)"
         try:
             # Read raw: kubernetes 36 turns a text response into "b'...'" (kubernetes-client/python#2596).
-            response = self.core.read_namespaced_pod_log(pod, self.namespace, tail_lines=lines, _request_timeout=30,
-                                                         _preload_content=False)
+            response = self.core.read_namespaced_pod_log(
+                pod, self.namespace, tail_lines=lines, _request_timeout=30, _preload_content=False
+            )
             return response.data.decode("utf-8", errors="replace")
         except ApiException as exc:
             return f"(driver log of {pod} unavailable: {_status_message(exc)})"

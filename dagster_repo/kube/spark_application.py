@@ -13,6 +13,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from typing import Any
 
 GROUP = "sparkoperator.k8s.io"
 VERSION = "v1beta2"
@@ -115,16 +116,22 @@ class ApplicationSpec:
         if not is_dns_label(self.name):
             found.append(f"name {self.name!r} is not a DNS-1123 label of at most 63 characters")
         if not (self.image or self.defaults.get("image")):
-            found.append("no Spark image is set (launcher config `image` or `application_defaults`, "
-                         "env SHOPSTREAM_SPARK_IMAGE or SHOPSTREAM_SPARK_APP_DEFAULTS)")
+            found.append(
+                "no Spark image is set (launcher config `image` or `application_defaults`, "
+                "env SHOPSTREAM_SPARK_IMAGE or SHOPSTREAM_SPARK_APP_DEFAULTS)"
+            )
         if not is_dns_label(self.namespace):
             found.append(f"namespace {self.namespace!r} is not a valid namespace name")
         return found
 
     def body(self) -> dict:
         """The SparkApplication object to create: the deployment's defaults, then this job's fields."""
-        labels = {LABEL_PART_OF: "shopstream", LABEL_MANAGED_BY: "dagster", LABEL_JOB: label_value(self.job),
-                  **{k: label_value(v) for k, v in self.labels.items()}}
+        labels = {
+            LABEL_PART_OF: "shopstream",
+            LABEL_MANAGED_BY: "dagster",
+            LABEL_JOB: label_value(self.job),
+            **{k: label_value(v) for k, v in self.labels.items()},
+        }
         env_from = []
         if self.env_configmap:
             env_from.append({"configMapRef": {"name": self.env_configmap}})
@@ -137,10 +144,18 @@ class ApplicationSpec:
             pod["env"] = [{"name": k, "value": v} for k, v in sorted(self.env.items())]
         driver = {**pod, **({"serviceAccount": self.service_account} if self.service_account else {})}
         r = self.resources
-        restart = ({"type": "OnFailure", "onFailureRetries": self.on_failure_retries, "onFailureRetryInterval": 30,
-                    "onSubmissionFailureRetries": self.on_failure_retries, "onSubmissionFailureRetryInterval": 30}
-                   if self.on_failure_retries else {"type": "Never"})
-        own = {
+        restart = (
+            {
+                "type": "OnFailure",
+                "onFailureRetries": self.on_failure_retries,
+                "onFailureRetryInterval": 30,
+                "onSubmissionFailureRetries": self.on_failure_retries,
+                "onSubmissionFailureRetryInterval": 30,
+            }
+            if self.on_failure_retries
+            else {"type": "Never"}
+        )
+        own: dict[str, Any] = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": KIND,
             "metadata": {"name": self.name, "namespace": self.namespace, "labels": labels},
@@ -154,9 +169,19 @@ class ApplicationSpec:
                 "restartPolicy": restart,
                 "timeToLiveSeconds": self.time_to_live_seconds,
                 # coreLimit caps the CPU at what was asked for; Spark caps the memory itself.
-                "driver": {**driver, "cores": r.driver_cores, "coreLimit": str(r.driver_cores), "memory": r.driver_memory},
-                "executor": {**pod, "cores": r.executor_cores, "coreLimit": str(r.executor_cores),
-                             "memory": r.executor_memory, "instances": r.executor_instances},
+                "driver": {
+                    **driver,
+                    "cores": r.driver_cores,
+                    "coreLimit": str(r.driver_cores),
+                    "memory": r.driver_memory,
+                },
+                "executor": {
+                    **pod,
+                    "cores": r.executor_cores,
+                    "coreLimit": str(r.executor_cores),
+                    "memory": r.executor_memory,
+                    "instances": r.executor_instances,
+                },
             },
         }
         chosen = {"image": self.image, "imagePullPolicy": self.image_pull_policy, "sparkVersion": self.spark_version}

@@ -18,6 +18,7 @@ from pyarrow import fs as pafs
 from shopstream import lake, schema, settings
 from shopstream.lake import LakeSettings
 
+
 @dataclass(frozen=True)
 class Thresholds:
     max_progress_age_seconds: int = settings.HEALTH_MAX_PROGRESS_AGE.read_int({})
@@ -50,16 +51,21 @@ class StreamingHealth:
         if age is None:
             return "the streaming job has recorded no progress yet"
         if age > thresholds.max_progress_age_seconds:
-            return (f"the streaming job's last progress is {age:,.0f}s old (limit {thresholds.max_progress_age_seconds:,}s; "
-                    f"last batch {self.last_batch_id} at {self.last_progress_time:%Y-%m-%d %H:%M:%S} UTC)")
+            limit = thresholds.max_progress_age_seconds
+            return (
+                f"the streaming job's last progress is {age:,.0f}s old (limit {limit:,}s; "
+                f"last batch {self.last_batch_id} at {self.last_progress_time:%Y-%m-%d %H:%M:%S} UTC)"
+            )
         return None
 
     def lag_problem(self, thresholds: Thresholds) -> str | None:
         if self.total_lag is None:
             return "consumer lag is unknown: " + ("; ".join(self.errors) or "no checkpoint yet")
-        if self.total_lag > thresholds.max_lag:
+        if self.lag_by_topic and self.total_lag > thresholds.max_lag:
             worst = max(self.lag_by_topic.items(), key=lambda item: item[1])
-            return f"consumer lag is {self.total_lag:,} records (limit {thresholds.max_lag:,}; {worst[0]}: {worst[1]:,})"
+            return (
+                f"consumer lag is {self.total_lag:,} records (limit {thresholds.max_lag:,}; {worst[0]}: {worst[1]:,})"
+            )
         return None
 
     def application_problem(self) -> str | None:
@@ -69,15 +75,20 @@ class StreamingHealth:
 
     def problems(self, thresholds: Thresholds) -> dict[str, str]:
         """What is wrong, by kind (progress, lag, application); empty when healthy."""
-        found = {"progress": self.progress_problem(thresholds), "lag": self.lag_problem(thresholds),
-                 "application": self.application_problem()}
+        found = {
+            "progress": self.progress_problem(thresholds),
+            "lag": self.lag_problem(thresholds),
+            "application": self.application_problem(),
+        }
         return {kind: message for kind, message in found.items() if message}
 
     def metadata(self) -> dict:
         return {
             "measured_at": self.measured_at.isoformat(),
             "last_progress_time": self.last_progress_time.isoformat() if self.last_progress_time else None,
-            "progress_age_seconds": round(self.progress_age_seconds, 1) if self.progress_age_seconds is not None else None,
+            "progress_age_seconds": round(self.progress_age_seconds, 1)
+            if self.progress_age_seconds is not None
+            else None,
             "last_batch_id": self.last_batch_id,
             "input_rows_per_second": self.input_rows_per_second,
             "committed_batch": self.committed_batch,
@@ -92,8 +103,12 @@ def _filesystem(uri: str, settings: LakeSettings) -> tuple[pafs.FileSystem, str]
     if uri.startswith(("s3://", "s3a://")):
         bucket_path = uri.split("://", 1)[1]
         scheme, _, host = (settings.s3_endpoint or "").partition("://")
-        s3 = pafs.S3FileSystem(region=settings.s3_region, endpoint_override=host or None,
-                               scheme=scheme or "https", force_virtual_addressing=False)
+        s3 = pafs.S3FileSystem(
+            region=settings.s3_region,
+            endpoint_override=host or None,
+            scheme=scheme or "https",
+            force_virtual_addressing=False,
+        )
         return s3, bucket_path
     return pafs.LocalFileSystem(), uri.removeprefix("file://")
 
@@ -126,7 +141,9 @@ def checkpoint_offsets(root: str, settings: LakeSettings) -> tuple[int | None, d
 def end_offsets(bootstrap_servers: str, topics) -> dict[str, dict[str, int]]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000, api_version_auto_timeout_ms=10000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=15000, api_version_auto_timeout_ms=10000
+    )
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
         ends = consumer.end_offsets(partitions)
@@ -140,12 +157,10 @@ def end_offsets(bootstrap_servers: str, topics) -> dict[str, dict[str, int]]:
 
 def latest_progress(settings: LakeSettings, now: dt.datetime):
     """(progress_time, batch_id, input rows/s) of the newest progress record, or None."""
-    from pyiceberg.expressions import GreaterThanOrEqual
-
     catalog = lake.iceberg_catalog(settings)
     table = catalog.load_table(schema.TABLES[schema.STREAMING_PROGRESS].qualified)
     columns = ("progress_time", "batch_id", "input_rows_per_second")
-    recent = GreaterThanOrEqual("progress_time", (now - dt.timedelta(days=1)).isoformat())
+    recent = f"progress_time >= '{(now - dt.timedelta(days=1)).isoformat()}'"
     rows = table.scan(row_filter=recent, selected_fields=columns).to_arrow()
     if rows.num_rows == 0:
         rows = table.scan(selected_fields=columns).to_arrow()
@@ -153,13 +168,18 @@ def latest_progress(settings: LakeSettings, now: dt.datetime):
         return None
     newest = max(rows.to_pylist(), key=lambda r: r["progress_time"])
     moment = newest["progress_time"]
-    return moment.replace(tzinfo=dt.timezone.utc), newest["batch_id"], newest["input_rows_per_second"]
+    return moment.replace(tzinfo=dt.UTC), newest["batch_id"], newest["input_rows_per_second"]
 
 
-def measure(settings: LakeSettings, bootstrap_servers: str, checkpoint: str, application_state=None,
-            now: dt.datetime | None = None) -> StreamingHealth:
+def measure(
+    settings: LakeSettings,
+    bootstrap_servers: str,
+    checkpoint: str,
+    application_state=None,
+    now: dt.datetime | None = None,
+) -> StreamingHealth:
     """Measure everything it can; what cannot be measured is recorded in `errors`, never raised."""
-    health = StreamingHealth(measured_at=now or dt.datetime.now(dt.timezone.utc))
+    health = StreamingHealth(measured_at=now or dt.datetime.now(dt.UTC))
     try:
         newest = latest_progress(settings, health.measured_at)
         if newest:

@@ -12,8 +12,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from pyiceberg.expressions import EqualTo
-
 from shopstream import lake, rules, schema
 from shopstream.lake import LakeSettings
 
@@ -35,7 +33,7 @@ class Lake:
 
     def rows(self, table: str, day: dt.date, day_column: str, columns: tuple[str, ...] = ()) -> list[dict]:
         loaded = self.catalog.load_table(schema.TABLES[table].qualified)
-        scan = loaded.scan(row_filter=EqualTo(day_column, day.isoformat()), selected_fields=columns or ("*",))
+        scan = loaded.scan(row_filter=f"{day_column} == '{day.isoformat()}'", selected_fields=columns or ("*",))
         return scan.to_arrow().to_pylist()
 
     def gold(self, table: str, day: dt.date, columns: tuple[str, ...] = ()) -> list[dict]:
@@ -69,17 +67,24 @@ def customer_completeness(data: Lake, day: dt.date) -> Verdict:
         "duplicate_rows": sum(n - 1 for n in per_user.values() if n > 1),
         "null_keys_or_segments": sum(1 for r in gold if r["user_id"] is None or r["segment"] is None),
     }
-    return judge("every active customer has one row", "customer analytics incomplete", failures,
-                 {"gold_rows": len(gold), "active_customers_in_silver": len(active)})
+    return judge(
+        "every active customer has one row",
+        "customer analytics incomplete",
+        failures,
+        {"gold_rows": len(gold), "active_customers_in_silver": len(active)},
+    )
 
 
 def customer_revenue_consistency(data: Lake, day: dt.date) -> Verdict:
     """Customer revenue adds up to the revenue of the date's order lines in silver."""
     gold = _sum(data.gold(schema.GOLD_CUSTOMER_ANALYTICS, day, ("revenue",)), "revenue")
     silver = _sum(data.rows(schema.SILVER_PURCHASES, day, "event_date", ("revenue",)), "revenue")
-    return judge("customer revenue equals silver revenue", "customer revenue differs from silver",
-                 {"difference_cents": int(abs(gold - silver) / CENT)},
-                 {"gold_revenue": str(gold), "silver_revenue": str(silver)})
+    return judge(
+        "customer revenue equals silver revenue",
+        "customer revenue differs from silver",
+        {"difference_cents": int(abs(gold - silver) / CENT)},
+        {"gold_revenue": str(gold), "silver_revenue": str(silver)},
+    )
 
 
 def expected_segment(row: dict) -> str:
@@ -100,20 +105,35 @@ def expected_segment(row: dict) -> str:
 
 def customer_segment_logic(data: Lake, day: dt.date) -> Verdict:
     """Each segment follows from the row's own figures; the score stays within 0..100."""
-    gold = data.gold(schema.GOLD_CUSTOMER_ANALYTICS, day, (
-        "user_id", "orders", "lifetime_orders", "lifetime_revenue", "days_since_previous_purchase",
-        "engagement_score", "segment"))
+    gold = data.gold(
+        schema.GOLD_CUSTOMER_ANALYTICS,
+        day,
+        (
+            "user_id",
+            "orders",
+            "lifetime_orders",
+            "lifetime_revenue",
+            "days_since_previous_purchase",
+            "engagement_score",
+            "segment",
+        ),
+    )
     wrong = [r for r in gold if r["segment"] != expected_segment(r)]
     failures = {
         "wrong_segment": len(wrong),
         "unknown_segment_name": sum(1 for r in gold if r["segment"] not in schema.SEGMENTS),
         "engagement_score_out_of_range": sum(1 for r in gold if not 0 <= r["engagement_score"] <= rules.SCORE_CAP),
     }
-    return judge("every segment follows the rules", "segments do not follow the rules", failures, {
-        "rows": len(gold),
-        "segments": dict(Counter(r["segment"] for r in gold)),
-        "examples": [f"{r['user_id']}: {r['segment']} (expected {expected_segment(r)})" for r in wrong[:5]],
-    })
+    return judge(
+        "every segment follows the rules",
+        "segments do not follow the rules",
+        failures,
+        {
+            "rows": len(gold),
+            "segments": dict(Counter(r["segment"] for r in gold)),
+            "examples": [f"{r['user_id']}: {r['segment']} (expected {expected_segment(r)})" for r in wrong[:5]],
+        },
+    )
 
 
 # -- gold_daily_sales_summary ---------------------------------------------------------------------
@@ -126,17 +146,24 @@ def sales_revenue_arithmetic(data: Lake, day: dt.date) -> Verdict:
     categories = data.gold(schema.GOLD_SALES_BY_CATEGORY, day, ("revenue",))
     silver = _sum(data.rows(schema.SILVER_PURCHASES, day, "event_date", ("revenue",)), "revenue")
     if len(summary) != 1:
-        return Verdict(False, f"expected one summary row for {day}, found {len(summary)}", {"summary_rows": len(summary)})
+        return Verdict(
+            False, f"expected one summary row for {day}, found {len(summary)}", {"summary_rows": len(summary)}
+        )
     row = summary[0]
     aov = (row["revenue"] / row["orders"]).quantize(CENT) if row["orders"] else None
     failures = {
         "difference_from_silver_cents": int(abs(row["revenue"] - silver) / CENT),
         "difference_from_categories_cents": int(abs(row["revenue"] - _sum(categories, "revenue")) / CENT),
-        "wrong_avg_order_value": int(aov is not None and (row["avg_order_value"] is None
-                                                          or abs(row["avg_order_value"] - aov) > CENT)),
+        "wrong_avg_order_value": int(
+            aov is not None and (row["avg_order_value"] is None or abs(row["avg_order_value"] - aov) > CENT)
+        ),
     }
-    return judge("revenue arithmetic holds", "revenue arithmetic broken", failures,
-                 {"revenue": str(row["revenue"]), "silver_revenue": str(silver)})
+    return judge(
+        "revenue arithmetic holds",
+        "revenue arithmetic broken",
+        failures,
+        {"revenue": str(row["revenue"]), "silver_revenue": str(silver)},
+    )
 
 
 def sales_order_consistency(data: Lake, day: dt.date) -> Verdict:
@@ -145,7 +172,9 @@ def sales_order_consistency(data: Lake, day: dt.date) -> Verdict:
     whose start event was quarantined)."""
     summary = data.gold(schema.GOLD_SALES_SUMMARY, day)
     if len(summary) != 1:
-        return Verdict(False, f"expected one summary row for {day}, found {len(summary)}", {"summary_rows": len(summary)})
+        return Verdict(
+            False, f"expected one summary row for {day}, found {len(summary)}", {"summary_rows": len(summary)}
+        )
     row = summary[0]
     orders = {r["order_id"] for r in data.rows(schema.SILVER_PURCHASES, day, "event_date", ("order_id",))}
     sessions = data.rows(schema.SILVER_USER_SESSIONS, day, "session_date", ("device", "referrer"))
@@ -154,14 +183,24 @@ def sales_order_consistency(data: Lake, day: dt.date) -> Verdict:
     failures = {
         "difference_from_silver_orders": abs(row["orders"] - len(orders)),
         "buyers_orders_units_out_of_order": int(not row["unique_buyers"] <= row["orders"] <= row["units"]),
-        "sessions_by_device_difference":
-            abs(row["sessions"] - no_device - sum(row[f"sessions_{d}"] for d in schema.DEVICES)),
-        "sessions_by_referrer_difference":
-            abs(row["sessions"] - no_referrer - sum(row[f"sessions_{r}"] for r in schema.REFERRERS)),
+        "sessions_by_device_difference": abs(
+            row["sessions"] - no_device - sum(row[f"sessions_{d}"] for d in schema.DEVICES)
+        ),
+        "sessions_by_referrer_difference": abs(
+            row["sessions"] - no_referrer - sum(row[f"sessions_{r}"] for r in schema.REFERRERS)
+        ),
     }
-    return judge("orders are consistent", "orders inconsistent", failures,
-                 {"orders": row["orders"], "silver_orders": len(orders), "sessions_without_device": no_device,
-                  "sessions_without_referrer": no_referrer})
+    return judge(
+        "orders are consistent",
+        "orders inconsistent",
+        failures,
+        {
+            "orders": row["orders"],
+            "silver_orders": len(orders),
+            "sessions_without_device": no_device,
+            "sessions_without_referrer": no_referrer,
+        },
+    )
 
 
 # -- gold_product_analytics -----------------------------------------------------------------------
@@ -173,15 +212,24 @@ def product_rates_in_range(data: Lake, day: dt.date) -> Verdict:
     """Every conversion rate lies in [0, 1] (or is null for a zero denominator)."""
     rows = data.gold(schema.GOLD_PRODUCT_ANALYTICS, day, ("product_id", *RATES))
     bad = [r for r in rows if any(r[c] is not None and not 0 <= r[c] <= 1 for c in RATES)]
-    return judge("every rate is within [0, 1]", "conversion rates out of [0, 1]", {"products_with_rate_out_of_range": len(bad)},
-                 {"products": len(rows), "examples": [r["product_id"] for r in bad[:5]]})
+    return judge(
+        "every rate is within [0, 1]",
+        "conversion rates out of [0, 1]",
+        {"products_with_rate_out_of_range": len(bad)},
+        {"products": len(rows), "examples": [r["product_id"] for r in bad[:5]]},
+    )
 
 
 def product_views_cover_purchases(data: Lake, day: dt.date) -> Verdict:
     """A product is viewed in at least as many sessions as it is bought in, and its views are at
     least its viewing sessions."""
-    rows = data.gold(schema.GOLD_PRODUCT_ANALYTICS, day,
-                     ("product_id", "views", "viewing_sessions", "purchasing_sessions"))
+    rows = data.gold(
+        schema.GOLD_PRODUCT_ANALYTICS, day, ("product_id", "views", "viewing_sessions", "purchasing_sessions")
+    )
     bad = [r for r in rows if r["views"] < r["purchasing_sessions"] or r["views"] < r["viewing_sessions"]]
-    return judge("views cover purchasing sessions", "views below purchasing sessions", {"products_with_views_below_sessions": len(bad)},
-                 {"products": len(rows), "examples": [r["product_id"] for r in bad[:5]]})
+    return judge(
+        "views cover purchasing sessions",
+        "views below purchasing sessions",
+        {"products_with_views_below_sessions": len(bad)},
+        {"products": len(rows), "examples": [r["product_id"] for r in bad[:5]]},
+    )

@@ -1,6 +1,6 @@
 """One entry point for every Spark job, used by both launchers:
 
-    python -m shopstream <job> [job arguments]     (python -m shopstream <job> --help for each)
+python -m shopstream <job> [job arguments]     (python -m shopstream <job> --help for each)
 """
 
 from __future__ import annotations

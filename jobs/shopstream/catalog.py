@@ -29,32 +29,60 @@ class Job:
 _SILVER_FOR_GOLD = (schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS)
 
 STREAMING = Job(
-    "streaming", "shopstream.spark.streaming.job",
+    "streaming",
+    "shopstream.spark.streaming.job",
     "Kafka -> bronze and silver Iceberg tables, exactly once (continuously, or a catch-up that stops).",
-    writes=(schema.BRONZE_EVENTS, schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS,
-            schema.SILVER_PRODUCTS, schema.QUARANTINE, schema.STREAMING_PROGRESS))
+    writes=(
+        schema.BRONZE_EVENTS,
+        schema.SILVER_PAGE_VIEWS,
+        schema.SILVER_PURCHASES,
+        schema.SILVER_USER_SESSIONS,
+        schema.SILVER_PRODUCTS,
+        schema.QUARANTINE,
+        schema.STREAMING_PROGRESS,
+    ),
+)
 CUSTOMER_ANALYTICS = Job(
-    schema.GOLD_CUSTOMER_ANALYTICS, "shopstream.spark.batch.customer_analytics",
+    schema.GOLD_CUSTOMER_ANALYTICS,
+    "shopstream.spark.batch.customer_analytics",
     "Daily customer analytics: activity, orders, lifetime value, engagement score and segment.",
-    reads=_SILVER_FOR_GOLD, writes=(schema.GOLD_CUSTOMER_ANALYTICS,), daily=True)
+    reads=_SILVER_FOR_GOLD,
+    writes=(schema.GOLD_CUSTOMER_ANALYTICS,),
+    daily=True,
+)
 SALES_SUMMARY = Job(
-    schema.GOLD_SALES_SUMMARY, "shopstream.spark.batch.sales_summary",
+    schema.GOLD_SALES_SUMMARY,
+    "shopstream.spark.batch.sales_summary",
     "Daily sales KPIs, conversion, traffic by device and referrer, and revenue by category.",
-    reads=_SILVER_FOR_GOLD, writes=(schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY), daily=True)
+    reads=_SILVER_FOR_GOLD,
+    writes=(schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY),
+    daily=True,
+)
 PRODUCT_ANALYTICS = Job(
-    schema.GOLD_PRODUCT_ANALYTICS, "shopstream.spark.batch.product_analytics",
+    schema.GOLD_PRODUCT_ANALYTICS,
+    "shopstream.spark.batch.product_analytics",
     "Daily product performance: views, carts, purchases, conversion, ranks and recommendations.",
     reads=(schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_PRODUCTS),
-    writes=(schema.GOLD_PRODUCT_ANALYTICS,), daily=True)
+    writes=(schema.GOLD_PRODUCT_ANALYTICS,),
+    daily=True,
+)
 DATA_QUALITY_REPORT = Job(
-    schema.SILVER_DATA_QUALITY_REPORT, "shopstream.spark.batch.data_quality",
+    schema.SILVER_DATA_QUALITY_REPORT,
+    "shopstream.spark.batch.data_quality",
     "Daily data quality of the silver tables: volume, nulls, duplicates, ranges, late and quarantined records, "
     "freshness.",
-    reads=(*_SILVER_FOR_GOLD, schema.QUARANTINE), writes=(schema.SILVER_DATA_QUALITY_REPORT,), daily=True)
+    reads=(*_SILVER_FOR_GOLD, schema.QUARANTINE),
+    writes=(schema.SILVER_DATA_QUALITY_REPORT,),
+    daily=True,
+)
 MAINTENANCE = Job(
-    "maintenance", "shopstream.spark.maintenance",
-    "Iceberg maintenance: compact closed day partitions, expire old snapshots, remove orphan files.")
+    "maintenance",
+    "shopstream.spark.maintenance",
+    "Iceberg maintenance: compact closed day partitions, expire old snapshots, remove orphan files.",
+)
 
-JOBS: dict[str, Job] = {job.name: job for job in (STREAMING, CUSTOMER_ANALYTICS, SALES_SUMMARY, PRODUCT_ANALYTICS,
-                                                  DATA_QUALITY_REPORT, MAINTENANCE)}
+JOBS: dict[str, Job] = {
+    job.name: job
+    for job in (STREAMING, CUSTOMER_ANALYTICS, SALES_SUMMARY, PRODUCT_ANALYTICS, DATA_QUALITY_REPORT, MAINTENANCE)
+}
 DAILY: tuple[Job, ...] = tuple(job for job in JOBS.values() if job.daily)

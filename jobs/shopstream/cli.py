@@ -16,5 +16,6 @@ def iso_date(text: str) -> dt.date:
 
 def add_result_file(parser: argparse.ArgumentParser, what: str) -> None:
     """`--result-file`: where a job writes `what` as JSON for the launcher to read back."""
-    parser.add_argument("--result-file", help=f"write {what} here as JSON: a local path or a URI in the warehouse's "
-                                              "storage (s3://...)")
+    parser.add_argument(
+        "--result-file", help=f"write {what} here as JSON: a local path or a URI in the warehouse's storage (s3://...)"
+    )

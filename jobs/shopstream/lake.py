@@ -19,6 +19,9 @@ from shopstream import schema, settings
 STREAMING_QUERY = "events"  # the streaming job's one query, which names its checkpoint folder
 CATALOG = "lake"  # Spark catalog name and pyiceberg catalog name; stored in the catalog's rows
 
+# Hadoop S3A reads the same AWS_* credentials as Iceberg's S3FileIO.
+ENVIRONMENT_CREDENTIALS = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+
 TABLE_PROPERTIES = {
     "format-version": "2",
     "write.target-file-size-bytes": str(128 * 1024 * 1024),
@@ -57,18 +60,27 @@ class LakeSettings:
         if not (uri and warehouse):
             base = cls.local(settings.home(env))
             uri, warehouse = uri or base.catalog_uri, warehouse or base.warehouse
-        return cls(catalog_uri=uri, warehouse=warehouse, catalog_user=pick("catalog_user", settings.CATALOG_USER),
-                   catalog_password=pick("catalog_password", settings.CATALOG_PASSWORD),
-                   s3_endpoint=pick("s3_endpoint", settings.S3_ENDPOINT),
-                   s3_region=pick("s3_region", settings.S3_REGION) or "us-east-1")
+        return cls(
+            catalog_uri=uri,
+            warehouse=warehouse,
+            catalog_user=pick("catalog_user", settings.CATALOG_USER),
+            catalog_password=pick("catalog_password", settings.CATALOG_PASSWORD),
+            s3_endpoint=pick("s3_endpoint", settings.S3_ENDPOINT),
+            s3_region=pick("s3_region", settings.S3_REGION) or "us-east-1",
+        )
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("Iceberg catalog (defaults: environment, else the embedded SQLite catalog "
-                                          "under the home folder)")
-        group.add_argument("--catalog-uri", help=f"{settings.CATALOG_URI.meaning} (env {settings.CATALOG_URI.variable})")
+        group = parser.add_argument_group(
+            "Iceberg catalog (defaults: environment, else the embedded SQLite catalog under the home folder)"
+        )
+        group.add_argument(
+            "--catalog-uri", help=f"{settings.CATALOG_URI.meaning} (env {settings.CATALOG_URI.variable})"
+        )
         group.add_argument("--warehouse", help=f"{settings.WAREHOUSE.meaning} (env {settings.WAREHOUSE.variable})")
-        group.add_argument("--s3-endpoint", help=f"{settings.S3_ENDPOINT.meaning} (env {settings.S3_ENDPOINT.variable})")
+        group.add_argument(
+            "--s3-endpoint", help=f"{settings.S3_ENDPOINT.meaning} (env {settings.S3_ENDPOINT.variable})"
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LakeSettings:
@@ -115,20 +127,23 @@ class LakeSettings:
         if self.s3_endpoint:
             # Hadoop's S3A (s3a:// checkpoints) is configured apart from Iceberg's S3FileIO: the
             # same endpoint, path-style addressing and the credentials of the environment.
-            conf.update({
-                "spark.hadoop.fs.s3a.endpoint": self.s3_endpoint,
-                "spark.hadoop.fs.s3a.endpoint.region": self.s3_region,
-                "spark.hadoop.fs.s3a.path.style.access": "true",
-                "spark.hadoop.fs.s3a.aws.credentials.provider":
-                    "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider",
-            })
+            conf.update(
+                {
+                    "spark.hadoop.fs.s3a.endpoint": self.s3_endpoint,
+                    "spark.hadoop.fs.s3a.endpoint.region": self.s3_region,
+                    "spark.hadoop.fs.s3a.path.style.access": "true",
+                    "spark.hadoop.fs.s3a.aws.credentials.provider": ENVIRONMENT_CREDENTIALS,
+                }
+            )
         return conf
 
     # -- pyiceberg ---------------------------------------------------------------------------
 
     def pyiceberg_properties(self) -> dict[str, str]:
-        props = {"uri": _sqlalchemy_uri(self.catalog_uri, self.catalog_user, self.catalog_password),
-                 "warehouse": self.warehouse}
+        props = {
+            "uri": _sqlalchemy_uri(self.catalog_uri, self.catalog_user, self.catalog_password),
+            "warehouse": self.warehouse,
+        }
         if self.warehouse.startswith("s3://"):
             props["s3.region"] = self.s3_region
             if self.s3_endpoint:
@@ -160,7 +175,6 @@ def iceberg_catalog(lake: LakeSettings):
     logging.getLogger("pyiceberg.catalog.sql").setLevel(logging.ERROR)
     lake.create_local_folders()
     return SqlCatalog(CATALOG, **lake.pyiceberg_properties())
-
 
 
 def streaming_checkpoint(checkpoint_dir: str | None = None, env: Mapping[str, str] | None = None) -> str:

@@ -33,7 +33,11 @@ class SetupError(RuntimeError):
 
 def cache_dir() -> Path:
     configured = settings.CACHE.read()
-    root = Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shopstream"
+    root = (
+        Path(configured)
+        if configured
+        else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shopstream"
+    )
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -66,8 +70,19 @@ def jar_dir(profile: str) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     print(f"shopstream: resolving {profile} jars with Maven into {target} ...", file=sys.stderr, flush=True)
     result = subprocess.run(
-        [mvn, "-q", "-B", "-s", str(MAVEN_SETTINGS), "-f", str(POM), "-P", profile,
-         "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-s",
+            str(MAVEN_SETTINGS),
+            "-f",
+            str(POM),
+            "-P",
+            profile,
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+        ],
         capture_output=True,
         text=True,
     )
@@ -121,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m shopstream.runtime",
         description="Resolve the project's JVM jars (jobs/pom.xml) into the cache and print their folders.",
     )
-    parser.add_argument("profiles", nargs="*", metavar="PROFILE",
-                        help=f"{SPARK_JARS} and/or {KAFKA_BROKER} (default: both)")
+    parser.add_argument(
+        "profiles", nargs="*", metavar="PROFILE", help=f"{SPARK_JARS} and/or {KAFKA_BROKER} (default: both)"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.profiles) - {SPARK_JARS, KAFKA_BROKER}
     if unknown:

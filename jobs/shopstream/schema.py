@@ -8,9 +8,10 @@ field added here reaches every layer.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 # --------------------------------------------------------------------------------------------
 # Column types. One small vocabulary, mapped once to each engine.
@@ -60,7 +61,7 @@ TOPIC_USER_SESSIONS = "user-sessions"
 TOPIC_PRODUCTS = "products"  # compacted: latest catalog record per product id
 
 EVENT_TOPICS = (TOPIC_RAW_EVENTS, TOPIC_PAGE_VIEWS, TOPIC_PURCHASES, TOPIC_USER_SESSIONS)
-ALL_TOPICS = EVENT_TOPICS + (TOPIC_PRODUCTS,)
+ALL_TOPICS = (*EVENT_TOPICS, TOPIC_PRODUCTS)
 COMPACTED_TOPICS = frozenset({TOPIC_PRODUCTS})
 
 # --------------------------------------------------------------------------------------------
@@ -157,9 +158,10 @@ def topic_columns(topic: str) -> tuple[Column, ...]:
                 raise TypeError(f"column {c.name} has two types across event types")
             merged.setdefault(c.name, c)
     return tuple(
-        c if c.name in {x.name for x in COMMON_EVENT_COLUMNS} or all(
-            c.name in {x.name for x in EVENT_COLUMNS[t] if x.required} for t in types
-        ) else Column(c.name, c.type, False, c.doc)
+        c
+        if c.name in {x.name for x in COMMON_EVENT_COLUMNS}
+        or all(c.name in {x.name for x in EVENT_COLUMNS[t] if x.required} for t in types)
+        else Column(c.name, c.type, False, c.doc)
         for c in merged.values()
     )
 
@@ -468,7 +470,7 @@ def to_json_value(type_: str, value: Any) -> Any:
     if type_ == TIMESTAMP:
         if value.tzinfo is None:
             raise ValueError("timestamps must be timezone-aware")
-        return value.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return value.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     if type_ == DATE:
         return value.isoformat()
     if type_ in (MONEY, RATE):
@@ -497,9 +499,7 @@ def spark_schema(columns: Sequence[Column], all_nullable: bool = False):
     schema, decides what a missing field means."""
     from pyspark.sql import types as T
 
-    return T.StructType(
-        [T.StructField(c.name, spark_type(c.type), all_nullable or not c.required) for c in columns]
-    )
+    return T.StructType([T.StructField(c.name, spark_type(c.type), all_nullable or not c.required) for c in columns])
 
 
 def arrow_type(type_: str):

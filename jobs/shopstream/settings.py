@@ -45,32 +45,48 @@ class Setting:
 
 
 # -- the embedded default's folders ------------------------------------------------------------
-HOME = Setting("SHOPSTREAM_HOME", ".demo",
-               "root of the embedded default's state: catalog, warehouse, checkpoints, broker, Dagster instance")
+HOME = Setting(
+    "SHOPSTREAM_HOME",
+    ".demo",
+    "root of the embedded default's state: catalog, warehouse, checkpoints, broker, Dagster instance",
+)
 CACHE = Setting("SHOPSTREAM_CACHE", None, "downloads and builds (JVM jars, tools); default $XDG_CACHE_HOME/shopstream")
 
 # -- the lake ------------------------------------------------------------------------------------
-CATALOG_URI = Setting("SHOPSTREAM_CATALOG_URI", None,
-                      "JDBC URI of the Iceberg catalog database; default the SQLite catalog under the home folder")
+CATALOG_URI = Setting(
+    "SHOPSTREAM_CATALOG_URI",
+    None,
+    "JDBC URI of the Iceberg catalog database; default the SQLite catalog under the home folder",
+)
 WAREHOUSE = Setting("SHOPSTREAM_WAREHOUSE", None, "warehouse root, file:// or s3://; default <home>/warehouse")
 CATALOG_USER = Setting("SHOPSTREAM_CATALOG_USER", None, "user of the catalog database")
 CATALOG_PASSWORD = Setting("SHOPSTREAM_CATALOG_PASSWORD", None, "password of the catalog database (from a Secret)")
 S3_ENDPOINT = Setting("SHOPSTREAM_S3_ENDPOINT", None, "S3-compatible endpoint of s3:// warehouses and checkpoints")
 S3_REGION = Setting("AWS_REGION", "us-east-1", "region of the S3 client")
-CHECKPOINT_DIR = Setting("SHOPSTREAM_CHECKPOINT_DIR", None,
-                         "root of the streaming query's checkpoint, local path or s3a://; default <home>/checkpoints")
+CHECKPOINT_DIR = Setting(
+    "SHOPSTREAM_CHECKPOINT_DIR",
+    None,
+    "root of the streaming query's checkpoint, local path or s3a://; default <home>/checkpoints",
+)
 
 # -- Kafka and the streaming job -----------------------------------------------------------------
 KAFKA_BOOTSTRAP = Setting("SHOPSTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers")
-TRIGGER = Setting("SHOPSTREAM_TRIGGER", "catch-up",
-                  "'catch-up': process everything available, then exit; or a micro-batch interval such as "
-                  "'10 seconds' to run continuously")
-MAX_OFFSETS_PER_TRIGGER = Setting("SHOPSTREAM_MAX_OFFSETS_PER_TRIGGER", "200000",
-                                  "most Kafka records per micro-batch, over all topics")
+TRIGGER = Setting(
+    "SHOPSTREAM_TRIGGER",
+    "catch-up",
+    "'catch-up': process everything available, then exit; or a micro-batch interval such as "
+    "'10 seconds' to run continuously",
+)
+MAX_OFFSETS_PER_TRIGGER = Setting(
+    "SHOPSTREAM_MAX_OFFSETS_PER_TRIGGER", "200000", "most Kafka records per micro-batch, over all topics"
+)
 STARTING_OFFSETS = Setting("SHOPSTREAM_STARTING_OFFSETS", "earliest", "where a query without a checkpoint starts")
-ALLOWED_LATENESS = Setting("SHOPSTREAM_ALLOWED_LATENESS", "1800",
-                           "seconds an event may arrive after it happened and still count in its session; later "
-                           "ones stay in silver and are recorded in quarantine_events as late_event")
+ALLOWED_LATENESS = Setting(
+    "SHOPSTREAM_ALLOWED_LATENESS",
+    "1800",
+    "seconds an event may arrive after it happened and still count in its session; later "
+    "ones stay in silver and are recorded in quarantine_events as late_event",
+)
 
 # -- local Spark -----------------------------------------------------------------------------------
 SPARK_MASTER = Setting("SHOPSTREAM_SPARK_MASTER", "local[*]", "Spark master of jobs run on this machine")
@@ -80,32 +96,44 @@ SPARK_LOG_LEVEL = Setting("SHOPSTREAM_SPARK_LOG_LEVEL", "WARN", "log level of Sp
 SPARK_UI = Setting("SHOPSTREAM_SPARK_UI", "false", "'true' serves the Spark UI of local jobs")
 
 # -- Dagster ---------------------------------------------------------------------------------------
-LAUNCHER_MODE = Setting("SHOPSTREAM_LAUNCHER_MODE", "local",
-                        "'local': Spark jobs run on this machine; 'kubernetes': as SparkApplications")
-MAX_CONCURRENT_STEPS = Setting("SHOPSTREAM_MAX_CONCURRENT_STEPS", None,
-                               "steps a run executes at once; default 1 locally, 4 in kubernetes mode")
+LAUNCHER_MODE = Setting(
+    "SHOPSTREAM_LAUNCHER_MODE", "local", "'local': Spark jobs run on this machine; 'kubernetes': as SparkApplications"
+)
+MAX_CONCURRENT_STEPS = Setting(
+    "SHOPSTREAM_MAX_CONCURRENT_STEPS", None, "steps a run executes at once; default 1 locally, 4 in kubernetes mode"
+)
 PARTITIONS_START = Setting("SHOPSTREAM_PARTITIONS_START", "2026-01-01", "first day of the daily partitions")
-HEALTH_MAX_PROGRESS_AGE = Setting("SHOPSTREAM_HEALTH_MAX_PROGRESS_AGE", "900",
-                                  "unhealthy when the last micro-batch finished more seconds ago")
+HEALTH_MAX_PROGRESS_AGE = Setting(
+    "SHOPSTREAM_HEALTH_MAX_PROGRESS_AGE", "900", "unhealthy when the last micro-batch finished more seconds ago"
+)
 HEALTH_MAX_LAG = Setting("SHOPSTREAM_HEALTH_MAX_LAG", "200000", "unhealthy above this many unread Kafka records")
-HEALTH_SENSOR_INTERVAL = Setting("SHOPSTREAM_HEALTH_SENSOR_INTERVAL_SECONDS", "300",
-                                 "seconds between two evaluations of the streaming health sensor")
+HEALTH_SENSOR_INTERVAL = Setting(
+    "SHOPSTREAM_HEALTH_SENSOR_INTERVAL_SECONDS", "300", "seconds between two evaluations of the streaming health sensor"
+)
 UI_PORT = Setting("SHOPSTREAM_UI_PORT", "3000", "port of `make ui`")
 
 # -- kubernetes mode -------------------------------------------------------------------------------
 SPARK_NAMESPACE = Setting("SHOPSTREAM_SPARK_NAMESPACE", "shopstream", "namespace of the SparkApplications")
 SPARK_IMAGE = Setting("SHOPSTREAM_SPARK_IMAGE", "", "the Spark job image (images/spark), by digest or unique tag")
 SPARK_VERSION = Setting("SHOPSTREAM_SPARK_VERSION", "", "spec.sparkVersion; default the pinned pyspark's")
-SPARK_SERVICE_ACCOUNT = Setting("SHOPSTREAM_SPARK_SERVICE_ACCOUNT", "",
-                                "service account of the drivers; default the one in the application defaults")
-SPARK_ENV_CONFIGMAP = Setting("SHOPSTREAM_SPARK_ENV_CONFIGMAP", "",
-                              "ConfigMap of lake settings given to drivers and executors")
+SPARK_SERVICE_ACCOUNT = Setting(
+    "SHOPSTREAM_SPARK_SERVICE_ACCOUNT",
+    "",
+    "service account of the drivers; default the one in the application defaults",
+)
+SPARK_ENV_CONFIGMAP = Setting(
+    "SHOPSTREAM_SPARK_ENV_CONFIGMAP", "", "ConfigMap of lake settings given to drivers and executors"
+)
 SPARK_ENV_SECRET = Setting("SHOPSTREAM_SPARK_ENV_SECRET", "", "Secret of credentials given to drivers and executors")
-SPARK_APP_DEFAULTS = Setting("SHOPSTREAM_SPARK_APP_DEFAULTS", "",
-                             "JSON: the spec every SparkApplication of the deployment shares (published by the chart)")
+SPARK_APP_DEFAULTS = Setting(
+    "SHOPSTREAM_SPARK_APP_DEFAULTS",
+    "",
+    "JSON: the spec every SparkApplication of the deployment shares (published by the chart)",
+)
 KUBECONFIG = Setting("SHOPSTREAM_KUBECONFIG", "", "kubeconfig file; default in-cluster, else the default kubeconfig")
-STREAMING_APP = Setting("SHOPSTREAM_STREAMING_APP", "shopstream-streaming",
-                        "name of the long-running streaming SparkApplication")
+STREAMING_APP = Setting(
+    "SHOPSTREAM_STREAMING_APP", "shopstream-streaming", "name of the long-running streaming SparkApplication"
+)
 
 ALL: tuple[Setting, ...] = tuple(value for value in dict(globals()).values() if isinstance(value, Setting))
 

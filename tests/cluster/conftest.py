@@ -23,14 +23,17 @@ CLUSTER_IMAGES = ("spark-operator", "kafka", "minio", "postgres", "spark", "app"
 
 # The code server: the health sensor looks every 20 s instead of every 5 minutes, so a test sees its
 # alert soon; a sliver of CPU, like the rest of Dagster here (values/dagster.yaml).
-DAGSTER_TEST_VALUES = ("dagster-user-deployments.deployments[0].env[0].name=SHOPSTREAM_HEALTH_SENSOR_INTERVAL_SECONDS",
-                       "dagster-user-deployments.deployments[0].env[0].value=20",
-                       "dagster-user-deployments.deployments[0].resources.requests.cpu=20m",
-                       "dagster-user-deployments.deployments[0].resources.requests.memory=256Mi")
+DAGSTER_TEST_VALUES = (
+    "dagster-user-deployments.deployments[0].env[0].name=SHOPSTREAM_HEALTH_SENSOR_INTERVAL_SECONDS",
+    "dagster-user-deployments.deployments[0].env[0].value=20",
+    "dagster-user-deployments.deployments[0].resources.requests.cpu=20m",
+    "dagster-user-deployments.deployments[0].resources.requests.memory=256Mi",
+)
 
 
 def chart_image_values(images: dict[str, str]) -> dict:
     """The platform chart's images moved to the ones built here (registry/repository:tag)."""
+
     def values(ref: str) -> dict:
         registry, repository, tag = split_image(ref)
         return {"registry": registry, "repository": repository, "tag": tag, "digest": ""}
@@ -79,11 +82,16 @@ def cluster(tmp_path_factory, request):
             pods = memory["pods_peak_mib"]
             shown = [pod for pod in pods if pod.startswith("spark-operator/")] + list(pods)[:10]
             top = ", ".join(f"{pod} {pods[pod]} MiB" for pod in dict.fromkeys(shown))
-            REPORT.append(f"cluster stage: node peak {memory['node_peak_mib']} MiB; peak per pod: {top} "
-                          f"(all in {workdir / 'memory.json'})")
+            REPORT.append(
+                f"cluster stage: node peak {memory['node_peak_mib']} MiB; peak per pod: {top} "
+                f"(all in {workdir / 'memory.json'})"
+            )
         timings["total"] = time.monotonic() - started
-        REPORT.append("cluster stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
-                      + f"; Spark operator rerun workaround applied {stage.nudges} time(s)")
+        REPORT.append(
+            "cluster stage times (s): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+            + f"; Spark operator rerun workaround applied {stage.nudges} time(s)"
+        )
         if request.session.testsfailed:
             where = stage.dump(workdir / "diagnostics")
             REPORT.append(f"cluster stage: diagnostics (pod logs, events, SparkApplications) in {where}")

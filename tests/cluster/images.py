@@ -97,14 +97,17 @@ def docker_client() -> str:
             continue
         if subprocess.run([path, "buildx", "version"], capture_output=True).returncode == 0:
             return path
-        version = subprocess.run([path, "version", "--format", "{{.Client.Version}}"],
-                                 capture_output=True, text=True).stdout.strip()
+        version = subprocess.run(
+            [path, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True
+        ).stdout.strip()
         tried.append(f"{path} {version or '?'}")
         major = re.match(r"(\d+)\.", version)
         if major and int(major.group(1)) < 23:
             return path
-    raise ImageBuildError("no docker client that builds with BuildKit: install the buildx plugin, or point "
-                          f"SHOPSTREAM_DOCKER at a docker CLI older than 23 (tried: {', '.join(tried) or 'none found'})")
+    raise ImageBuildError(
+        "no docker client that builds with BuildKit: install the buildx plugin, or point "
+        f"SHOPSTREAM_DOCKER at a docker CLI older than 23 (tried: {', '.join(tried) or 'none found'})"
+    )
 
 
 def docker(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -144,19 +147,29 @@ def _file_digest(path: Path) -> str:
 
 def _tree_inputs(folder: Path) -> list[str]:
     """Every file of a folder: relative path, mode and content digest."""
-    return [f"{p.relative_to(folder)}:{oct(p.stat().st_mode & 0o777)}:{_file_digest(p)}"
-            for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+    return [
+        f"{p.relative_to(folder)}:{oct(p.stat().st_mode & 0o777)}:{_file_digest(p)}"
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
 
 
 def _repo_inputs(*paths: str) -> list[str]:
     """The project files under `paths` (tracked and untracked, not ignored, as in the working tree)."""
-    done = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *paths],
-                          cwd=REPO, capture_output=True)
+    done = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *paths],
+        cwd=REPO,
+        capture_output=True,
+    )
     if done.returncode == 0:
         files = sorted({f for f in done.stdout.decode().split("\0") if f})
     else:  # not a git checkout: every file
-        files = sorted(str(p.relative_to(REPO)) for path in paths for p in (REPO / path).rglob("*")
-                       if p.is_file() and "__pycache__" not in p.parts)
+        files = sorted(
+            str(p.relative_to(REPO))
+            for path in paths
+            for p in (REPO / path).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        )
     return [f"{f}:{_file_digest(REPO / f)}" for f in files if (REPO / f).is_file()]
 
 
@@ -236,10 +249,12 @@ def _customize_rootfs(root: Path, mirror: str, security: str | None) -> None:
         path.unlink()
     (root / "etc/apt/apt.conf.d/90shopstream").write_text(
         'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\nAcquire::Languages "none";\n'
-        'Acquire::Retries "3";\n')
+        'Acquire::Retries "3";\n'
+    )
     (root / "etc/dpkg/dpkg.cfg.d/90shopstream-nodoc").write_text(
         "path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\n"
-        "path-exclude /usr/share/info/*\npath-exclude /usr/share/lintian/*\npath-exclude /usr/share/locale/*\n")
+        "path-exclude /usr/share/info/*\npath-exclude /usr/share/lintian/*\npath-exclude /usr/share/locale/*\n"
+    )
     # What the path-excludes above keep out of later packages, removed from debootstrap's as well.
     for pattern in ("usr/share/man/*", "usr/share/info/*", "usr/share/lintian/*", "usr/share/locale/*"):
         for path in root.glob(pattern):
@@ -253,8 +268,15 @@ def _customize_rootfs(root: Path, mirror: str, security: str | None) -> None:
     policy = root / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\n# No service starts during an image build.\nexit 101\n")
     policy.chmod(0o755)
-    for pattern in ("var/lib/apt/lists/*", "var/cache/apt/*.bin", "var/cache/apt/archives/*.deb",
-                    "var/log/*.log", "var/log/apt/*", "var/cache/debconf/*-old", "var/lib/dpkg/*-old"):
+    for pattern in (
+        "var/lib/apt/lists/*",
+        "var/cache/apt/*.bin",
+        "var/cache/apt/archives/*.deb",
+        "var/log/*.log",
+        "var/log/apt/*",
+        "var/cache/debconf/*-old",
+        "var/lib/dpkg/*-old",
+    ):
         for path in root.glob(pattern):
             if path.is_file() or path.is_symlink():
                 path.unlink()
@@ -265,9 +287,16 @@ def _customize_rootfs(root: Path, mirror: str, security: str | None) -> None:
 
 def _debian_hash() -> str:
     mirror, security = debian_mirrors()
-    return _hash("debian", SUITE, mirror, security or "", ",".join(DEBIAN_PACKAGES),
-                 *(f"{ca.name}:{_file_digest(ca)}" for ca in local_cas()),
-                 inspect.getsource(_customize_rootfs), inspect.getsource(_build_debian))
+    return _hash(
+        "debian",
+        SUITE,
+        mirror,
+        security or "",
+        ",".join(DEBIAN_PACKAGES),
+        *(f"{ca.name}:{_file_digest(ca)}" for ca in local_cas()),
+        inspect.getsource(_customize_rootfs),
+        inspect.getsource(_build_debian),
+    )
 
 
 def _build_debian(ref: str, archive: Path, logfile: Path) -> None:
@@ -284,13 +313,27 @@ def _build_debian(ref: str, archive: Path, logfile: Path) -> None:
         scratch.mkdir(parents=True)
         try:
             log(f"debian: debootstrap --variant=minbase {SUITE} from {mirror} ...")
-            _run_logged(["nice", "-n", "10", "debootstrap", "--variant=minbase",
-                         f"--include={','.join(DEBIAN_PACKAGES)}", SUITE, str(root), mirror], logfile, "debian")
+            _run_logged(
+                [
+                    "nice",
+                    "-n",
+                    "10",
+                    "debootstrap",
+                    "--variant=minbase",
+                    f"--include={','.join(DEBIAN_PACKAGES)}",
+                    SUITE,
+                    str(root),
+                    mirror,
+                ],
+                logfile,
+                "debian",
+            )
             _customize_rootfs(root, mirror, security)
             partial = archive.with_suffix(".partial")
             with open(partial, "wb") as out:
-                tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-cf", "-", "."],
-                                       stdout=subprocess.PIPE)
+                tar = subprocess.Popen(
+                    ["tar", "-C", str(root), "--numeric-owner", "-cf", "-", "."], stdout=subprocess.PIPE
+                )
                 gz = subprocess.run(["gzip", "-1"], stdin=tar.stdout, stdout=out)
                 tar.stdout.close()
                 if tar.wait() != 0 or gz.returncode != 0:
@@ -301,9 +344,22 @@ def _build_debian(ref: str, archive: Path, logfile: Path) -> None:
             with contextlib.suppress(OSError):
                 scratch.parent.rmdir()
     replaced = docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
-    _run_logged([docker_client(), "import",
-                 "-c", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                 "-c", "ENV LANG=C.UTF-8", "-c", 'CMD ["bash"]', str(archive), ref], logfile, "debian")
+    _run_logged(
+        [
+            docker_client(),
+            "import",
+            "-c",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "-c",
+            "ENV LANG=C.UTF-8",
+            "-c",
+            'CMD ["bash"]',
+            str(archive),
+            ref,
+        ],
+        logfile,
+        "debian",
+    )
     if replaced:  # a re-import leaves the previous image untagged (kept while child images use it)
         docker("rmi", replaced)
 
@@ -343,27 +399,61 @@ def _jobs_pom() -> list[str]:
     return [f"{f}:{_file_digest(REPO / f)}" for f in ("jobs/pom.xml", "jobs/maven-settings.xml")]
 
 
-IMAGES: dict[str, Image] = {i.name: i for i in [
-    Image("debian"),
-    Image("jre", ("debian",), args=_base("debian")),
-    Image("maven", ("jre",), args=_base("jre")),
-    Image("spark-base", ("jre",), inputs=lambda: [f"pyspark=={pyspark_version()}"],
-          args=lambda refs: {"BASE_IMAGE": refs["jre"], "PYSPARK_VERSION": pyspark_version()}),
-    Image("python", ("debian",), args=_base("debian")),
-    Image("postgres", ("debian",), args=_base("debian")),
-    Image("kafka", ("jre", "maven"), inputs=_jobs_pom, context=lambda: REPO,
-          args=lambda refs: {"BASE_IMAGE": refs["jre"], "MAVEN_IMAGE": refs["maven"]}),
-    Image("minio", ("debian",), args=_base("debian"), context=lambda: _tool_dir("minio"),
-          inputs=lambda: [_file_digest(_tool_dir("minio") / b) for b in ("minio", "mc")]),
-    Image("spark-operator", ("spark-base",), args=_base("spark-base"), context=lambda: _tool_dir("spark-operator"),
-          inputs=lambda: [_file_digest(_tool_dir("spark-operator") / "operator")]),
-    Image("spark", ("maven", "spark-base"), project_dockerfile="images/spark", repository="shopstream-spark",
-          context=lambda: REPO, inputs=lambda: _repo_inputs("jobs", "pyproject.toml", "images/spark", ".dockerignore"),
-          args=lambda refs: {"MAVEN_IMAGE": refs["maven"], "SPARK_IMAGE": refs["spark-base"]}),
-    Image("app", ("python",), project_dockerfile="images/dagster", repository="shopstream-app", context=lambda: REPO,
-          inputs=lambda: _repo_inputs("jobs", "dagster_repo", "pyproject.toml", "images/dagster", ".dockerignore"),
-          args=lambda refs: {"PYTHON_IMAGE": refs["python"]}),
-]}
+IMAGES: dict[str, Image] = {
+    i.name: i
+    for i in [
+        Image("debian"),
+        Image("jre", ("debian",), args=_base("debian")),
+        Image("maven", ("jre",), args=_base("jre")),
+        Image(
+            "spark-base",
+            ("jre",),
+            inputs=lambda: [f"pyspark=={pyspark_version()}"],
+            args=lambda refs: {"BASE_IMAGE": refs["jre"], "PYSPARK_VERSION": pyspark_version()},
+        ),
+        Image("python", ("debian",), args=_base("debian")),
+        Image("postgres", ("debian",), args=_base("debian")),
+        Image(
+            "kafka",
+            ("jre", "maven"),
+            inputs=_jobs_pom,
+            context=lambda: REPO,
+            args=lambda refs: {"BASE_IMAGE": refs["jre"], "MAVEN_IMAGE": refs["maven"]},
+        ),
+        Image(
+            "minio",
+            ("debian",),
+            args=_base("debian"),
+            context=lambda: _tool_dir("minio"),
+            inputs=lambda: [_file_digest(_tool_dir("minio") / b) for b in ("minio", "mc")],
+        ),
+        Image(
+            "spark-operator",
+            ("spark-base",),
+            args=_base("spark-base"),
+            context=lambda: _tool_dir("spark-operator"),
+            inputs=lambda: [_file_digest(_tool_dir("spark-operator") / "operator")],
+        ),
+        Image(
+            "spark",
+            ("maven", "spark-base"),
+            project_dockerfile="images/spark",
+            repository="shopstream-spark",
+            context=lambda: REPO,
+            inputs=lambda: _repo_inputs("jobs", "pyproject.toml", "images/spark", ".dockerignore"),
+            args=lambda refs: {"MAVEN_IMAGE": refs["maven"], "SPARK_IMAGE": refs["spark-base"]},
+        ),
+        Image(
+            "app",
+            ("python",),
+            project_dockerfile="images/dagster",
+            repository="shopstream-app",
+            context=lambda: REPO,
+            inputs=lambda: _repo_inputs("jobs", "dagster_repo", "pyproject.toml", "images/dagster", ".dockerignore"),
+            args=lambda refs: {"PYTHON_IMAGE": refs["python"]},
+        ),
+    ]
+}
 
 
 def _order(names: list[str]) -> list[str]:
@@ -399,15 +489,18 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def _run_logged(command: list[str], logfile: Path, name: str, env: dict | None = None,
-                stdin=subprocess.DEVNULL) -> None:
+def _run_logged(
+    command: list[str], logfile: Path, name: str, env: dict | None = None, stdin=subprocess.DEVNULL
+) -> None:
     with open(logfile, "a") as out:
         out.write(f"\n$ {' '.join(command)}\n")
         out.flush()
         done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, stdin=stdin, env=env)
     if done.returncode != 0:
-        raise ImageBuildError(f"image {name}: `{' '.join(command[:3])} ...` failed with exit code {done.returncode} "
-                              f"(log: {logfile}); last lines:\n{_tail(logfile)}")
+        raise ImageBuildError(
+            f"image {name}: `{' '.join(command[:3])} ...` failed with exit code {done.returncode} "
+            f"(log: {logfile}); last lines:\n{_tail(logfile)}"
+        )
 
 
 @contextlib.contextmanager
@@ -425,8 +518,20 @@ def _lock(name: str) -> Iterator[None]:
 def _docker_build(image: Image, ref: str, refs: dict[str, str], logfile: Path, no_cache: bool = False) -> None:
     args = image.args({d: refs[d] for d in image.deps})
     context = image.context() if image.context else image.folder
-    command = [docker_client(), "build", "--network", "host", "--progress", "plain", "-f",
-               str(image.folder / "Dockerfile"), "-t", ref, "--label", f"io.shopstream.test-image={image.name}"]
+    command = [
+        docker_client(),
+        "build",
+        "--network",
+        "host",
+        "--progress",
+        "plain",
+        "-f",
+        str(image.folder / "Dockerfile"),
+        "-t",
+        ref,
+        "--label",
+        f"io.shopstream.test-image={image.name}",
+    ]
     command += ["--no-cache"] if no_cache else []
     for key, value in args.items():
         command += ["--build-arg", f"{key}={value}"]
@@ -442,7 +547,9 @@ def _save(name: str, ref: str, archive: Path, logfile: Path) -> None:
         save.stdout.close()
         if save.wait() != 0 or gz.returncode != 0:
             partial.unlink(missing_ok=True)
-            raise ImageBuildError(f"image {name}: `docker save {ref}` failed (log: {logfile}); last lines:\n{_tail(logfile)}")
+            raise ImageBuildError(
+                f"image {name}: `docker save {ref}` failed (log: {logfile}); last lines:\n{_tail(logfile)}"
+            )
     partial.rename(archive)
 
 
@@ -452,8 +559,15 @@ def _prune_images(name: str, keep: str) -> None:
     repository, _, tag = keep.rpartition(":")
     prefix = tag.rpartition("-")[0]  # debian's tags are bookworm-<hash>
     listed = docker("images", repository, "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-    old = [r for r in listed if r != keep and re.fullmatch(rf"{re.escape(repository)}:{re.escape(prefix + '-' if prefix else '')}[0-9a-f]{{12}}", r)]
-    dangling = docker("images", "-q", "--filter", "dangling=true", "--filter", f"label=io.shopstream.test-image={name}").stdout.split()
+    old = [
+        r
+        for r in listed
+        if r != keep
+        and re.fullmatch(rf"{re.escape(repository)}:{re.escape(prefix + '-' if prefix else '')}[0-9a-f]{{12}}", r)
+    ]
+    dangling = docker(
+        "images", "-q", "--filter", "dangling=true", "--filter", f"label=io.shopstream.test-image={name}"
+    ).stdout.split()
     if old or dangling:
         docker("rmi", *old, *dangling)
 
@@ -464,12 +578,19 @@ def _prune_archives(name: str, keep: Path) -> None:
         if path != keep and pattern.match(path.name):
             path.unlink(missing_ok=True)
     for path in LOGS.glob(f"{name}-*.log"):
-        if path.stem != keep.name.removesuffix(".tar.gz") and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{12}}", path.stem):
+        if path.stem != keep.name.removesuffix(".tar.gz") and re.fullmatch(
+            rf"{re.escape(name)}-[0-9a-f]{{12}}", path.stem
+        ):
             path.unlink(missing_ok=True)
 
 
-def build_image(name: str, refs: dict[str, str] | None = None, verify: bool = True, rebuild: bool = False,
-                saver: Callable[..., None] | None = None) -> str:
+def build_image(
+    name: str,
+    refs: dict[str, str] | None = None,
+    verify: bool = True,
+    rebuild: bool = False,
+    saver: Callable[..., None] | None = None,
+) -> str:
     """One image, its dependencies already in `refs`: reuse the tag, else load the archive, else
     build (then check and archive it). `rebuild` builds afresh (debootstrap again, `docker build
     --no-cache`; BuildKit's apt, pip and Maven cache mounts stay). `saver(function, *args)` may
@@ -546,8 +667,9 @@ def build_images(names: list[str] | None = None, verify: bool = True, rebuild: b
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-archive") as pool:
         saves: list[concurrent.futures.Future] = []
         for name in _order(names or list(IMAGES)):
-            refs[name] = build_image(name, refs, verify=verify, rebuild=rebuild,
-                                     saver=lambda fn, *args: saves.append(pool.submit(fn, *args)))
+            refs[name] = build_image(
+                name, refs, verify=verify, rebuild=rebuild, saver=lambda fn, *args: saves.append(pool.submit(fn, *args))
+            )
     for save in saves:
         save.result()  # an archive that failed raises here
     log(f"{len(refs)} images ready in {time.monotonic() - started:.1f}s")
@@ -564,18 +686,22 @@ def _check_run(logfile: Path, name: str, *args: str, timeout: float = 300, expec
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        output = ((exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or "")
+        output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
         with open(logfile, "a") as out:
             out.write(output + f"\n(timed out after {timeout:.0f}s)\n")
-        raise ImageBuildError(f"image {name}: check `{' '.join(args[-4:])}` timed out after {timeout:.0f}s "
-                              f"(log: {logfile}); last lines:\n{_tail(logfile)}") from None
+        raise ImageBuildError(
+            f"image {name}: check `{' '.join(args[-4:])}` timed out after {timeout:.0f}s "
+            f"(log: {logfile}); last lines:\n{_tail(logfile)}"
+        ) from None
     output = done.stdout + done.stderr
     with open(logfile, "a") as out:
         out.write(output + f"(exit {done.returncode})\n")
     if done.returncode != 0 or (expect is not None and expect not in output):
         problem = f"exit code {done.returncode}" if done.returncode else f"output lacks {expect!r}"
-        raise ImageBuildError(f"image {name}: check `{' '.join(args)[-200:]}` failed ({problem}; log: {logfile}); "
-                              f"last lines:\n{_tail(logfile)}")
+        raise ImageBuildError(
+            f"image {name}: check `{' '.join(args)[-200:]}` failed ({problem}; log: {logfile}); "
+            f"last lines:\n{_tail(logfile)}"
+        )
     return output
 
 
@@ -605,9 +731,11 @@ def _wait_exec(logfile: Path, name: str, cname: str, command: list[str], timeout
             with open(logfile, "a") as out:
                 out.write(f"\n$ docker exec {cname} {' '.join(command)}\n{done.stdout}{done.stderr}")
             why = "the container exited" if state != "true" else f"not after {timeout:.0f}s"
-            raise ImageBuildError(f"image {name}: `{' '.join(command)}` did not succeed ({why}; log: {logfile}); "
-                                  f"last lines:\n{(logs.stdout + logs.stderr).strip()[-4000:]}\n"
-                                  f"{(done.stdout + done.stderr).strip()[-2000:]}")
+            raise ImageBuildError(
+                f"image {name}: `{' '.join(command)}` did not succeed ({why}; log: {logfile}); "
+                f"last lines:\n{(logs.stdout + logs.stderr).strip()[-4000:]}\n"
+                f"{(done.stdout + done.stderr).strip()[-2000:]}"
+            )
         time.sleep(2)
 
 
@@ -615,50 +743,113 @@ def _check_postgres(logfile: Path, ref: str) -> None:
     init = Path(tempfile.mkdtemp(prefix="shopstream-pg-init-"))
     try:
         (init / "10-extra.sql").write_text("CREATE DATABASE extra OWNER lake;\n")
-        (init / "20-marker.sh").write_text('psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB"'
-                                           ' -c "CREATE TABLE marker (x int)"\n')
+        (init / "20-marker.sh").write_text(
+            'psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB"'
+            ' -c "CREATE TABLE marker (x int)"\n'
+        )
         init.chmod(0o755)
         for f in init.iterdir():
             f.chmod(0o644)
         # As the chart runs it: uid 70, PGDATA a subfolder of a volume, /var/run/postgresql a volume.
-        with _container(logfile, "postgres", ref, "--user", "70:70",
-                        "-e", "POSTGRES_USER=lake", "-e", "POSTGRES_PASSWORD=s3cret pass", "-e", "POSTGRES_DB=catalog",
-                        "-e", "PGDATA=/var/lib/postgresql/data/pgdata", "--tmpfs", "/var/lib/postgresql/data",
-                        "--tmpfs", "/var/run/postgresql", "-v", f"{init}:/docker-entrypoint-initdb.d:ro") as c:
+        with _container(
+            logfile,
+            "postgres",
+            ref,
+            "--user",
+            "70:70",
+            "-e",
+            "POSTGRES_USER=lake",
+            "-e",
+            "POSTGRES_PASSWORD=s3cret pass",
+            "-e",
+            "POSTGRES_DB=catalog",
+            "-e",
+            "PGDATA=/var/lib/postgresql/data/pgdata",
+            "--tmpfs",
+            "/var/lib/postgresql/data",
+            "--tmpfs",
+            "/var/run/postgresql",
+            "-v",
+            f"{init}:/docker-entrypoint-initdb.d:ro",
+        ) as c:
             _wait_exec(logfile, "postgres", c, ["pg_isready", "-U", "lake", "-d", "catalog"], 120)
-            out = _wait_exec(logfile, "postgres", c, [
-                "env", "PGPASSWORD=s3cret pass", "psql", "-h", "127.0.0.1", "-U", "lake", "-d", "catalog", "-tAc",
-                "SELECT current_user || ' ' || (SELECT count(*) FROM pg_database WHERE datname = 'extra') "
-                "|| ' ' || (SELECT count(*) FROM marker)"], 30, expect="lake 1 0")
+            out = _wait_exec(
+                logfile,
+                "postgres",
+                c,
+                [
+                    "env",
+                    "PGPASSWORD=s3cret pass",
+                    "psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "lake",
+                    "-d",
+                    "catalog",
+                    "-tAc",
+                    "SELECT current_user || ' ' || (SELECT count(*) FROM pg_database WHERE datname = 'extra') "
+                    "|| ' ' || (SELECT count(*) FROM marker)",
+                ],
+                30,
+                expect="lake 1 0",
+            )
             with open(logfile, "a") as f:
                 f.write(f"psql over TCP with the password: {out}")
             denied = docker("exec", c, "psql", "-h", "127.0.0.1", "-U", "lake", "-d", "catalog", "-w", "-c", "SELECT 1")
             if denied.returncode == 0 or "password" not in denied.stderr:
-                raise ImageBuildError(f"image postgres: a TCP connection without a password was not refused: {denied.stderr}")
+                raise ImageBuildError(
+                    f"image postgres: a TCP connection without a password was not refused: {denied.stderr}"
+                )
     finally:
         shutil.rmtree(init, ignore_errors=True)
 
 
 def _check_kafka(logfile: Path, ref: str) -> None:
-    with _container(logfile, "kafka", ref, "--hostname", "localhost", "-e", "KAFKA_TOPICS=alpha:3 beta:1:compact", "-e", "KAFKA_ADVERTISED_HOST=localhost",
-                    "-e", "KAFKA_HEAP_OPTS=-Xmx384m", "--tmpfs", "/var/lib/kafka:uid=1001,gid=1001") as c:
+    with _container(
+        logfile,
+        "kafka",
+        ref,
+        "--hostname",
+        "localhost",
+        "-e",
+        "KAFKA_TOPICS=alpha:3 beta:1:compact",
+        "-e",
+        "KAFKA_ADVERTISED_HOST=localhost",
+        "-e",
+        "KAFKA_HEAP_OPTS=-Xmx384m",
+        "--tmpfs",
+        "/var/lib/kafka:uid=1001,gid=1001",
+    ) as c:
         _wait_exec(logfile, "kafka", c, ["test", "-f", "/var/lib/kafka/topics-ready"], 180)
         listed = _wait_exec(logfile, "kafka", c, ["kafka-topics", "--bootstrap-server", "localhost:9092", "--list"], 60)
         if {"alpha", "beta"} - set(listed.split()):
             raise ImageBuildError(f"image kafka: topics missing after creation; listed: {listed!r}")
-        described = _wait_exec(logfile, "kafka", c, ["kafka-topics", "--bootstrap-server", "localhost:9092",
-                                                    "--describe", "--topic", "beta"], 60)
+        described = _wait_exec(
+            logfile,
+            "kafka",
+            c,
+            ["kafka-topics", "--bootstrap-server", "localhost:9092", "--describe", "--topic", "beta"],
+            60,
+        )
         if "cleanup.policy=compact" not in described:
             raise ImageBuildError(f"image kafka: topic beta is not compacted: {described!r}")
-        described = _wait_exec(logfile, "kafka", c, ["kafka-topics", "--bootstrap-server", "localhost:9092",
-                                                    "--describe", "--topic", "alpha"], 60)
+        described = _wait_exec(
+            logfile,
+            "kafka",
+            c,
+            ["kafka-topics", "--bootstrap-server", "localhost:9092", "--describe", "--topic", "alpha"],
+            60,
+        )
         if "PartitionCount: 3" not in described:
             raise ImageBuildError(f"image kafka: topic alpha has not 3 partitions: {described!r}")
 
 
-_SPARK_COUNT = ("from pyspark.sql import SparkSession; "
-                "s = SparkSession.builder.master('local[1]').config('spark.ui.enabled', 'false').getOrCreate(); "
-                "print('count', s.range(1000).filter('id % 3 = 0').count()); s.stop()")
+_SPARK_COUNT = (
+    "from pyspark.sql import SparkSession; "
+    "s = SparkSession.builder.master('local[1]').config('spark.ui.enabled', 'false').getOrCreate(); "
+    "print('count', s.range(1000).filter('id % 3 = 0').count()); s.stop()"
+)
 
 
 _SPARK_DRIVER_APP = """\
@@ -682,8 +873,14 @@ def verify_image(name: str, ref: str, logfile: Path | None = None) -> float:
     # No network; the hostname `localhost` resolves without one (Java asks for it).
     none = ("run", "--rm", "--network", "none", "--hostname", "localhost")
     if name == "debian":
-        run(*none, ref, "sh", "-ec", "cat /etc/debian_version; grep '^deb ' /etc/apt/sources.list; "
-            "test -s /etc/ssl/certs/ca-certificates.crt; for c in useradd groupadd apt-get; do command -v $c; done")
+        run(
+            *none,
+            ref,
+            "sh",
+            "-ec",
+            "cat /etc/debian_version; grep '^deb ' /etc/apt/sources.list; "
+            "test -s /etc/ssl/certs/ca-certificates.crt; for c in useradd groupadd apt-get; do command -v $c; done",
+        )
     elif name == "jre":
         run(*none, ref, "sh", "-c", 'java -version && test -x "$JAVA_HOME/bin/java"', expect="17.")
     elif name == "maven":
@@ -693,36 +890,98 @@ def verify_image(name: str, ref: str, logfile: Path | None = None) -> float:
         local = ("-e", "SPARK_LOCAL_IP=127.0.0.1", "-e", "SPARK_LOCAL_HOSTNAME=localhost")
         run(*none, *local, ref, "spark-submit", "--version", expect=f"version {pyspark_version()}")
         run(*none, *local, ref, "python3", "-c", _SPARK_COUNT, expect="count 334")
-        run(*none, "--entrypoint", "sh", ref, "-c",
-            'id -u | grep -qx 185 && touch /opt/spark/work-dir/x && ls $SPARK_HOME/python/lib/pyspark.zip '
-            '$SPARK_HOME/python/lib/py4j-*-src.zip $SPARK_HOME/jars/spark-kubernetes_2.13-*.jar')
+        run(
+            *none,
+            "--entrypoint",
+            "sh",
+            ref,
+            "-c",
+            "id -u | grep -qx 185 && touch /opt/spark/work-dir/x && ls $SPARK_HOME/python/lib/pyspark.zip "
+            "$SPARK_HOME/python/lib/py4j-*-src.zip $SPARK_HOME/jars/spark-kubernetes_2.13-*.jar",
+        )
         # The executor contract, up to the JVM: the backend's class resolves and reports its arguments.
-        run(*none, "-e", "SPARK_JAVA_OPT_1=-Dtwo=2", "-e", "SPARK_JAVA_OPT_0=-Done=1", "-e", "SPARK_EXECUTOR_MEMORY=256m",
-            "-e", "SPARK_DRIVER_URL=spark://CoarseGrainedScheduler@127.0.0.1:1", "-e", "SPARK_EXECUTOR_ID=1",
-            "-e", "SPARK_EXECUTOR_CORES=1", "-e", "SPARK_APPLICATION_ID=spark-check", "-e", "SPARK_EXECUTOR_POD_IP=127.0.0.1",
-            "-e", "SPARK_RESOURCE_PROFILE_ID=0", "-e", "SPARK_EXECUTOR_POD_NAME=check-exec-1", "-e", "ENTRYPOINT_DRY_RUN=1",
-            ref, "executor",
+        run(
+            *none,
+            "-e",
+            "SPARK_JAVA_OPT_1=-Dtwo=2",
+            "-e",
+            "SPARK_JAVA_OPT_0=-Done=1",
+            "-e",
+            "SPARK_EXECUTOR_MEMORY=256m",
+            "-e",
+            "SPARK_DRIVER_URL=spark://CoarseGrainedScheduler@127.0.0.1:1",
+            "-e",
+            "SPARK_EXECUTOR_ID=1",
+            "-e",
+            "SPARK_EXECUTOR_CORES=1",
+            "-e",
+            "SPARK_APPLICATION_ID=spark-check",
+            "-e",
+            "SPARK_EXECUTOR_POD_IP=127.0.0.1",
+            "-e",
+            "SPARK_RESOURCE_PROFILE_ID=0",
+            "-e",
+            "SPARK_EXECUTOR_POD_NAME=check-exec-1",
+            "-e",
+            "ENTRYPOINT_DRY_RUN=1",
+            ref,
+            "executor",
             expect="-Done=1 -Dtwo=2 -Xms256m -Xmx256m -cp /opt/spark/conf:/opt/spark/jars/\\* "
-                   "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend --driver-url")
-        run(*none, "-e", "SPARK_DRIVER_BIND_ADDRESS=10.0.0.7", "-e", "ENTRYPOINT_DRY_RUN=1", ref, "driver",
-            "--properties-file", "/opt/spark/conf/spark.properties", "--class", "org.apache.spark.deploy.PythonRunner",
-            "local:///app.py", expect="spark-submit --conf spark.driver.bindAddress=10.0.0.7 --deploy-mode client "
-                                      "--properties-file")
+            "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend --driver-url",
+        )
+        run(
+            *none,
+            "-e",
+            "SPARK_DRIVER_BIND_ADDRESS=10.0.0.7",
+            "-e",
+            "ENTRYPOINT_DRY_RUN=1",
+            ref,
+            "driver",
+            "--properties-file",
+            "/opt/spark/conf/spark.properties",
+            "--class",
+            "org.apache.spark.deploy.PythonRunner",
+            "local:///app.py",
+            expect="spark-submit --conf spark.driver.bindAddress=10.0.0.7 --deploy-mode client --properties-file",
+        )
     elif name == "python":
-        run(*none, ref, "sh", "-c", "python -V && pip -V && command -v useradd groupadd && "
-            "python -c 'import ssl, sqlite3, venv'", expect="Python 3.11")
+        run(
+            *none,
+            ref,
+            "sh",
+            "-c",
+            "python -V && pip -V && command -v useradd groupadd && python -c 'import ssl, sqlite3, venv'",
+            expect="Python 3.11",
+        )
     elif name == "postgres":
         _check_postgres(logfile, ref)
     elif name == "kafka":
         _check_kafka(logfile, ref)
     elif name == "minio":
-        run(*none, "--entrypoint", "/bin/sh", ref, "-ec", "minio --version; mc --version; id -u | grep -qx 1000",
-            expect="mc version")
+        run(
+            *none,
+            "--entrypoint",
+            "/bin/sh",
+            ref,
+            "-ec",
+            "minio --version; mc --version; id -u | grep -qx 1000",
+            expect="mc version",
+        )
     elif name == "spark-operator":
         run(*none, ref, "--help", expect="controller")
-        run(*none, "-e", "SPARK_LOCAL_IP=127.0.0.1", "-e", "SPARK_LOCAL_HOSTNAME=localhost", "--entrypoint", "sh", ref, "-c",
+        run(
+            *none,
+            "-e",
+            "SPARK_LOCAL_IP=127.0.0.1",
+            "-e",
+            "SPARK_LOCAL_HOSTNAME=localhost",
+            "--entrypoint",
+            "sh",
+            ref,
+            "-c",
             "id -u | grep -qx 185 && spark-submit --version 2>&1 | grep -q version "
-            "&& touch /etc/k8s-webhook-server/serving-certs/x")
+            "&& touch /etc/k8s-webhook-server/serving-certs/x",
+        )
     elif name == "spark":
         run(*none, ref, "/opt/venv/bin/python", "-m", "shopstream", "--help", expect="streaming")
         # The driver pod's path: spark-submit in client mode, the image's Python, the baked-in jars.
@@ -730,13 +989,39 @@ def verify_image(name: str, ref: str, logfile: Path | None = None) -> float:
             (Path(tmp) / "app.py").write_text(_SPARK_DRIVER_APP)
             Path(tmp).chmod(0o755)
             (Path(tmp) / "app.py").chmod(0o644)
-            run(*none, "-v", f"{tmp}:/check:ro", "-e", "SPARK_DRIVER_BIND_ADDRESS=127.0.0.1", ref, "driver",
-                "--master", "local[1]", "--conf", "spark.ui.enabled=false", "/check/app.py",
-                expect="python /opt/venv/bin/python count 10 catalog org.apache.iceberg.spark.SparkCatalog")
-        run(*none, "--entrypoint", "sh", ref, "-c", "ls /opt/spark/jars | grep -E 'iceberg-spark-runtime|hadoop-aws|postgresql'",
-            expect="iceberg-spark-runtime")
+            run(
+                *none,
+                "-v",
+                f"{tmp}:/check:ro",
+                "-e",
+                "SPARK_DRIVER_BIND_ADDRESS=127.0.0.1",
+                ref,
+                "driver",
+                "--master",
+                "local[1]",
+                "--conf",
+                "spark.ui.enabled=false",
+                "/check/app.py",
+                expect="python /opt/venv/bin/python count 10 catalog org.apache.iceberg.spark.SparkCatalog",
+            )
+        run(
+            *none,
+            "--entrypoint",
+            "sh",
+            ref,
+            "-c",
+            "ls /opt/spark/jars | grep -E 'iceberg-spark-runtime|hadoop-aws|postgresql'",
+            expect="iceberg-spark-runtime",
+        )
     elif name == "app":
-        run(*none, ref, "python", "-c", "import dagster_postgres, dagster_repo.definitions; print('definitions ok')", expect="definitions ok")
+        run(
+            *none,
+            ref,
+            "python",
+            "-c",
+            "import dagster_postgres, dagster_repo.definitions; print('definitions ok')",
+            expect="definitions ok",
+        )
         # what run pods write there: the IO manager's outputs, as the image's user
         run(*none, ref, "sh", "-c", 'mkdir "$DAGSTER_HOME/storage" && echo writable', expect="writable")
     return time.monotonic() - started
@@ -746,13 +1031,18 @@ def verify_image(name: str, ref: str, logfile: Path | None = None) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.images",
-                                     description="Build the cluster tests' images locally; print their references.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.cluster.images",
+        description="Build the cluster tests' images locally; print their references.",
+    )
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"images (default: all): {', '.join(IMAGES)}")
     parser.add_argument("--verify", action="store_true", help="run the checks on every image, also ones not built now")
     parser.add_argument("--no-verify", action="store_true", help="skip the checks of newly built images")
-    parser.add_argument("--rebuild", action="store_true",
-                        help="build afresh even when Docker or the cache has the image (docker build --no-cache)")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build afresh even when Docker or the cache has the image (docker build --no-cache)",
+    )
     args = parser.parse_args(argv)
     try:
         refs = build_images(args.names or None, verify=not args.no_verify, rebuild=args.rebuild)

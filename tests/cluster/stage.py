@@ -89,15 +89,20 @@ class ClusterStage:
                 # A fresh cluster every session: one left over (or dead after a Docker restart) is removed.
                 self._run([str(self.kindctl), "down", CLUSTER], check=False)
             log(f"kindctl up {CLUSTER} (builds the node image the first time) ...")
-            self.context = self._run([str(self.kindctl), "up", CLUSTER, "--config", str(KIND_CONFIG)],
-                                     stderr=None).stdout.strip().splitlines()[-1]
+            self.context = (
+                self._run([str(self.kindctl), "up", CLUSTER, "--config", str(KIND_CONFIG)], stderr=None)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
         else:
             if not shutil.which("kind", path=self.env["PATH"]):
                 raise StageError("the cluster stage needs kind (https://kind.sigs.k8s.io) or kindctl on this machine")
             clusters = self._run(["kind", "get", "clusters"]).stdout.split()
             if CLUSTER not in clusters:
-                self._run(["kind", "create", "cluster", "--name", CLUSTER, "--config", str(KIND_CONFIG), "--wait", "5m"],
-                          stderr=None)
+                self._run(
+                    ["kind", "create", "cluster", "--name", CLUSTER, "--config", str(KIND_CONFIG), "--wait", "5m"],
+                    stderr=None,
+                )
         config = self._run(["kubectl", "config", "view", "--minify", "--flatten", "--context", self.context]).stdout
         self.kubeconfig.write_text(config)
         log(f"cluster {self.context} ready in {time.monotonic() - started:.0f}s")
@@ -132,20 +137,37 @@ class ClusterStage:
 
     # -- commands ----------------------------------------------------------------------------
 
-    def _run(self, command: list[str], *, check: bool = True, input: str | None = None, stderr=subprocess.PIPE,
-             timeout: float | None = 1800) -> subprocess.CompletedProcess:
-        done = subprocess.run(command, env=self.env, input=input, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                              timeout=timeout)
+    def _run(
+        self,
+        command: list[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        stderr=subprocess.PIPE,
+        timeout: float | None = 1800,
+    ) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            command, env=self.env, input=input, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout
+        )
         if check and done.returncode != 0:
-            raise StageError(f"{' '.join(command[:6])} ... failed ({done.returncode}):\n"
-                             f"{(done.stderr or '')[-3000:]}{done.stdout[-2000:]}")
+            raise StageError(
+                f"{' '.join(command[:6])} ... failed ({done.returncode}):\n"
+                f"{(done.stderr or '')[-3000:]}{done.stdout[-2000:]}"
+            )
         return done
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float | None = 600,
-                namespace: str | None = NAMESPACE) -> subprocess.CompletedProcess:
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float | None = 600,
+        namespace: str | None = NAMESPACE,
+    ) -> subprocess.CompletedProcess:
         ns = ["-n", namespace] if namespace else []
-        return self._run(["kubectl", "--kubeconfig", str(self.kubeconfig), *ns, *args], input=input, check=check,
-                         timeout=timeout)
+        return self._run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *ns, *args], input=input, check=check, timeout=timeout
+        )
 
     def kubectl_json(self, *args: str, namespace: str | None = NAMESPACE) -> dict:
         return json.loads(self.kubectl(*args, "-o", "json", namespace=namespace).stdout)
@@ -158,11 +180,28 @@ class ClusterStage:
 
     # -- installs ----------------------------------------------------------------------------
 
-    def _helm_install(self, release: str, chart: Path, namespace: str, values_files: list[Path], sets: list[str],
-                      set_flag: str = "--set") -> float:
+    def _helm_install(
+        self,
+        release: str,
+        chart: Path,
+        namespace: str,
+        values_files: list[Path],
+        sets: list[str],
+        set_flag: str = "--set",
+    ) -> float:
         """`helm upgrade --install --wait` of a release; returns the seconds it took."""
-        command = ["upgrade", "--install", release, str(chart), "--namespace", namespace, "--create-namespace",
-                   "--wait", "--timeout", HELM_TIMEOUT]
+        command = [
+            "upgrade",
+            "--install",
+            release,
+            str(chart),
+            "--namespace",
+            namespace,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            HELM_TIMEOUT,
+        ]
         for path in values_files:
             command += ["-f", str(path)]
         for value in sets:
@@ -175,24 +214,39 @@ class ClusterStage:
         """The real Kubeflow Spark operator, with the chart its Go module ships and the project's values."""
         registry, repository, tag = split_image(image)
         self.kubectl("create", "namespace", NAMESPACE, check=False)
-        took = self._helm_install("spark-operator", spark_operator_chart(), OPERATOR_NAMESPACE,
-                                  [REPO / "charts" / "values" / "spark-operator.yaml", HERE / "values" / "spark-operator.yaml"],
-                                  [f"image.registry={registry}", f"image.repository={repository}", f"image.tag={tag}"])
+        took = self._helm_install(
+            "spark-operator",
+            spark_operator_chart(),
+            OPERATOR_NAMESPACE,
+            [REPO / "charts" / "values" / "spark-operator.yaml", HERE / "values" / "spark-operator.yaml"],
+            [f"image.registry={registry}", f"image.repository={repository}", f"image.tag={tag}"],
+        )
         log(f"Spark operator installed in {took:.0f}s")
 
     def install_kafka(self, image: str) -> None:
         """The broker image as a StatefulSet behind the Service Strimzi would create for
         manifests/kafka.yaml (the Strimzi operator image cannot be built here), with the topics of
         manifests/topics.yaml created by the broker as the topic operator would."""
-        kafka = next(d for d in yaml.safe_load_all((REPO / "manifests" / "kafka.yaml").read_text()) if d["kind"] == "Kafka")
+        kafka = next(
+            d for d in yaml.safe_load_all((REPO / "manifests" / "kafka.yaml").read_text()) if d["kind"] == "Kafka"
+        )
         [listener] = kafka["spec"]["kafka"]["listeners"]
         service = f"{kafka['metadata']['name']}-kafka-bootstrap"
         topics = [d for d in yaml.safe_load_all((REPO / "manifests" / "topics.yaml").read_text()) if d]
-        spec = " ".join(f"{t['metadata']['name']}:{t['spec']['partitions']}:{t['spec']['config']['cleanup.policy']}"
-                        for t in topics)
+        spec = " ".join(
+            f"{t['metadata']['name']}:{t['spec']['partitions']}:{t['spec']['config']['cleanup.policy']}" for t in topics
+        )
         text = (HERE / "manifests" / "kafka.yaml").read_text()
-        objects = [d for d in yaml.safe_load_all(text.replace("@SERVICE@", service).replace("@IMAGE@", image)
-                                                 .replace("@PORT@", str(listener["port"])).replace("@TOPICS@", spec)) if d]
+        objects = [
+            d
+            for d in yaml.safe_load_all(
+                text.replace("@SERVICE@", service)
+                .replace("@IMAGE@", image)
+                .replace("@PORT@", str(listener["port"]))
+                .replace("@TOPICS@", spec)
+            )
+            if d
+        ]
         started = time.monotonic()
         self.apply(objects)
         # Ready only once every topic exists (the image's readiness file).
@@ -207,11 +261,23 @@ class ClusterStage:
         """Dagster's webserver, daemon and the shopstream code server, all from the app image, as
         skaffold.yaml's dagster release sets them. Values are strings (an env value "20" stays one)."""
         repository, _, tag = app_image.rpartition(":")
-        images = [f"{key}.{part}={value}" for key in ("dagsterWebserver.image", "dagsterDaemon.image",
-                                                      "dagster-user-deployments.deployments[0].image")
-                  for part, value in (("repository", repository), ("tag", tag))]
-        took = self._helm_install(DAGSTER_RELEASE, DAGSTER_CHART, NAMESPACE, [DAGSTER_VALUES, HERE / "values" / "dagster.yaml"],
-                                  [*images, *sets], set_flag="--set-string")
+        images = [
+            f"{key}.{part}={value}"
+            for key in (
+                "dagsterWebserver.image",
+                "dagsterDaemon.image",
+                "dagster-user-deployments.deployments[0].image",
+            )
+            for part, value in (("repository", repository), ("tag", tag))
+        ]
+        took = self._helm_install(
+            DAGSTER_RELEASE,
+            DAGSTER_CHART,
+            NAMESPACE,
+            [DAGSTER_VALUES, HERE / "values" / "dagster.yaml"],
+            [*images, *sets],
+            set_flag="--set-string",
+        )
         log(f"Dagster ({app_image}) installed in {took:.0f}s")
 
     # -- waiting and reading -----------------------------------------------------------------
@@ -227,7 +293,10 @@ class ClusterStage:
             except Exception as exc:  # noqa: BLE001 - a port-forward or a pod between restarts: try again
                 last_error = exc
             time.sleep(interval)
-        raise StageError(f"timed out after {timeout:.0f}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+        raise StageError(
+            f"timed out after {timeout:.0f}s waiting for {what}"
+            + (f" (last error: {last_error})" if last_error else "")
+        )
 
     def application(self, name: str) -> dict | None:
         done = self.kubectl("get", "sparkapplication", name, "-o", "json", check=False)
@@ -262,8 +331,9 @@ class ClusterStage:
             self.kubectl("delete", "pod", f"{name}-driver", "--wait=false")
             action = f"deleted driver of untracked submission {submission}"
         else:
-            self.kubectl("annotate", "sparkapplication", name,
-                         f"shopstream.io/reconcile-nudge={time.time():.0f}", "--overwrite")
+            self.kubectl(
+                "annotate", "sparkapplication", name, f"shopstream.io/reconcile-nudge={time.time():.0f}", "--overwrite"
+            )
             action = "annotated it"
         self.nudges += 1
         log(f"{name} stuck in PENDING_RERUN for {patience:.0f}s: {action} (Spark operator issue 2905)")
@@ -278,9 +348,24 @@ class ClusterStage:
     @contextmanager
     def port_forward(self, service: str, port: int):
         """`kubectl port-forward` to a Service on a free local port; yields the local port."""
-        process = subprocess.Popen(["kubectl", "--kubeconfig", str(self.kubeconfig), "-n", NAMESPACE, "port-forward",
-                                    "--address", "127.0.0.1", f"service/{service}", f":{port}"],
-                                   env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "-n",
+                NAMESPACE,
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                f"service/{service}",
+                f":{port}",
+            ],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             line = process.stdout.readline()
             found = re.search(r"127\.0\.0\.1:(\d+)", line)
@@ -315,10 +400,20 @@ class ClusterStage:
             pods = self.kubectl("get", "pods", "-o", "name", check=False, namespace=namespace).stdout.split()
             for pod in pods:
                 for previous in ("", "--previous"):
-                    done = self.kubectl("logs", pod, "--all-containers", "--tail", "400", *([previous] if previous else []),
-                                        check=False, namespace=namespace)
+                    done = self.kubectl(
+                        "logs",
+                        pod,
+                        "--all-containers",
+                        "--tail",
+                        "400",
+                        *([previous] if previous else []),
+                        check=False,
+                        namespace=namespace,
+                    )
                     if done.stdout:
-                        (target / f"{namespace}-{pod.split('/')[-1]}{previous.replace('--', '.')}.log").write_text(done.stdout)
+                        (target / f"{namespace}-{pod.split('/')[-1]}{previous.replace('--', '.')}.log").write_text(
+                            done.stdout
+                        )
         done = self.helm("list", "-A", check=False)
         (target / "helm.txt").write_text(done.stdout + done.stderr)
         return target
@@ -347,8 +442,12 @@ class MemorySampler:
 
     def report(self) -> dict:
         mib = 1024 * 1024
-        return {"node_peak_mib": round(self.node_peak / mib),
-                "pods_peak_mib": {pod: round(value / mib) for pod, value in sorted(self.pods.items(), key=lambda kv: -kv[1])}}
+        return {
+            "node_peak_mib": round(self.node_peak / mib),
+            "pods_peak_mib": {
+                pod: round(value / mib) for pod, value in sorted(self.pods.items(), key=lambda kv: -kv[1])
+            },
+        }
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -359,17 +458,28 @@ class MemorySampler:
 
     def _sample(self) -> None:
         node = self.stage.node
-        stats = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", node],
-                               capture_output=True, text=True, timeout=30).stdout
+        stats = subprocess.run(
+            ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", node],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
         used = re.match(r"\s*([\d.]+)\s*([KMG]i?B)", stats)
         if used:
-            factor = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}[used.group(2)[0]]
+            factor = {"K": 1024, "M": 1024**2, "G": 1024**3}[used.group(2)[0]]
             self.node_peak = max(self.node_peak, int(float(used.group(1)) * factor))
-        out = subprocess.run(["docker", "exec", node, "crictl", "stats", "-o", "json"], capture_output=True, text=True,
-                             timeout=30).stdout
-        containers = {c["id"]: c["labels"] for c in json.loads(
-            subprocess.run(["docker", "exec", node, "crictl", "ps", "-o", "json"], capture_output=True, text=True,
-                           timeout=30).stdout or "{}").get("containers", [])}
+        out = subprocess.run(
+            ["docker", "exec", node, "crictl", "stats", "-o", "json"], capture_output=True, text=True, timeout=30
+        ).stdout
+        containers = {
+            c["id"]: c["labels"]
+            for c in json.loads(
+                subprocess.run(
+                    ["docker", "exec", node, "crictl", "ps", "-o", "json"], capture_output=True, text=True, timeout=30
+                ).stdout
+                or "{}"
+            ).get("containers", [])
+        }
         per_pod: dict[str, int] = {}
         for entry in json.loads(out or "{}").get("stats", []):
             labels = containers.get(entry["attributes"]["id"]) or entry["attributes"].get("labels", {})

@@ -29,6 +29,7 @@ import yaml
 from dagster_repo.defs.assets import iceberg_table_maintenance
 from dagster_repo.defs.launcher import KubernetesSparkLauncher
 from dagster_repo.defs.resources import LakeResource, SparkApplicationsClient
+from dagster_repo.kube import spark_application as sa
 from shopstream import lake, schema
 from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
 from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
@@ -47,14 +48,38 @@ DAY = dt.date(2026, 3, 9)
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # One simulated day per send, each with its own seed (so event, session and order ids differ).
 SENDS = {
-    "first": GeneratorConfig(seed=31, start_date=DAY, events_per_day=3000, late_fraction=0.02,
-                             duplicate_fraction=0.02, malformed_fraction=0.02),
-    "after-upgrade": GeneratorConfig(seed=32, start_date=DAY + dt.timedelta(days=1), events_per_day=2000,
-                                     late_fraction=0.0, duplicate_fraction=0.02, malformed_fraction=0.01),
-    "driver-killed": GeneratorConfig(seed=33, start_date=DAY + dt.timedelta(days=2), events_per_day=12000,
-                                     late_fraction=0.0, duplicate_fraction=0.02, malformed_fraction=0.01),
-    "after-rotation": GeneratorConfig(seed=34, start_date=DAY + dt.timedelta(days=3), events_per_day=2000,
-                                      late_fraction=0.0, duplicate_fraction=0.02, malformed_fraction=0.01),
+    "first": GeneratorConfig(
+        seed=31,
+        start_date=DAY,
+        events_per_day=3000,
+        late_fraction=0.02,
+        duplicate_fraction=0.02,
+        malformed_fraction=0.02,
+    ),
+    "after-upgrade": GeneratorConfig(
+        seed=32,
+        start_date=DAY + dt.timedelta(days=1),
+        events_per_day=2000,
+        late_fraction=0.0,
+        duplicate_fraction=0.02,
+        malformed_fraction=0.01,
+    ),
+    "driver-killed": GeneratorConfig(
+        seed=33,
+        start_date=DAY + dt.timedelta(days=2),
+        events_per_day=12000,
+        late_fraction=0.0,
+        duplicate_fraction=0.02,
+        malformed_fraction=0.01,
+    ),
+    "after-rotation": GeneratorConfig(
+        seed=34,
+        start_date=DAY + dt.timedelta(days=3),
+        events_per_day=2000,
+        late_fraction=0.0,
+        duplicate_fraction=0.02,
+        malformed_fraction=0.01,
+    ),
 }
 
 
@@ -94,21 +119,53 @@ class Expected:
 def send(cluster, name: str, config: GeneratorConfig, wait: bool = True) -> None:
     """The generator as a Job in the cluster (the app image), sending one simulated day."""
     job = {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"generate-{name}"},
-        "spec": {"backoffLimit": 0, "template": {"spec": {
-            "restartPolicy": "Never",
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "generator", "image": cluster.images["app"], "imagePullPolicy": "IfNotPresent",
-                "command": ["python", "-m", "shopstream.events.generator"],
-                "args": ["--seed", str(config.seed), "--start-date", config.start_date.isoformat(), "--days", "1",
-                         "--events-per-day", str(config.events_per_day), "--late-fraction", str(config.late_fraction),
-                         "--duplicate-fraction", str(config.duplicate_fraction),
-                         "--malformed-fraction", str(config.malformed_fraction), "--no-progress"],
-                "envFrom": [{"configMapRef": {"name": "shopstream-lake"}}],
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
-            }]}}},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"generate-{name}"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "generator",
+                            "image": cluster.images["app"],
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["python", "-m", "shopstream.events.generator"],
+                            "args": [
+                                "--seed",
+                                str(config.seed),
+                                "--start-date",
+                                config.start_date.isoformat(),
+                                "--days",
+                                "1",
+                                "--events-per-day",
+                                str(config.events_per_day),
+                                "--late-fraction",
+                                str(config.late_fraction),
+                                "--duplicate-fraction",
+                                str(config.duplicate_fraction),
+                                "--malformed-fraction",
+                                str(config.malformed_fraction),
+                                "--no-progress",
+                            ],
+                            "envFrom": [{"configMapRef": {"name": "shopstream-lake"}}],
+                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "128Mi"},
+                                "limits": {"cpu": "1", "memory": "512Mi"},
+                            },
+                        }
+                    ],
+                }
+            },
+        },
     }
     cluster.apply([job])
     if wait:
@@ -141,8 +198,13 @@ def lake_access(cluster):
 def counts(settings) -> dict[str, int]:
     found = {}
     iceberg = lake.iceberg_catalog(settings)
-    for name in (schema.BRONZE_EVENTS, schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.QUARANTINE,
-                 schema.SILVER_PRODUCTS):
+    for name in (
+        schema.BRONZE_EVENTS,
+        schema.SILVER_PAGE_VIEWS,
+        schema.SILVER_PURCHASES,
+        schema.QUARANTINE,
+        schema.SILVER_PRODUCTS,
+    ):
         try:
             found[name] = iceberg.load_table(schema.TABLES[name].qualified).scan().count()
         except Exception:  # noqa: BLE001 - not created yet
@@ -151,8 +213,12 @@ def counts(settings) -> dict[str, int]:
 
 
 def wait_until_streamed(cluster, settings, expected: Expected, timeout: float = 900) -> dict[str, int]:
-    want = {schema.BRONZE_EVENTS: expected.bronze, schema.SILVER_PAGE_VIEWS: expected.silver[schema.SILVER_PAGE_VIEWS],
-            schema.SILVER_PURCHASES: expected.silver[schema.SILVER_PURCHASES], schema.SILVER_PRODUCTS: len(expected.products)}
+    want = {
+        schema.BRONZE_EVENTS: expected.bronze,
+        schema.SILVER_PAGE_VIEWS: expected.silver[schema.SILVER_PAGE_VIEWS],
+        schema.SILVER_PURCHASES: expected.silver[schema.SILVER_PURCHASES],
+        schema.SILVER_PRODUCTS: len(expected.products),
+    }
     seen = {}
 
     def arrived():
@@ -162,8 +228,10 @@ def wait_until_streamed(cluster, settings, expected: Expected, timeout: float = 
     try:
         cluster.wait_for(arrived, "the stream to write every sent event", timeout, interval=5)
     except StageError as exc:
-        raise AssertionError(f"{exc}; tables hold {seen}, expected {want} "
-                             f"(streaming application: {cluster.application_state(STREAMING_APP)})") from None
+        raise AssertionError(
+            f"{exc}; tables hold {seen}, expected {want} "
+            f"(streaming application: {cluster.application_state(STREAMING_APP)})"
+        ) from None
     time.sleep(15)  # a duplicate written by a replayed batch would land now: look again
     final = counts(settings)
     assert {name: final[name] for name in want} == want, "the stream lost or duplicated records"
@@ -182,8 +250,12 @@ def stream_running(cluster) -> list[dict]:
         app = cluster.application(STREAMING_APP) or {}
         status = app.get("status") or {}
         pods = cluster.kubectl_json("get", "pods", "-l", f"sparkoperator.k8s.io/app-name={STREAMING_APP}")["items"]
-        live = [p for p in pods if p["status"]["phase"] == "Running"
-                and p["metadata"]["labels"].get("sparkoperator.k8s.io/submission-id") == status.get("submissionID")]
+        live = [
+            p
+            for p in pods
+            if p["status"]["phase"] == "Running"
+            and p["metadata"]["labels"].get("sparkoperator.k8s.io/submission-id") == status.get("submissionID")
+        ]
         roles = {p["metadata"]["labels"].get("spark-role") for p in live}
         executors = [p for p in live if p["metadata"]["labels"].get("spark-role") == "executor"]
         return sa.state_of(app) == "RUNNING" and "driver" in roles and executors
@@ -194,8 +266,13 @@ def stream_running(cluster) -> list[dict]:
 def test_platform_runs_on_the_real_operator(cluster):
     pods = cluster.kubectl_json("get", "pods", "-A", namespace=None)["items"]
     running = {p["metadata"]["name"]: p for p in pods if p["status"]["phase"] == "Running"}
-    for prefix in ("shopstream-minio", "shopstream-postgres-0", "shopstream-kafka-broker-0", "spark-operator-controller",
-                   "spark-operator-webhook"):
+    for prefix in (
+        "shopstream-minio",
+        "shopstream-postgres-0",
+        "shopstream-kafka-broker-0",
+        "spark-operator-controller",
+        "spark-operator-webhook",
+    ):
         assert any(name.startswith(prefix) for name in running), (prefix, sorted(running))
     executors = stream_running(cluster)
     driver = cluster.kubectl_json("get", "pod", f"{STREAMING_APP}-driver")
@@ -231,7 +308,9 @@ def dagster_webserver(cluster):
     it has loaded the shopstream location (again after its pods were replaced)."""
     with cluster.port_forward(DAGSTER_WEBSERVER, 8080) as port:
         server = Webserver(port)
-        cluster.wait_for(lambda: server.repository().get("schedules"), "the webserver to load the shopstream location", 300)
+        cluster.wait_for(
+            lambda: server.repository().get("schedules"), "the webserver to load the shopstream location", 300
+        )
         yield server
 
 
@@ -250,8 +329,10 @@ def test_dagster_runs_in_the_cluster_with_the_seed_schedules(cluster, webserver)
         assert pod["spec"]["securityContext"]["runAsUser"] == 10001 and pod["spec"]["securityContext"]["runAsNonRoot"]
         assert pod["spec"]["containers"][0]["image"] == cluster.images["app"]
     repository = webserver.repository()
-    schedules = {s["name"]: (s["cronSchedule"], s["executionTimezone"], s["scheduleState"]["status"])
-                 for s in repository["schedules"]}
+    schedules = {
+        s["name"]: (s["cronSchedule"], s["executionTimezone"], s["scheduleState"]["status"])
+        for s in repository["schedules"]
+    }
     assert schedules == {  # the seed: gold daily at 02:00 UTC (on), customers 03:00 and sales 04:00 (optional)
         "daily_gold_processing_schedule": ("0 2 * * *", "UTC", "RUNNING"),
         "customer_analytics_schedule": ("0 3 * * *", "UTC", "STOPPED"),
@@ -282,8 +363,18 @@ def failures(events: list[dict]) -> list[str]:
     said = []
     for e in events:
         if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent"):
-            said.append(" | ".join(filter(None, [e["message"], (e.get("error") or {}).get("message"),
-                                                 (e.get("failureMetadata") or {}).get("description")])))
+            said.append(
+                " | ".join(
+                    filter(
+                        None,
+                        [
+                            e["message"],
+                            (e.get("error") or {}).get("message"),
+                            (e.get("failureMetadata") or {}).get("description"),
+                        ],
+                    )
+                )
+            )
     return said
 
 
@@ -303,8 +394,10 @@ def assert_gold_succeeded(cluster, gold: dict) -> None:
     assert pod_spec["containers"][0]["image"] == tags(run)["dagster/image"]
     env_from = {ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in pod_spec["containers"][0]["envFrom"]}
     assert {"shopstream-lake", "shopstream-launcher", "shopstream-credentials"} <= env_from
-    applications = {a["metadata"]["name"]: a for a in cluster.kubectl_json("get", "sparkapplications", "-l",
-                                                                          f"{sa.LABEL_RUN_ID}={run['runId']}")["items"]}
+    applications = {
+        a["metadata"]["name"]: a
+        for a in cluster.kubectl_json("get", "sparkapplications", "-l", f"{sa.LABEL_RUN_ID}={run['runId']}")["items"]
+    }
     assert len(applications) == 4, sorted(applications)  # one per gold job
     for app in applications.values():
         assert app["status"]["applicationState"]["state"] == sa.COMPLETED
@@ -319,18 +412,31 @@ def test_gold_through_dagster_in_the_cluster_matches_what_was_sent(cluster, lake
     iceberg = lake.iceberg_catalog(lake_access)
     from pyiceberg.expressions import EqualTo
 
-    [summary] = iceberg.load_table(schema.TABLES[schema.GOLD_SALES_SUMMARY].qualified).scan(
-        row_filter=EqualTo("date", DAY.isoformat())).to_arrow().to_pylist()
+    [summary] = (
+        iceberg.load_table(schema.TABLES[schema.GOLD_SALES_SUMMARY].qualified)
+        .scan(row_filter=EqualTo("date", DAY.isoformat()))
+        .to_arrow()
+        .to_pylist()
+    )
     assert (summary["revenue"], summary["orders"], summary["units"]) == (
-        expected["revenue"], len(expected["orders"]), expected["units"])
-    customers = iceberg.load_table(schema.TABLES[schema.GOLD_CUSTOMER_ANALYTICS].qualified).scan(
-        row_filter=EqualTo("date", DAY.isoformat())).to_arrow().to_pylist()
+        expected["revenue"],
+        len(expected["orders"]),
+        expected["units"],
+    )
+    customers = (
+        iceberg.load_table(schema.TABLES[schema.GOLD_CUSTOMER_ANALYTICS].qualified)
+        .scan(row_filter=EqualTo("date", DAY.isoformat()))
+        .to_arrow()
+        .to_pylist()
+    )
     assert sum(c["revenue"] for c in customers) == expected["revenue"]
     # the row count each job reported equals what its table holds for the day
     for event in (e for e in gold_run["events"] if e["__typename"] == "MaterializationEvent"):
         table = "/".join(event["assetKey"]["path"])
         reported = next(m["intValue"] for m in event["metadataEntries"] if m["label"] == "dagster/row_count")
-        rows = iceberg.load_table(schema.TABLES[table].qualified).scan(row_filter=EqualTo("date", DAY.isoformat())).count()
+        rows = (
+            iceberg.load_table(schema.TABLES[table].qualified).scan(row_filter=EqualTo("date", DAY.isoformat())).count()
+        )
         assert event["partition"] == DAY.isoformat() and reported == rows > 0, table
 
 
@@ -344,24 +450,35 @@ def host_launcher(cluster, lake_access, tmp_path_factory):
     """The launcher on this host against the cluster (kubeconfig) and the lake (port-forwards), for
     ops a test runs in-process."""
     launcher_settings = cluster.kubectl_json("get", "configmap", "shopstream-launcher")["data"]
-    on_host = LakeResource(home=str(tmp_path_factory.mktemp("host-home")), catalog_uri=lake_access.catalog_uri,
-                           warehouse=lake_access.warehouse, catalog_user=lake_access.catalog_user or "",
-                           catalog_password=lake_access.catalog_password or "", s3_endpoint=lake_access.s3_endpoint or "")
+    on_host = LakeResource(
+        home=str(tmp_path_factory.mktemp("host-home")),
+        catalog_uri=lake_access.catalog_uri,
+        warehouse=lake_access.warehouse,
+        catalog_user=lake_access.catalog_user or "",
+        catalog_password=lake_access.catalog_password or "",
+        s3_endpoint=lake_access.s3_endpoint or "",
+    )
     return KubernetesSparkLauncher(
-        lake=on_host, applications=SparkApplicationsClient(namespace=NAMESPACE, kubeconfig_file=str(cluster.kubeconfig)),
-        application_defaults=launcher_settings["SHOPSTREAM_SPARK_APP_DEFAULTS"])
+        lake=on_host,
+        applications=SparkApplicationsClient(namespace=NAMESPACE, kubeconfig_file=str(cluster.kubeconfig)),
+        application_defaults=launcher_settings["SHOPSTREAM_SPARK_APP_DEFAULTS"],
+    )
 
 
 def step_failures(result) -> list[str]:
     """What each failed step of an in-process Dagster run said, for the assertion message."""
-    return [e.step_failure_data.user_failure_data.description for e in result.all_events
-            if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.user_failure_data]
+    return [
+        e.step_failure_data.user_failure_data.description
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE" and e.step_failure_data.user_failure_data
+    ]
 
 
 def test_table_maintenance_runs_on_object_storage(cluster, lake_access, gold_run, host_launcher):
     before = counts(lake_access)
-    result = dg.materialize([iceberg_table_maintenance], resources={"spark_launcher": host_launcher},
-                            run_config=QUIET, raise_on_error=False)
+    result = dg.materialize(
+        [iceberg_table_maintenance], resources={"spark_launcher": host_launcher}, run_config=QUIET, raise_on_error=False
+    )
     assert result.success, step_failures(result)
     [event] = result.get_asset_materialization_events()
     tables = event.materialization.metadata["tables"].value
@@ -386,13 +503,16 @@ def test_a_driver_killed_mid_batch_loses_and_duplicates_nothing(cluster, lake_ac
     bronze_before = counts(lake_access)[schema.BRONZE_EVENTS]
     send(cluster, "driver-killed", SENDS["driver-killed"], wait=False)
     # the first commit of the new data: the batch is under way (bronze comes before silver)
-    cluster.wait_for(lambda: counts(lake_access)[schema.BRONZE_EVENTS] > bronze_before, "a batch of the new data", 600,
-                     interval=1)
+    cluster.wait_for(
+        lambda: counts(lake_access)[schema.BRONZE_EVENTS] > bronze_before, "a batch of the new data", 600, interval=1
+    )
     cluster.kubectl("delete", "pod", f"{STREAMING_APP}-driver", "--wait=false")
     log("deleted the streaming driver pod mid-batch")
     cluster.kubectl("wait", "--for=condition=complete", "job/generate-driver-killed", "--timeout=600s", timeout=660)
     stream_running(cluster)
-    wait_until_streamed(cluster, lake_access, Expected([SENDS[name] for name in ("first", "after-upgrade", "driver-killed")]))
+    wait_until_streamed(
+        cluster, lake_access, Expected([SENDS[name] for name in ("first", "after-upgrade", "driver-killed")])
+    )
 
 
 def lake_settings_with(credentials: dict[str, str]) -> lake.LakeSettings:
@@ -409,8 +529,10 @@ def test_rotated_credentials_reach_every_client_and_the_pipeline_runs_again(clus
     is resubmitted with the new keys, and a new day goes through the stream and Dagster's gold run."""
     secrets = ("shopstream-credentials", "shopstream-dagster-postgresql", "shopstream-admin-credentials")
     before = {name: cluster.secret(name) for name in secrets}
-    servers = {p["metadata"]["name"]: p["metadata"]["uid"] for p in cluster.kubectl_json(
-        "get", "pods", "-l", "app.kubernetes.io/component in (minio,postgres)")["items"]}
+    servers = {
+        p["metadata"]["name"]: p["metadata"]["uid"]
+        for p in cluster.kubectl_json("get", "pods", "-l", "app.kubernetes.io/component in (minio,postgres)")["items"]
+    }
     submission = cluster.application(STREAMING_APP)["status"]["submissionID"]
     counted = counts(lake_access)
 
@@ -422,8 +544,10 @@ def test_rotated_credentials_reach_every_client_and_the_pipeline_runs_again(clus
     assert client["SHOPSTREAM_CATALOG_PASSWORD"] != old_client["SHOPSTREAM_CATALOG_PASSWORD"]
     assert after["shopstream-dagster-postgresql"] != before["shopstream-dagster-postgresql"]
     assert after["shopstream-admin-credentials"] == before["shopstream-admin-credentials"]
-    assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in cluster.kubectl_json(
-        "get", "pods", "-l", "app.kubernetes.io/component in (minio,postgres)")["items"]} == servers
+    assert {
+        p["metadata"]["name"]: p["metadata"]["uid"]
+        for p in cluster.kubectl_json("get", "pods", "-l", "app.kubernetes.io/component in (minio,postgres)")["items"]
+    } == servers
 
     # the old keys are refused, the new ones work, and they reach only the lake
     old, new = lake_settings_with(old_client), lake_settings_with(client)
@@ -433,13 +557,23 @@ def test_rotated_credentials_reach_every_client_and_the_pipeline_runs_again(clus
 
     host, port = new.catalog_uri.split("//")[1].split("/")[0].split(":")
     with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
-        psycopg2.connect(host=host, port=port, dbname="dagster", user=new.catalog_user,
-                         password=client["SHOPSTREAM_CATALOG_PASSWORD"]).close()
+        psycopg2.connect(
+            host=host,
+            port=port,
+            dbname="dagster",
+            user=new.catalog_user,
+            password=client["SHOPSTREAM_CATALOG_PASSWORD"],
+        ).close()
     from pyarrow import fs
 
     def bucket(credentials):
-        return fs.S3FileSystem(endpoint_override=lake_access.s3_endpoint, scheme="http", region="us-east-1",
-                               access_key=credentials["AWS_ACCESS_KEY_ID"], secret_key=credentials["AWS_SECRET_ACCESS_KEY"])
+        return fs.S3FileSystem(
+            endpoint_override=lake_access.s3_endpoint,
+            scheme="http",
+            region="us-east-1",
+            access_key=credentials["AWS_ACCESS_KEY_ID"],
+            secret_key=credentials["AWS_SECRET_ACCESS_KEY"],
+        )
 
     with pytest.raises(OSError):
         bucket(old_client).get_file_info(fs.FileSelector("shopstream/warehouse"))
@@ -451,8 +585,13 @@ def test_rotated_credentials_reach_every_client_and_the_pipeline_runs_again(clus
     assert counts(new) == counted  # MinIO's and PostgreSQL's data survived
 
     # the stream comes back on a new submission, with the new keys
-    cluster.wait_for(lambda: (cluster.application(STREAMING_APP) or {}).get("status", {}).get("submissionID") not in
-                     (None, submission), "the stream to be resubmitted", 600)
+    cluster.wait_for(
+        lambda: (
+            (cluster.application(STREAMING_APP) or {}).get("status", {}).get("submissionID") not in (None, submission)
+        ),
+        "the stream to be resubmitted",
+        600,
+    )
     stream_running(cluster)
     driver = cluster.kubectl_json("get", "pod", f"{STREAMING_APP}-driver")
     assert driver["metadata"]["annotations"]["shopstream.io/credentials-rotation"] == "1"
@@ -460,7 +599,9 @@ def test_rotated_credentials_reach_every_client_and_the_pipeline_runs_again(clus
     wait_until_streamed(cluster, new, Expected(list(SENDS.values())))
 
     # Dagster reads its Secrets at start: restart it, then gold for the new day
-    for deployment in cluster.kubectl("get", "deployments", "-l", "app.kubernetes.io/instance=dagster", "-o", "name").stdout.split():
+    for deployment in cluster.kubectl(
+        "get", "deployments", "-l", "app.kubernetes.io/instance=dagster", "-o", "name"
+    ).stdout.split():
         cluster.kubectl("rollout", "restart", deployment)
         cluster.kubectl("rollout", "status", deployment, "--timeout=600s", timeout=660)
     with dagster_webserver(cluster) as webserver:
@@ -481,13 +622,21 @@ def test_a_new_app_image_reloads_the_code_location_and_the_health_sensor_alerts(
         assert cluster.application(STREAMING_APP) is None
 
         def missing_stream_alert():
-            finished = [r for r in webserver.runs("streaming_health_alert")
-                        if r["runId"] not in alerts_before and r["status"] in ("SUCCESS", "FAILURE")]
-            return [(r, said) for r in finished for said in [failures(webserver.events(r["runId"]))]
-                    if any("streaming SparkApplication is MISSING" in s for s in said)]
+            finished = [
+                r
+                for r in webserver.runs("streaming_health_alert")
+                if r["runId"] not in alerts_before and r["status"] in ("SUCCESS", "FAILURE")
+            ]
+            return [
+                (r, said)
+                for r in finished
+                for said in [failures(webserver.events(r["runId"]))]
+                if any("streaming SparkApplication is MISSING" in s for s in said)
+            ]
 
-        [(alert, said), *_] = cluster.wait_for(missing_stream_alert, "the health sensor's alert run on the stopped stream",
-                                               600, interval=5)
+        [(alert, said), *_] = cluster.wait_for(
+            missing_stream_alert, "the health sensor's alert run on the stopped stream", 600, interval=5
+        )
     assert alert["status"] == "FAILURE", said
     assert tags(alert)["dagster/image"] == new_image
     assert tags(alert)["shopstream/alert"] == "streaming"
@@ -507,15 +656,37 @@ def test_skaffold_builds_from_local_bases_loads_into_kind_and_deploys_the_platfo
     docker = docker_client()
     if subprocess.run([docker, "buildx", "version"], capture_output=True).returncode != 0:
         docker = str(HERE / "docker-without-load")
-    env = {**cluster.env, "PATH": f"{Path(cluster.helm_bin).parent}:{cluster.env['PATH']}",
-           "KUBECONFIG": str(cluster.kubeconfig), "KINDCTL_REAL_DOCKER": docker, "SHOPSTREAM_REAL_DOCKER": docker_client(),
-           "MAVEN_IMAGE": cluster.images["maven"], "SPARK_IMAGE": cluster.images["spark-base"],
-           "PYTHON_IMAGE": cluster.images["python"], "SHOPSTREAM_PLATFORM_VALUES": str(values_file),
-           "SKAFFOLD_UPDATE_CHECK": "false"}
+    env = {
+        **cluster.env,
+        "PATH": f"{Path(cluster.helm_bin).parent}:{cluster.env['PATH']}",
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "KINDCTL_REAL_DOCKER": docker,
+        "SHOPSTREAM_REAL_DOCKER": docker_client(),
+        "MAVEN_IMAGE": cluster.images["maven"],
+        "SPARK_IMAGE": cluster.images["spark-base"],
+        "PYTHON_IMAGE": cluster.images["python"],
+        "SHOPSTREAM_PLATFORM_VALUES": str(values_file),
+        "SKAFFOLD_UPDATE_CHECK": "false",
+    }
     started = time.monotonic()
-    done = subprocess.run([str(skaffold()), "run", "-m", "platform", "-p", "kind-local", "--kube-context", cluster.context,
-                           "--cache-artifacts=false"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
+    done = subprocess.run(
+        [
+            str(skaffold()),
+            "run",
+            "-m",
+            "platform",
+            "-p",
+            "kind-local",
+            "--kube-context",
+            cluster.context,
+            "--cache-artifacts=false",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
     log(f"skaffold run -m platform -p kind-local: exit {done.returncode} in {time.monotonic() - started:.0f}s")
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     assert "Loading images into kind cluster nodes" in done.stdout + done.stderr
@@ -527,6 +698,8 @@ def test_skaffold_builds_from_local_bases_loads_into_kind_and_deploys_the_platfo
     # the release now runs skaffold's images: the stream, and the spec every launched job shares
     stream_running(cluster)
     assert cluster.application(STREAMING_APP)["spec"]["image"] == built["spark"]
-    defaults = json.loads(cluster.kubectl_json("get", "configmap", "shopstream-launcher")["data"]["SHOPSTREAM_SPARK_APP_DEFAULTS"])
+    defaults = json.loads(
+        cluster.kubectl_json("get", "configmap", "shopstream-launcher")["data"]["SHOPSTREAM_SPARK_APP_DEFAULTS"]
+    )
     assert defaults["image"] == built["spark"]
     assert all(cluster.node_has_image(ref) for ref in built.values()), built

@@ -31,7 +31,8 @@ class Webserver:
         return body["data"]
 
     def launch(self, job: str, tags: dict[str, str] | None = None, run_config: dict | None = None) -> str:
-        data = self.query("""
+        data = self.query(
+            """
             mutation Launch($params: ExecutionParams!) {
               launchPipelineExecution(executionParams: $params) {
                 __typename
@@ -40,22 +41,27 @@ class Webserver:
                 ... on RunConfigValidationInvalid { errors { message } }
                 ... on InvalidSubsetError { message }
               }
-            }""", params={
-            "selector": {**_REPOSITORY, "jobName": job},
-            "runConfigData": run_config or {},
-            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
-        })["launchPipelineExecution"]
+            }""",
+            params={
+                "selector": {**_REPOSITORY, "jobName": job},
+                "runConfigData": run_config or {},
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+            },
+        )["launchPipelineExecution"]
         if data["__typename"] != "LaunchRunSuccess":
             raise GraphQLError(f"launching {job}: {data}")
         return data["run"]["runId"]
 
     def run(self, run_id: str) -> dict:
-        return self.query("""
+        return self.query(
+            """
             query Run($runId: ID!) {
               runOrError(runId: $runId) {
                 ... on Run { runId jobName status tags { key value } }
               }
-            }""", runId=run_id)["runOrError"]
+            }""",
+            runId=run_id,
+        )["runOrError"]
 
     def wait(self, run_id: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -69,7 +75,8 @@ class Webserver:
     def events(self, run_id: str) -> list[dict]:
         events, cursor = [], None
         while True:
-            page = self.query("""
+            page = self.query(
+                """
                 query Logs($runId: ID!, $cursor: String) {
                   logsForRun(runId: $runId, afterCursor: $cursor) {
                     ... on EventConnection {
@@ -86,22 +93,29 @@ class Webserver:
                       }
                     }
                   }
-                }""", runId=run_id, cursor=cursor)["logsForRun"]
+                }""",
+                runId=run_id,
+                cursor=cursor,
+            )["logsForRun"]
             events += page["events"]
             cursor = page["cursor"]
             if not page["hasMore"]:
                 return events
 
     def runs(self, job: str) -> list[dict]:
-        return self.query("""
+        return self.query(
+            """
             query Runs($job: String!) {
               runsOrError(filter: {pipelineName: $job}) {
                 ... on Runs { results { runId status tags { key value } } }
               }
-            }""", job=job)["runsOrError"]["results"]
+            }""",
+            job=job,
+        )["runsOrError"]["results"]
 
     def repository(self) -> dict:
-        return self.query("""
+        return self.query(
+            """
             query Repository($selector: RepositorySelector!) {
               repositoryOrError(repositorySelector: $selector) {
                 ... on Repository {
@@ -110,7 +124,9 @@ class Webserver:
                 }
                 ... on PythonError { message }
               }
-            }""", selector=_REPOSITORY)["repositoryOrError"]
+            }""",
+            selector=_REPOSITORY,
+        )["repositoryOrError"]
 
 
 def tags(run: dict) -> dict[str, str]:

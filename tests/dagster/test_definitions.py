@@ -20,8 +20,13 @@ from dagster_repo.kube import spark_application as sa
 from shopstream import schema
 from shopstream.catalog import JOBS
 
-GOLD_TABLES = {schema.GOLD_CUSTOMER_ANALYTICS, schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY,
-               schema.GOLD_PRODUCT_ANALYTICS, schema.SILVER_DATA_QUALITY_REPORT}
+GOLD_TABLES = {
+    schema.GOLD_CUSTOMER_ANALYTICS,
+    schema.GOLD_SALES_SUMMARY,
+    schema.GOLD_SALES_BY_CATEGORY,
+    schema.GOLD_PRODUCT_ANALYTICS,
+    schema.SILVER_DATA_QUALITY_REPORT,
+}
 
 
 def test_definitions_load_and_validate():
@@ -29,8 +34,13 @@ def test_definitions_load_and_validate():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert GOLD_TABLES | {"streaming_health_monitor", "iceberg_table_maintenance"} <= keys
-    assert {schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_USER_SESSIONS, schema.SILVER_PRODUCTS,
-            schema.QUARANTINE} <= keys
+    assert {
+        schema.SILVER_PAGE_VIEWS,
+        schema.SILVER_PURCHASES,
+        schema.SILVER_USER_SESSIONS,
+        schema.SILVER_PRODUCTS,
+        schema.QUARANTINE,
+    } <= keys
     # every gold table depends on exactly the silver tables its job reads
     deps = {dep.to_user_string() for dep in graph.get(dg.AssetKey(schema.GOLD_PRODUCT_ANALYTICS)).parent_keys}
     assert deps == {schema.SILVER_PAGE_VIEWS, schema.SILVER_PURCHASES, schema.SILVER_PRODUCTS}
@@ -54,12 +64,24 @@ def test_checks_cover_the_seed_list_and_block():
             assert spec.blocking, spec.key
 
 
-@pytest.mark.parametrize("name, cron, status, selection", [
-    ("daily_gold_processing_schedule", "0 2 * * *", dg.DefaultScheduleStatus.RUNNING, GOLD_TABLES),
-    ("customer_analytics_schedule", "0 3 * * *", dg.DefaultScheduleStatus.STOPPED, {schema.GOLD_CUSTOMER_ANALYTICS}),
-    ("sales_analytics_schedule", "0 4 * * *", dg.DefaultScheduleStatus.STOPPED,
-     {schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY, schema.GOLD_PRODUCT_ANALYTICS}),
-])
+@pytest.mark.parametrize(
+    "name, cron, status, selection",
+    [
+        ("daily_gold_processing_schedule", "0 2 * * *", dg.DefaultScheduleStatus.RUNNING, GOLD_TABLES),
+        (
+            "customer_analytics_schedule",
+            "0 3 * * *",
+            dg.DefaultScheduleStatus.STOPPED,
+            {schema.GOLD_CUSTOMER_ANALYTICS},
+        ),
+        (
+            "sales_analytics_schedule",
+            "0 4 * * *",
+            dg.DefaultScheduleStatus.STOPPED,
+            {schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY, schema.GOLD_PRODUCT_ANALYTICS},
+        ),
+    ],
+)
 def test_schedules(name, cron, status, selection):
     schedule = defs.resolve_schedule_def(name)
     assert schedule.cron_schedule == cron
@@ -82,19 +104,29 @@ def test_streaming_catch_up_runs_the_streaming_job_through_spark_application_op(
 
 
 def launcher(**overrides) -> KubernetesSparkLauncher:
-    settings = dict(image="registry.local/shopstream-spark:abc", service_account="shopstream-spark",
-                    env_configmap="shopstream-lake", env_secret="shopstream-lake-credentials")
-    return KubernetesSparkLauncher(lake=LakeResource(home="/nonexistent"),
-                                   applications=SparkApplicationsClient(namespace="shopstream"),
-                                   **{**settings, **overrides})
+    settings = dict(
+        image="registry.local/shopstream-spark:abc",
+        service_account="shopstream-spark",
+        env_configmap="shopstream-lake",
+        env_secret="shopstream-lake-credentials",
+    )
+    return KubernetesSparkLauncher(
+        lake=LakeResource(home="/nonexistent"),
+        applications=SparkApplicationsClient(namespace="shopstream"),
+        **{**settings, **overrides},
+    )
 
 
 @pytest.mark.parametrize("job", [j for j in JOBS if j != "streaming"])
 def test_spark_application_body_for_each_job(job):
     name = sa.application_name(job, "9f1c6a8e-2b3d-4e5f-8a9b-0c1d2e3f4a5b", "2026-03-09", "step")
-    spec = launcher().application_spec(job, ["--date", "2026-03-09", "--result-file", "s3://lake/_job_results/x.json"],
-                                       SparkJobConfig(), name, {sa.LABEL_RUN_ID: "9f1c6a8e-2b3d-4e5f-8a9b-0c1d2e3f4a5b",
-                                                                sa.LABEL_PARTITION: "2026-03-09"})
+    spec = launcher().application_spec(
+        job,
+        ["--date", "2026-03-09", "--result-file", "s3://lake/_job_results/x.json"],
+        SparkJobConfig(),
+        name,
+        {sa.LABEL_RUN_ID: "9f1c6a8e-2b3d-4e5f-8a9b-0c1d2e3f4a5b", sa.LABEL_PARTITION: "2026-03-09"},
+    )
     assert spec.problems() == []
     body = spec.body()
     assert body["apiVersion"] == "sparkoperator.k8s.io/v1beta2" and body["kind"] == "SparkApplication"
@@ -107,13 +139,19 @@ def test_spark_application_body_for_each_job(job):
     assert spec_["restartPolicy"] == {"type": "Never"} and spec_["timeToLiveSeconds"] == 86400
     # the seed's defaults
     assert (spec_["driver"]["cores"], spec_["driver"]["coreLimit"], spec_["driver"]["memory"]) == (1, "1", "1g")
-    assert (spec_["executor"]["cores"], spec_["executor"]["coreLimit"], spec_["executor"]["memory"],
-            spec_["executor"]["instances"]) == (2, "2", "2g", 1)
+    assert (
+        spec_["executor"]["cores"],
+        spec_["executor"]["coreLimit"],
+        spec_["executor"]["memory"],
+        spec_["executor"]["instances"],
+    ) == (2, "2", "2g", 1)
     assert spec_["driver"]["serviceAccount"] == "shopstream-spark"
     assert "serviceAccount" not in spec_["executor"]  # never the driver's: from the deployment's defaults
     for pod in (spec_["driver"], spec_["executor"]):
-        assert pod["envFrom"] == [{"configMapRef": {"name": "shopstream-lake"}},
-                                  {"secretRef": {"name": "shopstream-lake-credentials"}}]
+        assert pod["envFrom"] == [
+            {"configMapRef": {"name": "shopstream-lake"}},
+            {"secretRef": {"name": "shopstream-lake-credentials"}},
+        ]
         labels = pod["labels"]
         assert labels["dagster.io/run-id"] == "9f1c6a8e-2b3d-4e5f-8a9b-0c1d2e3f4a5b"
         assert labels["dagster.io/partition"] == "2026-03-09"
@@ -124,18 +162,33 @@ def test_spark_application_body_for_each_job(job):
 
 def test_deployment_defaults_are_merged_under_the_jobs_own_fields():
     """The chart publishes what every application shares; the launcher lays the job's fields over it."""
-    shared = {"image": "mirror/shopstream-spark:7", "sparkVersion": "4.0.4", "imagePullPolicy": "Never",
-              "sparkConf": {"spark.ui.enabled": "false"},
-              "driver": {"serviceAccount": "shopstream-spark", "coreRequest": "250m",
-                         "securityContext": {"runAsUser": 185, "runAsNonRoot": True}},
-              "executor": {"serviceAccount": "shopstream-spark-executor", "coreRequest": "200m",
-                           "podSecurityContext": {"fsGroup": 185}}}
-    chosen = launcher(image="", service_account="", env_configmap="", env_secret="",
-                      application_defaults=json.dumps(shared))
+    shared = {
+        "image": "mirror/shopstream-spark:7",
+        "sparkVersion": "4.0.4",
+        "imagePullPolicy": "Never",
+        "sparkConf": {"spark.ui.enabled": "false"},
+        "driver": {
+            "serviceAccount": "shopstream-spark",
+            "coreRequest": "250m",
+            "securityContext": {"runAsUser": 185, "runAsNonRoot": True},
+        },
+        "executor": {
+            "serviceAccount": "shopstream-spark-executor",
+            "coreRequest": "200m",
+            "podSecurityContext": {"fsGroup": 185},
+        },
+    }
+    chosen = launcher(
+        image="", service_account="", env_configmap="", env_secret="", application_defaults=json.dumps(shared)
+    )
     spec = chosen.application_spec("maintenance", [], SparkJobConfig(executor_cores=1), "maint-1", {"x": "y"})
     assert spec.problems() == []
     body = spec.body()["spec"]
-    assert (body["image"], body["sparkVersion"], body["imagePullPolicy"]) == ("mirror/shopstream-spark:7", "4.0.4", "Never")
+    assert (body["image"], body["sparkVersion"], body["imagePullPolicy"]) == (
+        "mirror/shopstream-spark:7",
+        "4.0.4",
+        "Never",
+    )
     assert body["sparkConf"] == {"spark.ui.enabled": "false"}
     assert body["driver"]["serviceAccount"] == "shopstream-spark" and body["driver"]["coreRequest"] == "250m"
     assert body["driver"]["securityContext"] == {"runAsUser": 185, "runAsNonRoot": True}
@@ -144,16 +197,23 @@ def test_deployment_defaults_are_merged_under_the_jobs_own_fields():
     assert (body["executor"]["cores"], body["executor"]["coreLimit"], body["executor"]["labels"]["x"]) == (1, "1", "y")
     assert body["arguments"] == ["maintenance"] and body["restartPolicy"] == {"type": "Never"}
     # an explicit launcher setting wins over the defaults
-    assert launcher(application_defaults=json.dumps(shared)).application_spec(
-        "maintenance", [], SparkJobConfig(), "maint-1", {}).body()["spec"]["image"] == "registry.local/shopstream-spark:abc"
+    assert (
+        launcher(application_defaults=json.dumps(shared))
+        .application_spec("maintenance", [], SparkJobConfig(), "maint-1", {})
+        .body()["spec"]["image"]
+        == "registry.local/shopstream-spark:abc"
+    )
     with pytest.raises(dg.Failure, match="not JSON"):
         launcher(application_defaults="{oops").application_spec("maintenance", [], SparkJobConfig(), "maint-1", {})
 
 
 def test_without_defaults_the_spark_version_is_the_pinned_pysparks():
     body = launcher().application_spec("maintenance", [], SparkJobConfig(), "maint-1", {}).body()["spec"]
-    pin = next(line for line in (Path(__file__).parents[2] / "pyproject.toml").read_text().splitlines()
-               if line.strip().startswith('"pyspark=='))
+    pin = next(
+        line
+        for line in (Path(__file__).parents[2] / "pyproject.toml").read_text().splitlines()
+        if line.strip().startswith('"pyspark==')
+    )
     assert pin.strip().strip('",') == f"pyspark=={body['sparkVersion']}"
     assert body["imagePullPolicy"] == "IfNotPresent"
 
@@ -192,9 +252,16 @@ def test_kubernetes_resources_read_the_charts_variables_when_a_run_starts(monkey
     assert isinstance(launcher, KubernetesSparkLauncher) and launcher.image == "img@sha256:" + "a" * 64
     # what the chart always sets stays a reference to the variable until a run starts: the
     # catalog password is never part of the run's config
-    for variable in ("SHOPSTREAM_CATALOG_PASSWORD", "SHOPSTREAM_CATALOG_URI", "SHOPSTREAM_WAREHOUSE",
-                     "SHOPSTREAM_CATALOG_USER", "SHOPSTREAM_S3_ENDPOINT", "AWS_REGION", "SHOPSTREAM_CHECKPOINT_DIR",
-                     "SHOPSTREAM_SPARK_APP_DEFAULTS"):
+    for variable in (
+        "SHOPSTREAM_CATALOG_PASSWORD",
+        "SHOPSTREAM_CATALOG_URI",
+        "SHOPSTREAM_WAREHOUSE",
+        "SHOPSTREAM_CATALOG_USER",
+        "SHOPSTREAM_S3_ENDPOINT",
+        "AWS_REGION",
+        "SHOPSTREAM_CHECKPOINT_DIR",
+        "SHOPSTREAM_SPARK_APP_DEFAULTS",
+    ):
         monkeypatch.setenv(variable, f"value of {variable}")
     monkeypatch.setenv("SHOPSTREAM_SPARK_NAMESPACE", "analytics")
     lake = resources["lake"]
@@ -219,7 +286,9 @@ def test_gold_launches_are_retried_by_dagster():
 
 def test_the_code_location_loads_without_pyspark():
     """The Dagster image carries no Spark: what a job reads and writes comes from the pyspark-free catalog."""
-    code = ("import sys, dagster_repo.definitions as d; d.defs.resolve_asset_graph(); "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'py4j'}))")
+    code = (
+        "import sys, dagster_repo.definitions as d; d.defs.resolve_asset_graph(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'py4j'}))"
+    )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"

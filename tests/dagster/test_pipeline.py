@@ -20,13 +20,13 @@ import pyarrow as pa
 import pytest
 from pyiceberg.expressions import EqualTo
 
-from dagster_repo.definitions import defs
+from dagster_repo.definitions import build_definitions
 from dagster_repo.defs.assets import GOLD_ASSETS, iceberg_table_maintenance, streaming_health_monitor
 from dagster_repo.defs.checks import GOLD_CHECKS
-from dagster_repo.definitions import build_definitions
 from dagster_repo.defs.launcher import LocalSparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.dev.demo import prepare_instance
+from dagster_repo.monitoring import quality
 from shopstream import lake, schema
 from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.events.generator.cli import send
@@ -36,8 +36,15 @@ from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
 DAY = dt.date(2026, 3, 9)
-CONFIG = GeneratorConfig(seed=11, start_date=DAY, days=1, events_per_day=3000, late_fraction=0.02,
-                         duplicate_fraction=0.02, malformed_fraction=0.02)
+CONFIG = GeneratorConfig(
+    seed=11,
+    start_date=DAY,
+    days=1,
+    events_per_day=3000,
+    late_fraction=0.02,
+    duplicate_fraction=0.02,
+    malformed_fraction=0.02,
+)
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -57,12 +64,19 @@ def pipeline(tmp_path_factory, module_lake):
     """Broker with one generated day -> streaming catch-up -> gold for DAY, all through Dagster,
     with this module's lake and broker given as resources."""
     broker = KafkaBroker(tmp_path_factory.mktemp("dagster-kafka"), port=free_port()).start()
-    lake_resource = LakeResource(home=str(tmp_path_factory.mktemp("home")), catalog_uri=module_lake.catalog_uri,
-                                 warehouse=module_lake.warehouse,
-                                 checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")))
+    lake_resource = LakeResource(
+        home=str(tmp_path_factory.mktemp("home")),
+        catalog_uri=module_lake.catalog_uri,
+        warehouse=module_lake.warehouse,
+        checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")),
+    )
     kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
-    resources = {"lake": lake_resource, "kafka": kafka, "spark_launcher": LocalSparkLauncher(lake=lake_resource, kafka=kafka),
-                 "streaming": StreamingJob()}
+    resources = {
+        "lake": lake_resource,
+        "kafka": kafka,
+        "spark_launcher": LocalSparkLauncher(lake=lake_resource, kafka=kafka),
+        "streaming": StreamingJob(),
+    }
     defs = build_definitions("local", resources)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SHOPSTREAM_SHUFFLE_PARTITIONS", "2")  # read by the jobs' own Spark
@@ -74,15 +88,26 @@ def pipeline(tmp_path_factory, module_lake):
             shop = Shop(CONFIG)
             send(itertools.chain(shop.catalog(), shop.records()), broker.bootstrap_servers, show_progress=False)
             with dg.DagsterInstance.get() as instance:
-                catch_up = defs.resolve_job_def("streaming_catch_up").execute_in_process(instance=instance, run_config=QUIET)
+                catch_up = defs.resolve_job_def("streaming_catch_up").execute_in_process(
+                    instance=instance, run_config=QUIET
+                )
                 gold = defs.resolve_job_def("silver_to_gold_processing").execute_in_process(
-                    partition_key=DAY.isoformat(), instance=instance, run_config=QUIET, raise_on_error=False)
+                    partition_key=DAY.isoformat(), instance=instance, run_config=QUIET, raise_on_error=False
+                )
                 step_seconds = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(gold.run_id)}
-                yield {"catch_up": catch_up, "gold": gold, "step_seconds": step_seconds, "broker": broker,
-                       "resources": resources, "defs": defs,
-                       # what `make ui` needs to find the same lake and broker: the user's environment
-                       "environment": {**lake_resource.job_environment(),
-                                       "SHOPSTREAM_KAFKA_BOOTSTRAP": broker.bootstrap_servers}}
+                yield {
+                    "catch_up": catch_up,
+                    "gold": gold,
+                    "step_seconds": step_seconds,
+                    "broker": broker,
+                    "resources": resources,
+                    "defs": defs,
+                    # what `make ui` needs to find the same lake and broker: the user's environment
+                    "environment": {
+                        **lake_resource.job_environment(),
+                        "SHOPSTREAM_KAFKA_BOOTSTRAP": broker.bootstrap_servers,
+                    },
+                }
         finally:
             broker.stop()
 
@@ -104,8 +129,13 @@ def test_every_gold_asset_and_check_materializes_and_passes(pipeline, iceberg_la
     checks = [e.event_specific_data for e in gold.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert len(checks) == 7 and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks]
     materialized = {e.asset_key.to_user_string(): e.materialization for e in gold.get_asset_materialization_events()}
-    assert set(materialized) == {schema.GOLD_CUSTOMER_ANALYTICS, schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY,
-                                 schema.GOLD_PRODUCT_ANALYTICS, schema.SILVER_DATA_QUALITY_REPORT}
+    assert set(materialized) == {
+        schema.GOLD_CUSTOMER_ANALYTICS,
+        schema.GOLD_SALES_SUMMARY,
+        schema.GOLD_SALES_BY_CATEGORY,
+        schema.GOLD_PRODUCT_ANALYTICS,
+        schema.SILVER_DATA_QUALITY_REPORT,
+    }
     for name, event in materialized.items():
         assert event.partition == DAY.isoformat()
         # the row count reported by the job equals what is in the table for that day
@@ -113,17 +143,24 @@ def test_every_gold_asset_and_check_materializes_and_passes(pipeline, iceberg_la
         assert event.metadata["dagster/row_count"].value == len(rows) > 0, name
         assert event.metadata["launcher_mode"].value == "local"
     summary = materialized[schema.GOLD_SALES_SUMMARY].metadata["totals"].value
-    silver_revenue = sum(r["revenue"] for r in iceberg_lake.load_table(schema.PURCHASES.qualified).scan().to_arrow().to_pylist()
-                         if r["event_date"] == DAY)
+    silver_revenue = sum(
+        r["revenue"]
+        for r in iceberg_lake.load_table(schema.PURCHASES.qualified).scan().to_arrow().to_pylist()
+        if r["event_date"] == DAY
+    )
     assert summary and str(silver_revenue) in summary.values(), summary
 
 
 def test_make_ui_shows_the_gold_assets_their_checks_and_the_run(pipeline):
     """`make ui` on the embedded default's instance, opened in headless Chromium as a user opens it."""
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "dagster_repo.dev.ui", "--port", str(port)],
-                          env={**os.environ, **pipeline["environment"]},
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "dagster_repo.dev.ui", "--port", str(port)],
+        env={**os.environ, **pipeline["environment"]},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -145,12 +182,12 @@ def run_check(name: str, resources: dict) -> dg.AssetCheckEvaluation:
     """Run one gold check alone for DAY, as the UI's "execute check" does."""
     check = next(c for c in GOLD_CHECKS if next(iter(c.check_keys)).name == name)
     only = dg.define_asset_job("only_this_check", selection=dg.AssetSelection.checks(check))
-    scoped = dg.Definitions(assets=GOLD_ASSETS, asset_checks=[check], jobs=[only],
-                            resources=resources)
+    scoped = dg.Definitions(assets=GOLD_ASSETS, asset_checks=[check], jobs=[only], resources=resources)
     # A selection of checks alone has no asset to take a partitions definition from, so the
     # partition goes in as the run tag the UI sets.
     result = scoped.resolve_job_def("only_this_check").execute_in_process(
-        tags={"dagster/partition": DAY.isoformat()}, run_config=QUIET, raise_on_error=False)
+        tags={"dagster/partition": DAY.isoformat()}, run_config=QUIET, raise_on_error=False
+    )
     [evaluation] = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     return evaluation
 
@@ -169,22 +206,41 @@ def bought_product(rows):
 
 # check -> (gold table, how to damage the day's rows in place, the metadata count that must see it)
 CORRUPTIONS = {
-    "customer_completeness": (schema.GOLD_CUSTOMER_ANALYTICS, lambda rows: new_customer(rows).update(user_id="ghost"),
-                              "missing_customers"),
-    "customer_revenue_consistency": (schema.GOLD_CUSTOMER_ANALYTICS,
-                                     lambda rows: new_customer(rows).update(revenue=new_customer(rows)["revenue"] + 5),
-                                     "difference_cents"),
-    "customer_segment_logic": (schema.GOLD_CUSTOMER_ANALYTICS, lambda rows: new_customer(rows).update(segment="loyal"),
-                               "wrong_segment"),
-    "sales_revenue_arithmetic": (schema.GOLD_SALES_SUMMARY, lambda rows: rows[0].update(revenue=rows[0]["revenue"] + 1),
-                                 "difference_from_silver_cents"),
-    "sales_order_consistency": (schema.GOLD_SALES_SUMMARY, lambda rows: rows[0].update(orders=rows[0]["orders"] + 3),
-                                "difference_from_silver_orders"),
-    "product_rates_in_range": (schema.GOLD_PRODUCT_ANALYTICS,
-                               lambda rows: bought_product(rows).update(view_to_cart_rate=Decimal("1.5")),
-                               "products_with_rate_out_of_range"),
-    "product_views_cover_purchases": (schema.GOLD_PRODUCT_ANALYTICS, lambda rows: bought_product(rows).update(views=0),
-                                      "products_with_views_below_sessions"),
+    "customer_completeness": (
+        schema.GOLD_CUSTOMER_ANALYTICS,
+        lambda rows: new_customer(rows).update(user_id="ghost"),
+        "missing_customers",
+    ),
+    "customer_revenue_consistency": (
+        schema.GOLD_CUSTOMER_ANALYTICS,
+        lambda rows: new_customer(rows).update(revenue=new_customer(rows)["revenue"] + 5),
+        "difference_cents",
+    ),
+    "customer_segment_logic": (
+        schema.GOLD_CUSTOMER_ANALYTICS,
+        lambda rows: new_customer(rows).update(segment="loyal"),
+        "wrong_segment",
+    ),
+    "sales_revenue_arithmetic": (
+        schema.GOLD_SALES_SUMMARY,
+        lambda rows: rows[0].update(revenue=rows[0]["revenue"] + 1),
+        "difference_from_silver_cents",
+    ),
+    "sales_order_consistency": (
+        schema.GOLD_SALES_SUMMARY,
+        lambda rows: rows[0].update(orders=rows[0]["orders"] + 3),
+        "difference_from_silver_orders",
+    ),
+    "product_rates_in_range": (
+        schema.GOLD_PRODUCT_ANALYTICS,
+        lambda rows: bought_product(rows).update(view_to_cart_rate=Decimal("1.5")),
+        "products_with_rate_out_of_range",
+    ),
+    "product_views_cover_purchases": (
+        schema.GOLD_PRODUCT_ANALYTICS,
+        lambda rows: bought_product(rows).update(views=0),
+        "products_with_views_below_sessions",
+    ),
 }
 
 
@@ -211,39 +267,63 @@ def test_each_check_fails_on_corrupted_gold(pipeline, iceberg_lake, check):
 
 def test_health_monitor_reports_progress_and_lag(pipeline):
     # The catch-up consumed everything: no lag; its progress is recent only if the threshold allows it.
-    result = dg.materialize([streaming_health_monitor], resources=pipeline["resources"], run_config=QUIET,
-                            raise_on_error=False)
+    result = dg.materialize(
+        [streaming_health_monitor], resources=pipeline["resources"], run_config=QUIET, raise_on_error=False
+    )
     [materialization] = result.get_asset_materialization_events()
     metadata = {k: v.value for k, v in materialization.materialization.metadata.items()}
     assert metadata["total_lag"] == 0
     assert metadata["committed_batch"] >= 0 and metadata["last_batch_id"] >= 0
-    checks = {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
-              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    checks = {
+        e.event_specific_data.check_name: e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
     assert checks["consumer_lag_within_limit"].passed
     assert checks["streaming_progress_is_recent"].passed  # the catch-up ran moments ago
 
     # New events arrive and nobody reads them: lag is exactly what was sent, and the check fails past the limit.
-    shop = Shop(GeneratorConfig(seed=12, start_date=DAY, days=1, events_per_day=300, late_fraction=0.0,
-                                duplicate_fraction=0.0, malformed_fraction=0.0))
+    shop = Shop(
+        GeneratorConfig(
+            seed=12,
+            start_date=DAY,
+            days=1,
+            events_per_day=300,
+            late_fraction=0.0,
+            duplicate_fraction=0.0,
+            malformed_fraction=0.0,
+        )
+    )
     sent = send(shop.records(), pipeline["broker"].bootstrap_servers, show_progress=False)
-    result = dg.materialize([streaming_health_monitor], resources={**pipeline["resources"], "streaming": StreamingJob(max_lag=10)},
-                            run_config=QUIET, raise_on_error=False)
+    result = dg.materialize(
+        [streaming_health_monitor],
+        resources={**pipeline["resources"], "streaming": StreamingJob(max_lag=10)},
+        run_config=QUIET,
+        raise_on_error=False,
+    )
     [materialization] = result.get_asset_materialization_events()
     assert materialization.materialization.metadata["total_lag"].value == sent.as_dict()["messages_sent"]
-    lag_check = next(e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-                     and e.event_specific_data.check_name == "consumer_lag_within_limit")
+    lag_check = next(
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.check_name == "consumer_lag_within_limit"
+    )
     assert not lag_check.passed and "consumer lag is" in lag_check.description
 
 
 def test_table_maintenance_compacts_closed_days_and_keeps_every_row(pipeline, iceberg_lake):
     """The maintenance asset through the local launcher: DAY is long closed, so its small files are
     compacted; no row is lost or added, and the figures land in the asset's metadata."""
-    counts = {name: iceberg_lake.load_table(schema.TABLES[name].qualified).scan().count()
-              for name in (schema.SILVER_PAGE_VIEWS, schema.BRONZE_EVENTS, schema.GOLD_CUSTOMER_ANALYTICS)}
+    counts = {
+        name: iceberg_lake.load_table(schema.TABLES[name].qualified).scan().count()
+        for name in (schema.SILVER_PAGE_VIEWS, schema.BRONZE_EVENTS, schema.GOLD_CUSTOMER_ANALYTICS)
+    }
     page_views = iceberg_lake.load_table(schema.PAGE_VIEWS.qualified)
     files_before = len(page_views.inspect.files())
-    result = dg.materialize([iceberg_table_maintenance], resources=pipeline["resources"],
-                            run_config=QUIET, raise_on_error=False)
+    result = dg.materialize(
+        [iceberg_table_maintenance], resources=pipeline["resources"], run_config=QUIET, raise_on_error=False
+    )
     assert result.success
     [event] = result.get_asset_materialization_events()
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
@@ -275,8 +355,11 @@ def test_health_sensor_alerts_with_a_failed_run_only_when_unhealthy(pipeline):
     [problem] = request.run_config["ops"]["raise_streaming_alert"]["config"]["problems"]
     assert problem.startswith("consumer lag is ") and "(limit 10;" in problem
 
-    alert = pipeline["defs"].resolve_job_def("streaming_health_alert").execute_in_process(
-        run_config={**QUIET, **request.run_config}, raise_on_error=False)
+    alert = (
+        pipeline["defs"]
+        .resolve_job_def("streaming_health_alert")
+        .execute_in_process(run_config={**QUIET, **request.run_config}, raise_on_error=False)
+    )
     assert not alert.success
     [failure] = [e for e in alert.all_events if e.event_type_value == "STEP_FAILURE"]
     assert failure.step_failure_data.user_failure_data.description == f"streaming is unhealthy: {problem}"

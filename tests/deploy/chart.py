@@ -42,7 +42,16 @@ def profile_values() -> dict[str, dict]:
 
 
 def render(helm: Path, values: dict | None = None, *extra: str, namespace: str = "shopstream") -> list[dict]:
-    command = [str(helm), "template", "shopstream", str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION]
+    command = [
+        str(helm),
+        "template",
+        "shopstream",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+    ]
     for key, value in (values or {}).items():
         command += ["--set", f"{key}={value}"]
     done = subprocess.run([*command, *extra], capture_output=True, text=True)
@@ -51,13 +60,30 @@ def render(helm: Path, values: dict | None = None, *extra: str, namespace: str =
 
 
 def render_dagster(helm: Path, namespace: str = "shopstream") -> list[dict]:
-    done = subprocess.run([str(helm), "template", "dagster", str(DAGSTER_CHART), "--namespace", namespace,
-                           "--kube-version", KUBE_VERSION, "-f", str(DAGSTER_VALUES)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            str(helm),
+            "template",
+            "dagster",
+            str(DAGSTER_CHART),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            KUBE_VERSION,
+            "-f",
+            str(DAGSTER_VALUES),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 
 def manifest_objects() -> list[dict]:
-    return [d for path in ("kafka.yaml", "topics.yaml") for d in yaml.safe_load_all((REPO / "manifests" / path).read_text()) if d]
-
-
+    return [
+        d
+        for path in ("kafka.yaml", "topics.yaml")
+        for d in yaml.safe_load_all((REPO / "manifests" / path).read_text())
+        if d
+    ]

@@ -96,8 +96,13 @@ class Cluster:
         return found
 
     def policies_isolating(self, pod: Pod, direction: str) -> list[dict]:
-        return [p for p in self.policies if p["metadata"].get("namespace", pod.namespace) == pod.namespace
-                and selects(p["spec"].get("podSelector"), pod.labels) and direction in policy_types(p)]
+        return [
+            p
+            for p in self.policies
+            if p["metadata"].get("namespace", pod.namespace) == pod.namespace
+            and selects(p["spec"].get("podSelector"), pod.labels)
+            and direction in policy_types(p)
+        ]
 
     def peer_matches(self, peer: Mapping, policy_namespace: str, other: Endpoint) -> bool:
         if "ipBlock" in peer:
@@ -106,8 +111,11 @@ class Cluster:
             cidr = ipaddress.ip_network(block["cidr"])
             if address.version != cidr.version or address not in cidr:
                 return False
-            return not any(address in ipaddress.ip_network(e) for e in block.get("except") or []
-                           if ipaddress.ip_network(e).version == address.version)
+            return not any(
+                address in ipaddress.ip_network(e)
+                for e in block.get("except") or []
+                if ipaddress.ip_network(e).version == address.version
+            )
         if not isinstance(other, Pod):
             return False
         if "namespaceSelector" in peer:

@@ -25,8 +25,14 @@ class Skaffold:
     env: dict[str, str]
 
     def run(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([str(self.binary), *args], cwd=REPO, env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [str(self.binary), *args],
+            cwd=REPO,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if check:
             assert done.returncode == 0, f"skaffold {' '.join(args)} failed:\n{done.stderr}"
         return done
@@ -53,24 +59,48 @@ def skaffold(helm, tmp_path_factory) -> Skaffold:
     and a Docker socket that do not exist, so nothing here can reach a real cluster or daemon."""
     home = tmp_path_factory.mktemp("skaffold-home")
     (home / ".skaffold").mkdir()
-    (home / ".skaffold" / "config").write_text(yaml.safe_dump({
-        "global": {"update-check": False, "collect-metrics": False, "survey": {"disable-prompt": True}},
-        "kubeContexts": []}))
-    env = {"PATH": f"{helm.parent}:/usr/bin:/bin", "HOME": str(home), "KUBECONFIG": str(home / "no-kubeconfig"),
-           "DOCKER_HOST": f"unix://{home / 'no-docker.sock'}", "LANG": "C.UTF-8"}
+    (home / ".skaffold" / "config").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"update-check": False, "collect-metrics": False, "survey": {"disable-prompt": True}},
+                "kubeContexts": [],
+            }
+        )
+    )
+    env = {
+        "PATH": f"{helm.parent}:/usr/bin:/bin",
+        "HOME": str(home),
+        "KUBECONFIG": str(home / "no-kubeconfig"),
+        "DOCKER_HOST": f"unix://{home / 'no-docker.sock'}",
+        "LANG": "C.UTF-8",
+    }
     return Skaffold(skaffold_binary(), env)
 
 
 # -- a registry for base images -------------------------------------------------------------------
 
 # One empty linux/amd64 image: its config blob and a manifest pointing at it.
-IMAGE_CONFIG = json.dumps({"architecture": "amd64", "os": "linux", "config": {"WorkingDir": "/"},
-                           "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+IMAGE_CONFIG = json.dumps(
+    {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }
+).encode()
 CONFIG_DIGEST = "sha256:" + hashlib.sha256(IMAGE_CONFIG).hexdigest()
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                       "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
-                                  "size": len(IMAGE_CONFIG), "digest": CONFIG_DIGEST},
-                       "layers": []}).encode()
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(IMAGE_CONFIG),
+            "digest": CONFIG_DIGEST,
+        },
+        "layers": [],
+    }
+).encode()
 MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 
 

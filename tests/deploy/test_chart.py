@@ -23,6 +23,7 @@ pytestmark = pytest.mark.k8s
 PROJECT_IMAGES = {"shopstream-spark", "shopstream-app"}
 POD_KINDS = {"Deployment", "StatefulSet", "Job", "DaemonSet"}
 
+
 @pytest.fixture(scope="session", params=sorted(profile_values()))
 def rendered(request, helm) -> list[dict]:
     return render(helm, profile_values()[request.param])
@@ -38,14 +39,18 @@ def pod_specs(objects):
 def images_of(objects) -> list[str]:
     found = [c["image"] for _, spec in pod_specs(objects) for c in spec["containers"] + spec.get("initContainers", [])]
     found += [o["spec"]["image"] for o in objects if o["kind"] == "SparkApplication"]
-    found += [json.loads(o["data"]["SHOPSTREAM_SPARK_APP_DEFAULTS"])["image"] for o in objects
-              if o["kind"] == "ConfigMap" and "SHOPSTREAM_SPARK_APP_DEFAULTS" in o["data"]]
+    found += [
+        json.loads(o["data"]["SHOPSTREAM_SPARK_APP_DEFAULTS"])["image"]
+        for o in objects
+        if o["kind"] == "ConfigMap" and "SHOPSTREAM_SPARK_APP_DEFAULTS" in o["data"]
+    ]
     return found
 
 
 def test_lint_strict(helm):
-    done = subprocess.run([str(helm), "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(helm), "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 chart(s) failed" in done.stdout
 
@@ -63,8 +68,18 @@ def test_every_object_is_valid_for_the_kind_node_version(rendered):
         if obj["apiVersion"].startswith("sparkoperator.k8s.io"):
             continue  # a custom resource: validated by the real API server in tests/kube
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-    assert {"Secret", "ConfigMap", "Service", "Deployment", "StatefulSet", "Job", "Role", "RoleBinding",
-            "ServiceAccount", "NetworkPolicy"} <= kinds
+    assert {
+        "Secret",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "StatefulSet",
+        "Job",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+        "NetworkPolicy",
+    } <= kinds
 
 
 def test_the_streaming_application_has_what_the_project_relies_on(helm):
@@ -78,8 +93,10 @@ def test_the_streaming_application_has_what_the_project_relies_on(helm):
     assert spec["driver"]["serviceAccount"] == "shopstream-spark"
     assert spec["executor"]["serviceAccount"] == "shopstream-spark-executor"
     for pod in (spec["driver"], spec["executor"]):
-        assert pod["envFrom"] == [{"configMapRef": {"name": "shopstream-lake"}},
-                                  {"secretRef": {"name": "shopstream-credentials"}}]
+        assert pod["envFrom"] == [
+            {"configMapRef": {"name": "shopstream-lake"}},
+            {"secretRef": {"name": "shopstream-credentials"}},
+        ]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 185
         assert pod["securityContext"]["allowPrivilegeEscalation"] is False
         assert pod["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -95,8 +112,14 @@ def test_the_streaming_application_has_what_the_project_relies_on(helm):
 
 def test_launched_applications_share_the_streaming_applications_spec(helm):
     """One SparkApplication spec: the launcher's defaults are the chart's, key for key."""
-    objects = render(helm, {"spark.driverCoreRequest": "250m", "spark.executorCoreRequest": "200m",
-                            "spark.sparkConf.spark\\.scheduler\\.mode": "FAIR"})
+    objects = render(
+        helm,
+        {
+            "spark.driverCoreRequest": "250m",
+            "spark.executorCoreRequest": "200m",
+            "spark.sparkConf.spark\\.scheduler\\.mode": "FAIR",
+        },
+    )
     [app] = [o for o in objects if o["kind"] == "SparkApplication"]
     [launcher] = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "shopstream-launcher"]
     defaults = json.loads(launcher["data"]["SHOPSTREAM_SPARK_APP_DEFAULTS"])
@@ -122,8 +145,11 @@ def test_one_registry_value_moves_every_image(helm):
 
 
 def test_the_generator_waits_for_kafka_on_a_cold_cluster(helm):
-    [generator] = [o for o in render(helm, {"generator.connectTimeoutSeconds": 900}) if o["kind"] == "Deployment"
-                   and o["metadata"]["name"] == "shopstream-generator"]
+    [generator] = [
+        o
+        for o in render(helm, {"generator.connectTimeoutSeconds": 900})
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "shopstream-generator"
+    ]
     args = generator["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--connect-timeout") + 1] == "900"
 
@@ -179,16 +205,20 @@ def test_secrets_are_generated_not_defaulted(helm):
             assert value != second[name]["data"][key], f"{name}.{key} is the same in two installs: a literal"
             assert len(__import__("base64").b64decode(value)) >= 20
     # each role has its own password (tests/deploy/test_credentials.py checks the rest)
-    assert first["shopstream-credentials"]["data"]["SHOPSTREAM_CATALOG_PASSWORD"] != \
-        first["shopstream-dagster-postgresql"]["data"]["postgresql-password"]
+    assert (
+        first["shopstream-credentials"]["data"]["SHOPSTREAM_CATALOG_PASSWORD"]
+        != first["shopstream-dagster-postgresql"]["data"]["postgresql-password"]
+    )
     values = (CHART / "values.yaml").read_text().lower()
     assert not re.search(r"(password|secret|accesskey)\w*:\s*\S", values)
 
 
 def test_rbac_grants_exactly_what_the_launcher_needs(helm):
     roles = {o["metadata"]["name"]: o for o in render(helm) if o["kind"] == "Role"}
-    launcher = {(tuple(r["apiGroups"]), tuple(r["resources"]), tuple(sorted(r["verbs"])), tuple(r.get("resourceNames", ())))
-                for r in roles["shopstream-spark-launcher"]["rules"]}
+    launcher = {
+        (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(sorted(r["verbs"])), tuple(r.get("resourceNames", ())))
+        for r in roles["shopstream-spark-launcher"]["rules"]
+    }
     assert launcher == {
         (("sparkoperator.k8s.io",), ("sparkapplications",), ("create", "delete", "get", "list", "watch"), ()),
         (("",), ("pods",), ("get",), ()),
@@ -197,7 +227,8 @@ def test_rbac_grants_exactly_what_the_launcher_needs(helm):
     }
     bindings = {o["metadata"]["name"]: o for o in render(helm) if o["kind"] == "RoleBinding"}
     assert bindings["shopstream-spark-launcher"]["subjects"] == [
-        {"kind": "ServiceAccount", "name": "dagster", "namespace": "shopstream"}]
+        {"kind": "ServiceAccount", "name": "dagster", "namespace": "shopstream"}
+    ]
     for role in roles.values():
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"], role["metadata"]["name"]
@@ -206,9 +237,16 @@ def test_rbac_grants_exactly_what_the_launcher_needs(helm):
 
 def test_values_schema_refuses_bad_values(helm):
     command = [str(helm), "template", "x", str(CHART), "--kube-version", KUBE_VERSION]
-    for bad in ("images.minio.tag=latest", "streaming.driver.memory=lots", "streaming.trigger=often",
-                "images.postgres.digest=sha1:abc", "images.registry=Not A Registry", "spark.driverCoreRequest=lots",
-                "podSecurityContext.runAsNonRoot=false", "unknownKey=1"):
+    for bad in (
+        "images.minio.tag=latest",
+        "streaming.driver.memory=lots",
+        "streaming.trigger=often",
+        "images.postgres.digest=sha1:abc",
+        "images.registry=Not A Registry",
+        "spark.driverCoreRequest=lots",
+        "podSecurityContext.runAsNonRoot=false",
+        "unknownKey=1",
+    ):
         done = subprocess.run([*command, "--set", bad], capture_output=True, text=True)
         assert done.returncode != 0 and "values don't meet the specifications of the schema" in done.stderr, bad
     schema_doc = json.loads((CHART / "values.schema.json").read_text())
@@ -235,8 +273,12 @@ def test_skaffold_configs_are_consistent():
                 assert (REPO / values_file).exists(), values_file
         for path in config.get("manifests", {}).get("rawYaml", []):
             assert (REPO / path).exists(), path
-    versions = {r["name"]: r["version"] for c in configs.values()
-                for r in c.get("deploy", {}).get("helm", {}).get("releases", []) if "version" in r}
+    versions = {
+        r["name"]: r["version"]
+        for c in configs.values()
+        for r in c.get("deploy", {}).get("helm", {}).get("releases", [])
+        if "version" in r
+    }
     assert versions["dagster"] == "1.13.27"  # the same as the dagster pin in pyproject.toml
     assert versions["spark-operator"].startswith("2.5.") and versions["strimzi"].startswith("1.2.")
     assert "dagster==1.13.27" in (REPO / "pyproject.toml").read_text()
@@ -252,7 +294,9 @@ def test_skaffold_configs_are_consistent():
 
 
 def dockerignore_allows(path: str) -> bool:
-    allowed = [line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    allowed = [
+        line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    ]
     return any(path == a or path.startswith(a + "/") for a in allowed)
 
 
@@ -280,11 +324,20 @@ def test_the_dagster_values_point_at_the_platform_charts_names(helm):
     chart = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["postgresql"]["postgresqlUsername"] == chart["lake"]["dagsterUser"]
     assert values["postgresql"]["postgresqlDatabase"] == chart["lake"]["dagsterDatabase"]
-    assert (deployment["name"], deployment["port"]) == (chart["dagster"]["codeLocation"], chart["dagster"]["codeServerPort"])
-    webserver_port = values.get("dagsterWebserver", {}).get("service", {}).get("port", 80)  # the Dagster chart's default: 80
+    assert (deployment["name"], deployment["port"]) == (
+        chart["dagster"]["codeLocation"],
+        chart["dagster"]["codeServerPort"],
+    )
+    webserver_port = (
+        values.get("dagsterWebserver", {}).get("service", {}).get("port", 80)
+    )  # the Dagster chart's default: 80
     assert webserver_port == chart["dagster"]["webserverPort"]
-    skaffold_release = [r for c in skaffold_configs() for r in c.get("deploy", {}).get("helm", {}).get("releases", [])
-                        if r.get("valuesFiles") == ["charts/values/dagster.yaml"]]
+    skaffold_release = [
+        r
+        for c in skaffold_configs()
+        for r in c.get("deploy", {}).get("helm", {}).get("releases", [])
+        if r.get("valuesFiles") == ["charts/values/dagster.yaml"]
+    ]
     assert [r["name"] for r in skaffold_release] == [chart["dagster"]["releaseName"]]
 
 
@@ -310,7 +363,9 @@ def test_kafka_is_single_node_kraft_with_ephemeral_storage(helm):
     assert kafka["metadata"]["name"] == chart["kafka"]["clusterName"]  # the network policies select its pods
     [listener] = kafka["spec"]["kafka"]["listeners"]
     [lake] = [o for o in render(helm) if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "shopstream-lake"]
-    assert lake["data"]["SHOPSTREAM_KAFKA_BOOTSTRAP"] == f"{kafka['metadata']['name']}-kafka-bootstrap:{listener['port']}"
+    assert (
+        lake["data"]["SHOPSTREAM_KAFKA_BOOTSTRAP"] == f"{kafka['metadata']['name']}-kafka-bootstrap:{listener['port']}"
+    )
 
 
 def test_the_topic_operator_puts_no_finalizers_on_kafka_topics():

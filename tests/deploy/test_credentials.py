@@ -124,12 +124,18 @@ def test_the_admin_secret_reaches_minio_postgres_and_the_setup_job_only(objects)
     # and MinIO and PostgreSQL read nothing else
     for workload in ("Deployment/shopstream-minio", "StatefulSet/shopstream-postgres"):
         assert {name for name, who in readers.items() if workload in who} == {ADMIN}, workload
-    assert readers[CLIENT] == {"SparkApplication/shopstream-streaming", "launched SparkApplications (ConfigMap/shopstream-launcher)",
-                               "Dagster code location shopstream", "Job/shopstream-setup"}
+    assert readers[CLIENT] == {
+        "SparkApplication/shopstream-streaming",
+        "launched SparkApplications (ConfigMap/shopstream-launcher)",
+        "Dagster code location shopstream",
+        "Job/shopstream-setup",
+    }
     assert readers[DAGSTER] == {"Dagster (postgresqlSecretName)", "Job/shopstream-setup"}
     minio = by_name(objects, "Deployment")["shopstream-minio"]["spec"]["template"]["spec"]["containers"][0]
-    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in minio["env"] if "valueFrom" in e} == \
-        {"MINIO_ROOT_USER": "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD": "MINIO_ROOT_PASSWORD"}
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in minio["env"] if "valueFrom" in e} == {
+        "MINIO_ROOT_USER": "MINIO_ROOT_USER",
+        "MINIO_ROOT_PASSWORD": "MINIO_ROOT_PASSWORD",
+    }
 
 
 def test_clients_log_in_as_non_superuser_roles(objects):
@@ -148,10 +154,15 @@ def test_clients_log_in_as_non_superuser_roles(objects):
     for pod in (app["spec"]["driver"], app["spec"]["executor"], defaults["driver"], defaults["executor"]):
         assert pod["envFrom"] == [{"configMapRef": {"name": "shopstream-lake"}}, {"secretRef": {"name": CLIENT}}]
     # the setup Job makes exactly these roles, and Dagster logs in as its own
-    setup = {e["name"]: e.get("value") for e in container(by_name(objects, "Job")["shopstream-setup"], "postgres")["env"]}
+    setup = {
+        e["name"]: e.get("value") for e in container(by_name(objects, "Job")["shopstream-setup"], "postgres")["env"]
+    }
     assert (setup["CATALOG_ROLE"], setup["CATALOG_DATABASE"]) == ("shopstream", "iceberg")
     dagster = yaml.safe_load((REPO / "charts" / "values" / "dagster.yaml").read_text())["postgresql"]
-    assert (setup["DAGSTER_ROLE"], setup["DAGSTER_DATABASE"]) == (dagster["postgresqlUsername"], dagster["postgresqlDatabase"])
+    assert (setup["DAGSTER_ROLE"], setup["DAGSTER_DATABASE"]) == (
+        dagster["postgresqlUsername"],
+        dagster["postgresqlDatabase"],
+    )
     assert setup["DAGSTER_ROLE"] not in ("shopstream", "postgres") and setup["PGUSER"] == "postgres"
 
 
@@ -162,10 +173,15 @@ def test_the_setup_job_is_an_idempotent_hook_with_small_means(objects, setup_job
     assert spec["backoffLimit"] == 6 and spec["ttlSecondsAfterFinished"] == 600
     pod = spec["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "OnFailure"
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
     assert [c["name"] for c in pod["containers"]] == ["minio", "postgres"]
     for c in pod["containers"]:
-        assert c["securityContext"]["allowPrivilegeEscalation"] is False and c["securityContext"]["runAsUser"] in (70, 1000)
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False and c["securityContext"]["runAsUser"] in (
+            70,
+            1000,
+        )
         assert c["resources"]["limits"] == {"cpu": "200m", "memory": "128Mi"}
     # the only Job: it replaces the bucket Job
     assert [o["metadata"]["name"] for o in objects if o["kind"] == "Job"] == ["shopstream-setup"]
@@ -173,17 +189,30 @@ def test_the_setup_job_is_an_idempotent_hook_with_small_means(objects, setup_job
 
 def test_the_setup_job_makes_the_lake_user_with_a_bucket_policy(setup_job):
     script = container(setup_job, "minio")["args"][0]
-    for step in ('mc mb --ignore-existing "lake/shopstream"',
-                 'mc admin policy create lake "shopstream-readwrite" /tmp/lake-policy.json',
-                 'mc admin user add lake "$LAKE_ACCESS_KEY"',
-                 'mc admin policy attach lake "shopstream-readwrite" --user "$LAKE_ACCESS_KEY"'):
+    for step in (
+        'mc mb --ignore-existing "lake/shopstream"',
+        'mc admin policy create lake "shopstream-readwrite" /tmp/lake-policy.json',
+        'mc admin user add lake "$LAKE_ACCESS_KEY"',
+        'mc admin policy attach lake "shopstream-readwrite" --user "$LAKE_ACCESS_KEY"',
+    ):
         assert step in script, step
     policy = json.loads(re.search(r"<<'EOF'\n(.*?)\nEOF", script, re.S).group(1))
     statements = {tuple(s["Resource"]): (s["Effect"], sorted(s["Action"])) for s in policy["Statement"]}
     assert statements == {
-        ("arn:aws:s3:::shopstream",): ("Allow", ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"]),
-        ("arn:aws:s3:::shopstream/*",): ("Allow", ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject",
-                                                   "s3:ListMultipartUploadParts", "s3:PutObject"]),
+        ("arn:aws:s3:::shopstream",): (
+            "Allow",
+            ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+        ),
+        ("arn:aws:s3:::shopstream/*",): (
+            "Allow",
+            [
+                "s3:AbortMultipartUpload",
+                "s3:DeleteObject",
+                "s3:GetObject",
+                "s3:ListMultipartUploadParts",
+                "s3:PutObject",
+            ],
+        ),
     }
 
 
@@ -195,13 +224,17 @@ def test_the_setup_job_makes_the_roles_and_databases(setup_job):
     assert "format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE', role)" in flat
     assert "WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = role) \\gexec" in flat
     for role in ("catalog", "dagster"):
-        assert (f'ALTER ROLE :"{role}_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
-                f"PASSWORD :'{role}_password';") in flat
+        assert (
+            f'ALTER ROLE :"{role}_role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
+            f"PASSWORD :'{role}_password';"
+        ) in flat
         assert f'ALTER DATABASE :"{role}_database" OWNER TO :"{role}_role";' in flat
     # CREATE DATABASE outside any transaction: generated, then run by \gexec
     assert "format('CREATE DATABASE %I OWNER %I', db, owner)" in flat and flat.count("\\gexec") == 2
     assert "BEGIN" not in sql and "DO $$" not in sql
-    assert 'REVOKE CONNECT, TEMPORARY ON DATABASE :"catalog_database", :"dagster_database", postgres FROM PUBLIC;' in flat
+    assert (
+        'REVOKE CONNECT, TEMPORARY ON DATABASE :"catalog_database", :"dagster_database", postgres FROM PUBLIC;' in flat
+    )
     assert "until pg_isready --quiet" in script
 
 
@@ -240,7 +273,9 @@ def test_a_rotation_changes_the_client_secrets_and_the_stream_but_not_minio_or_p
         assert after["spec"][role]["annotations"] == {"shopstream.io/credentials-rotation": "3"}
     # MinIO and PostgreSQL (emptyDir data) must not restart: their objects do not change at all
     assert by_name(objects, "Deployment")["shopstream-minio"] == by_name(rotated, "Deployment")["shopstream-minio"]
-    assert by_name(objects, "StatefulSet")["shopstream-postgres"] == by_name(rotated, "StatefulSet")["shopstream-postgres"]
+    assert (
+        by_name(objects, "StatefulSet")["shopstream-postgres"] == by_name(rotated, "StatefulSet")["shopstream-postgres"]
+    )
     # nor does anything else the operator or Dagster read at start, besides the stream
     for kind in ("ConfigMap", "Job", "NetworkPolicy"):
         assert by_name(objects, kind) == by_name(rotated, kind), kind
@@ -248,13 +283,21 @@ def test_a_rotation_changes_the_client_secrets_and_the_stream_but_not_minio_or_p
 
 def test_the_roles_are_checked(helm):
     command = [str(helm), "template", "x", str(CHART), "--kube-version", KUBE_VERSION]
-    for sets, message in ((["lake.catalogUser=postgres"], "is also postgres.superuser"),
-                          (["lake.dagsterUser=admin", "postgres.superuser=admin"], "is also postgres.superuser"),
-                          (["lake.dagsterUser=shopstream"], "must differ")):
+    for sets, message in (
+        (["lake.catalogUser=postgres"], "is also postgres.superuser"),
+        (["lake.dagsterUser=admin", "postgres.superuser=admin"], "is also postgres.superuser"),
+        (["lake.dagsterUser=shopstream"], "must differ"),
+    ):
         done = subprocess.run([*command, *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True)
         assert done.returncode != 0 and message in done.stderr, (sets, done.stderr)
-    for bad in ("credentials.rotation=-1", "credentials.rotation=soon", "lake.catalogUser=Bad-Role",
-                "minio.lakeUser=x", "networkPolicy.apiServer.cidrs={10.0.0.1}", "networkPolicy.enabled=maybe"):
+    for bad in (
+        "credentials.rotation=-1",
+        "credentials.rotation=soon",
+        "lake.catalogUser=Bad-Role",
+        "minio.lakeUser=x",
+        "networkPolicy.apiServer.cidrs={10.0.0.1}",
+        "networkPolicy.enabled=maybe",
+    ):
         done = subprocess.run([*command, "--set", bad], capture_output=True, text=True)
         assert done.returncode != 0 and "values don't meet the specifications of the schema" in done.stderr, bad
 
@@ -269,9 +312,21 @@ def minio(tmp_path):
     port = free_port()
     root = {"MINIO_ROOT_USER": "root" + os.urandom(6).hex(), "MINIO_ROOT_PASSWORD": os.urandom(16).hex()}
     log = open(tmp_path / "minio.log", "wb")
-    server = subprocess.Popen([str(tools / "minio"), "server", str(tmp_path / "data"), "--address", f"127.0.0.1:{port}",
-                               "--console-address", f"127.0.0.1:{free_port()}", "--quiet"],
-                              env={**os.environ, **root}, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            str(tools / "minio"),
+            "server",
+            str(tmp_path / "data"),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--console-address",
+            f"127.0.0.1:{free_port()}",
+            "--quiet",
+        ],
+        env={**os.environ, **root},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield {"url": f"http://127.0.0.1:{port}", "tools": tools, "root": root, "home": tmp_path}
     finally:
@@ -281,9 +336,17 @@ def minio(tmp_path):
 
 
 def run_minio_setup(setup_job, minio, secret_key: str) -> subprocess.CompletedProcess:
-    script = container(setup_job, "minio")["args"][0].replace("/tmp/lake-policy.json", str(minio["home"] / "policy.json"))
-    env = {"PATH": f"{minio['tools']}:{os.environ['PATH']}", "HOME": str(minio["home"]), "MINIO_URL": minio["url"],
-           **minio["root"], "LAKE_ACCESS_KEY": "shopstream-lake", "LAKE_SECRET_KEY": secret_key}
+    script = container(setup_job, "minio")["args"][0].replace(
+        "/tmp/lake-policy.json", str(minio["home"] / "policy.json")
+    )
+    env = {
+        "PATH": f"{minio['tools']}:{os.environ['PATH']}",
+        "HOME": str(minio["home"]),
+        "MINIO_URL": minio["url"],
+        **minio["root"],
+        "LAKE_ACCESS_KEY": "shopstream-lake",
+        "LAKE_SECRET_KEY": secret_key,
+    }
     return subprocess.run(["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -291,12 +354,18 @@ def as_user(minio, alias: str, access: str, secret: str, *command: str) -> subpr
     env = {"PATH": f"{minio['tools']}:{os.environ['PATH']}", "HOME": str(minio["home"] / alias)}
     mc = str(minio["tools"] / "mc")
     # mc checks the keys when it sets the alias: wrong ones fail here already
-    alias_set = subprocess.run([mc, "alias", "set", alias, minio["url"]], input=f"{access}\n{secret}\n", env=env,
-                               capture_output=True, text=True)
+    alias_set = subprocess.run(
+        [mc, "alias", "set", alias, minio["url"]],
+        input=f"{access}\n{secret}\n",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if alias_set.returncode != 0:
         return alias_set
-    return subprocess.run([mc, *[c.replace("@", f"{alias}/") for c in command]], env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [mc, *[c.replace("@", f"{alias}/") for c in command]], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_the_minio_setup_gives_the_lake_user_its_bucket_and_nothing_else(setup_job, minio, tmp_path):
@@ -314,8 +383,13 @@ def test_the_minio_setup_gives_the_lake_user_its_bucket_and_nothing_else(setup_j
     assert as_user(minio, *user, "rm", "@shopstream/warehouse/sample.txt").returncode == 0
     root = ("root", minio["root"]["MINIO_ROOT_USER"], minio["root"]["MINIO_ROOT_PASSWORD"])
     assert as_user(minio, *root, "mb", "@other").returncode == 0
-    for denied in (("ls", "@other"), ("cp", str(sample), "@other/x"), ("mb", "@newbucket"),
-                   ("admin", "user", "list", "user"), ("rb", "--force", "@shopstream")):
+    for denied in (
+        ("ls", "@other"),
+        ("cp", str(sample), "@other/x"),
+        ("mb", "@newbucket"),
+        ("admin", "user", "list", "user"),
+        ("rb", "--force", "@shopstream"),
+    ):
         assert as_user(minio, *user, *denied).returncode != 0, denied
     # a rotation: the same user, a new key; the old one stops working
     rotated = run_minio_setup(setup_job, minio, "r" * 40)

@@ -31,19 +31,27 @@ def instance(dagster) -> dict:
 
 
 def deployments(dagster) -> dict[str, dict]:
-    return {o["spec"]["template"]["metadata"]["labels"]["component"]: o for (kind, _), o in dagster.items()
-            if kind == "Deployment"}
+    return {
+        o["spec"]["template"]["metadata"]["labels"]["component"]: o
+        for (kind, _), o in dagster.items()
+        if kind == "Deployment"
+    }
 
 
 def test_dagster_storage_is_the_platforms_database_with_its_own_role(platform, instance):
-    [postgres] = [o for (kind, _), o in platform.items()
-                  if kind == "Service" and o["metadata"]["labels"]["app.kubernetes.io/component"] == "postgres"]
+    [postgres] = [
+        o
+        for (kind, _), o in platform.items()
+        if kind == "Service" and o["metadata"]["labels"]["app.kubernetes.io/component"] == "postgres"
+    ]
     for storage in ("run_storage", "event_log_storage", "schedule_storage"):
         db = instance[storage]["config"]["postgres_db"]
         assert instance[storage]["module"].startswith("dagster_postgres")
         assert (db["hostname"], db["port"]) == (postgres["metadata"]["name"], postgres["spec"]["ports"][0]["port"])
-        assert (db["db_name"], db["username"]) == (PLATFORM_VALUES["lake"]["dagsterDatabase"],
-                                                   PLATFORM_VALUES["lake"]["dagsterUser"])
+        assert (db["db_name"], db["username"]) == (
+            PLATFORM_VALUES["lake"]["dagsterDatabase"],
+            PLATFORM_VALUES["lake"]["dagsterUser"],
+        )
         assert db["username"] != PLATFORM_VALUES["postgres"]["superuser"]
         assert db["password"] == {"env": "DAGSTER_PG_PASSWORD"}
         assert db["scheme"] == "postgresql+psycopg2"  # the driver dagster-postgres installs
@@ -90,12 +98,17 @@ def test_every_dagster_pod_and_run_pod_runs_as_the_app_images_user(dagster, inst
 def test_ports_agree_with_the_platforms_policies_and_skaffolds_port_forward(dagster):
     webserver = dagster[("Service", "dagster-dagster-webserver")]["spec"]["ports"][0]["port"]
     code = dagster[("Service", "shopstream")]["spec"]["ports"][0]["port"]
-    assert (webserver, code) == (PLATFORM_VALUES["dagster"]["webserverPort"], PLATFORM_VALUES["dagster"]["codeServerPort"])
+    assert (webserver, code) == (
+        PLATFORM_VALUES["dagster"]["webserverPort"],
+        PLATFORM_VALUES["dagster"]["codeServerPort"],
+    )
     [platform_config] = [c for c in skaffold_configs() if c["metadata"]["name"] == "platform"]
     [forward] = [f for f in platform_config["portForward"] if f["resourceName"] == "dagster-dagster-webserver"]
     assert forward["port"] == webserver
     workspace = yaml.safe_load(dagster[("ConfigMap", "dagster-workspace-yaml")]["data"]["workspace.yaml"])
-    assert workspace["load_from"] == [{"grpc_server": {"host": "shopstream", "port": code, "location_name": "shopstream"}}]
+    assert workspace["load_from"] == [
+        {"grpc_server": {"host": "shopstream", "port": code, "location_name": "shopstream"}}
+    ]
 
 
 def test_the_values_file_sets_only_keys_the_stand_in_implements():
@@ -112,6 +125,9 @@ def test_the_values_file_sets_only_keys_the_stand_in_implements():
 
     known = set(leaves(yaml.safe_load((DAGSTER_CHART / "values.yaml").read_text())))
     # a default of {} stands for a block the stand-in passes through whole (resources, security contexts)
-    missing = [".".join(path) for path in leaves(yaml.safe_load(DAGSTER_VALUES.read_text()))
-               if not any(path[:len(k)] == k for k in known)]
+    missing = [
+        ".".join(path)
+        for path in leaves(yaml.safe_load(DAGSTER_VALUES.read_text()))
+        if not any(path[: len(k)] == k for k in known)
+    ]
     assert not missing, f"keys of charts/values/dagster.yaml the stand-in does not implement: {missing}"

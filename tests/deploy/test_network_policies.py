@@ -23,8 +23,11 @@ API_ENDPOINT = External("API server endpoint", "172.18.0.2")
 API_SERVICE = External("kubernetes Service", "10.96.0.1")
 INTERNET = External("internet", "93.184.216.34")
 API_VALUES = {"networkPolicy.apiServer.cidrs": "{10.96.0.1/32,172.18.0.2/32}"}
-INGRESS_FROM = ["--set-json", 'networkPolicy.webserverIngressFrom=[{"namespaceSelector":{"matchLabels":'
-                '{"kubernetes.io/metadata.name":"ingress-nginx"}}}]']
+INGRESS_FROM = [
+    "--set-json",
+    'networkPolicy.webserverIngressFrom=[{"namespaceSelector":{"matchLabels":'
+    '{"kubernetes.io/metadata.name":"ingress-nginx"}}}]',
+]
 
 
 def chart_pods(objects) -> list[tuple[str, dict]]:
@@ -37,9 +40,17 @@ def chart_pods(objects) -> list[tuple[str, dict]]:
         elif obj["kind"] == "SparkApplication":
             name = obj["metadata"]["name"]
             for role in ("driver", "executor"):
-                found.append((f"{name}-{role}", {**obj["spec"][role].get("labels", {}), "spark-role": role,
-                                                 "sparkoperator.k8s.io/app-name": name,
-                                                 "sparkoperator.k8s.io/launched-by-spark-operator": "true"}))
+                found.append(
+                    (
+                        f"{name}-{role}",
+                        {
+                            **obj["spec"][role].get("labels", {}),
+                            "spark-role": role,
+                            "sparkoperator.k8s.io/app-name": name,
+                            "sparkoperator.k8s.io/launched-by-spark-operator": "true",
+                        },
+                    )
+                )
     return found
 
 
@@ -49,10 +60,16 @@ def dagster_pods(helm) -> list[tuple[str, dict]]:
     dagster-k8s labels it."""
     from dagster_k8s.utils import get_common_labels
 
-    names = {"dagster-webserver": "dagster-webserver", "dagster-daemon": "dagster-daemon",
-             "user-deployments": "dagster-code-server"}
-    pods = [(names[o["spec"]["template"]["metadata"]["labels"]["component"]], o["spec"]["template"]["metadata"]["labels"])
-            for o in render_dagster(helm) if o["kind"] == "Deployment"]
+    names = {
+        "dagster-webserver": "dagster-webserver",
+        "dagster-daemon": "dagster-daemon",
+        "user-deployments": "dagster-code-server",
+    }
+    pods = [
+        (names[o["spec"]["template"]["metadata"]["labels"]["component"]], o["spec"]["template"]["metadata"]["labels"])
+        for o in render_dagster(helm)
+        if o["kind"] == "Deployment"
+    ]
     run = {**get_common_labels(), "app.kubernetes.io/component": "run_worker", "dagster/run-id": "0f1e2d3c"}
     return [*pods, ("dagster-run", run)]
 
@@ -60,28 +77,48 @@ def dagster_pods(helm) -> list[tuple[str, dict]]:
 def launched_spark_pods() -> list[tuple[str, dict]]:
     """A SparkApplication Dagster launched (labels of dagster_repo/spark_application.py plus the operator's)."""
     app = "gold-daily-sales-summary-20261124-1a2b3c"
-    common = {"sparkoperator.k8s.io/app-name": app, "sparkoperator.k8s.io/launched-by-spark-operator": "true",
-              "dagster.io/partition": "2026-11-24", "app.kubernetes.io/managed-by": "dagster"}
-    return [(f"{app}-driver", {**common, "spark-role": "driver"}),
-            (f"{app}-exec-1", {**common, "spark-role": "executor"}),
-            (f"{app}-exec-2", {**common, "spark-role": "executor"})]
+    common = {
+        "sparkoperator.k8s.io/app-name": app,
+        "sparkoperator.k8s.io/launched-by-spark-operator": "true",
+        "dagster.io/partition": "2026-11-24",
+        "app.kubernetes.io/managed-by": "dagster",
+    }
+    return [
+        (f"{app}-driver", {**common, "spark-role": "driver"}),
+        (f"{app}-exec-1", {**common, "spark-role": "executor"}),
+        (f"{app}-exec-2", {**common, "spark-role": "executor"}),
+    ]
 
 
 def strimzi_pods() -> list[tuple[str, dict]]:
     kafka = {"strimzi.io/cluster": "shopstream-kafka", "strimzi.io/kind": "Kafka"}
-    node = {**kafka, "strimzi.io/name": "shopstream-kafka-kafka", "strimzi.io/pool-name": "dual-role",
-            "strimzi.io/broker-role": "true", "strimzi.io/controller-role": "true"}
-    return [("shopstream-kafka-dual-role-0", node), ("shopstream-kafka-dual-role-1", node),
-            ("shopstream-kafka-entity-operator", {**kafka, "strimzi.io/name": "shopstream-kafka-entity-operator"})]
+    node = {
+        **kafka,
+        "strimzi.io/name": "shopstream-kafka-kafka",
+        "strimzi.io/pool-name": "dual-role",
+        "strimzi.io/broker-role": "true",
+        "strimzi.io/controller-role": "true",
+    }
+    return [
+        ("shopstream-kafka-dual-role-0", node),
+        ("shopstream-kafka-dual-role-1", node),
+        ("shopstream-kafka-entity-operator", {**kafka, "strimzi.io/name": "shopstream-kafka-entity-operator"}),
+    ]
 
 
 def model(objects, dagster, operator_namespace: str = "strimzi") -> Cluster:
     addresses = (f"10.244.0.{i}" for i in itertools.count(10))
-    pods = [Pod(name, NS, labels, next(addresses))
-            for name, labels in chart_pods(objects) + dagster + launched_spark_pods() + strimzi_pods()]
+    pods = [
+        Pod(name, NS, labels, next(addresses))
+        for name, labels in chart_pods(objects) + dagster + launched_spark_pods() + strimzi_pods()
+    ]
     pods += [
-        Pod("strimzi-cluster-operator", operator_namespace,
-            {"name": "strimzi-cluster-operator", "strimzi.io/kind": "cluster-operator"}, next(addresses)),
+        Pod(
+            "strimzi-cluster-operator",
+            operator_namespace,
+            {"name": "strimzi-cluster-operator", "strimzi.io/kind": "cluster-operator"},
+            next(addresses),
+        ),
         Pod("strimzi-other", "strimzi", {"app": "something-else"}, next(addresses)),
         Pod("coredns", "kube-system", {"k8s-app": "kube-dns"}, "10.244.0.2"),
         Pod("metrics-server", "kube-system", {"k8s-app": "metrics-server"}, "10.244.0.3"),
@@ -100,8 +137,12 @@ def cluster(helm) -> Cluster:
     return model(render(helm, API_VALUES), dagster_pods(helm))
 
 
-SPARK = ["shopstream-streaming-driver", "shopstream-streaming-executor", "gold-daily-sales-summary-20261124-1a2b3c-driver",
-         "gold-daily-sales-summary-20261124-1a2b3c-exec-1"]
+SPARK = [
+    "shopstream-streaming-driver",
+    "shopstream-streaming-executor",
+    "gold-daily-sales-summary-20261124-1a2b3c-driver",
+    "gold-daily-sales-summary-20261124-1a2b3c-exec-1",
+]
 DRIVERS = ["shopstream-streaming-driver", "gold-daily-sales-summary-20261124-1a2b3c-driver"]
 EXECUTORS = ["shopstream-streaming-executor", "gold-daily-sales-summary-20261124-1a2b3c-exec-1"]
 KAFKA = "shopstream-kafka-dual-role-0"
@@ -110,25 +151,39 @@ API = [(API_SERVICE, 443), (API_ENDPOINT, 6443)]
 
 # (source, destination, port): every flow the platform needs (docs/kubernetes.md, "Network policies").
 NEEDED = [
-    *[(a, b, 7078) for a, b in [("shopstream-streaming-driver", "shopstream-streaming-executor"),
-                                ("shopstream-streaming-executor", "shopstream-streaming-driver"),
-                                ("gold-daily-sales-summary-20261124-1a2b3c-driver", "gold-daily-sales-summary-20261124-1a2b3c-exec-1"),
-                                ("gold-daily-sales-summary-20261124-1a2b3c-exec-1", "gold-daily-sales-summary-20261124-1a2b3c-driver"),
-                                ("gold-daily-sales-summary-20261124-1a2b3c-exec-1", "gold-daily-sales-summary-20261124-1a2b3c-exec-2")]],
+    *[
+        (a, b, 7078)
+        for a, b in [
+            ("shopstream-streaming-driver", "shopstream-streaming-executor"),
+            ("shopstream-streaming-executor", "shopstream-streaming-driver"),
+            ("gold-daily-sales-summary-20261124-1a2b3c-driver", "gold-daily-sales-summary-20261124-1a2b3c-exec-1"),
+            ("gold-daily-sales-summary-20261124-1a2b3c-exec-1", "gold-daily-sales-summary-20261124-1a2b3c-driver"),
+            ("gold-daily-sales-summary-20261124-1a2b3c-exec-1", "gold-daily-sales-summary-20261124-1a2b3c-exec-2"),
+        ]
+    ],
     *[(driver, api, port) for driver in DRIVERS for api, port in API],
-    *[(spark, destination, port) for spark in SPARK
-      for destination, port in [(KAFKA, 9092), ("shopstream-minio", 9000), ("shopstream-postgres", 5432)]],
+    *[
+        (spark, destination, port)
+        for spark in SPARK
+        for destination, port in [(KAFKA, 9092), ("shopstream-minio", 9000), ("shopstream-postgres", 5432)]
+    ],
     ("shopstream-generator", KAFKA, 9092),
     ("dagster-webserver", "dagster-code-server", 3030),
     ("dagster-daemon", "dagster-code-server", 3030),
     *[(client, "shopstream-postgres", 5432) for client in DAGSTER_DB_CLIENTS],
-    *[(code, destination, port) for code in ("dagster-code-server", "dagster-run")
-      for destination, port in [("shopstream-minio", 9000), (KAFKA, 9092), *API]],
+    *[
+        (code, destination, port)
+        for code in ("dagster-code-server", "dagster-run")
+        for destination, port in [("shopstream-minio", 9000), (KAFKA, 9092), *API]
+    ],
     *[(process, api, port) for process in ("dagster-daemon", "dagster-webserver") for api, port in API],
     ("shopstream-setup", "shopstream-minio", 9000),
     ("shopstream-setup", "shopstream-postgres", 5432),
-    *[(a, b, port) for a, b in [(KAFKA, "shopstream-kafka-dual-role-1"), ("shopstream-kafka-dual-role-1", KAFKA)]
-      for port in (9090, 9091)],
+    *[
+        (a, b, port)
+        for a, b in [(KAFKA, "shopstream-kafka-dual-role-1"), ("shopstream-kafka-dual-role-1", KAFKA)]
+        for port in (9090, 9091)
+    ],
     *[("strimzi-cluster-operator", KAFKA, port) for port in (9090, 9091, 8443)],
     ("shopstream-kafka-entity-operator", KAFKA, 9091),
     *[("shopstream-kafka-entity-operator", api, port) for api, port in API],
@@ -155,9 +210,18 @@ UNNEEDED = [
     ("dagster-webserver", "shopstream-minio", 9000),
     ("dagster-daemon", "shopstream-minio", 9000),
     ("dagster-daemon", KAFKA, 9092),
-    *[("intruder", destination, port) for destination, port in [
-        ("shopstream-postgres", 5432), ("shopstream-minio", 9000), (KAFKA, 9092), (KAFKA, 9091),
-        ("dagster-webserver", 8080), ("dagster-code-server", 3030), ("shopstream-streaming-driver", 7078)]],
+    *[
+        ("intruder", destination, port)
+        for destination, port in [
+            ("shopstream-postgres", 5432),
+            ("shopstream-minio", 9000),
+            (KAFKA, 9092),
+            (KAFKA, 9091),
+            ("dagster-webserver", 8080),
+            ("dagster-code-server", 3030),
+            ("shopstream-streaming-driver", 7078),
+        ]
+    ],
     ("ingress-controller", "dagster-webserver", 8080),  # only when networkPolicy.webserverIngressFrom says so
     ("strimzi-other", KAFKA, 9091),
     ("strimzi-cluster-operator", KAFKA, 9092),
@@ -169,8 +233,16 @@ UNNEEDED = [
     (KAFKA, API_SERVICE, 443),
     ("shopstream-setup", KAFKA, 9092),
     ("shopstream-setup", API_SERVICE, 443),
-    *[("stray", destination, port) for destination, port in [
-        ("shopstream-postgres", 5432), ("shopstream-minio", 9000), (KAFKA, 9092), (API_SERVICE, 443), (INTERNET, 443)]],
+    *[
+        ("stray", destination, port)
+        for destination, port in [
+            ("shopstream-postgres", 5432),
+            ("shopstream-minio", 9000),
+            (KAFKA, 9092),
+            (API_SERVICE, 443),
+            (INTERNET, 443),
+        ]
+    ],
     ("shopstream-generator", "stray", 8080),
     ("shopstream-generator", "metrics-server", 53),
     ("shopstream-generator", "coredns", 8080),
@@ -186,8 +258,14 @@ def test_the_model_has_every_pod_the_flows_name(cluster):
     for source, destination, _ in NEEDED + UNNEEDED:
         for end in (source, destination):
             assert isinstance(end, External) or end in names, end
-    assert {"shopstream-minio", "shopstream-postgres", "shopstream-generator", "shopstream-setup",
-            "shopstream-streaming-driver", "shopstream-streaming-executor"} <= names
+    assert {
+        "shopstream-minio",
+        "shopstream-postgres",
+        "shopstream-generator",
+        "shopstream-setup",
+        "shopstream-streaming-driver",
+        "shopstream-streaming-executor",
+    } <= names
 
 
 def test_every_pod_of_the_namespace_is_isolated_both_ways(cluster):
@@ -209,8 +287,7 @@ def test_needed_flow_is_allowed_at_both_ends(cluster, flow):
 
 
 def test_unneeded_flows_are_denied(cluster):
-    allowed = [f"{s}->{d}:{p}" for s, d, p in UNNEEDED
-               if cluster.allows(endpoint(cluster, s), endpoint(cluster, d), p)]
+    allowed = [f"{s}->{d}:{p}" for s, d, p in UNNEEDED if cluster.allows(endpoint(cluster, s), endpoint(cluster, d), p)]
     assert allowed == []
 
 
@@ -266,10 +343,14 @@ def test_network_policies_can_be_turned_off(helm):
 
 def test_the_api_rule_carries_the_given_addresses_and_ports(helm):
     objects = render(helm, {**API_VALUES, "networkPolicy.apiServer.ports": "{6443}"})
-    [driver_api] = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "shopstream-spark-driver-api"]
+    [driver_api] = [
+        o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "shopstream-spark-driver-api"
+    ]
     [rule] = driver_api["spec"]["egress"]
-    assert rule == {"to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "172.18.0.2/32"}}],
-                    "ports": [{"protocol": "TCP", "port": 6443}]}
+    assert rule == {
+        "to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "172.18.0.2/32"}}],
+        "ports": [{"protocol": "TCP", "port": 6443}],
+    }
 
 
 # -- the evaluator itself ------------------------------------------------------------------------
@@ -290,21 +371,46 @@ def test_the_evaluator_follows_the_documented_semantics():
     cluster = Cluster({"x": {}, "y": {}}, [a, b, c], [only_ingress])
     assert not cluster.allows(a, b, 1) and cluster.allows(b, a, 1)
     # a podSelector peer alone is the policy's namespace; with a namespaceSelector both must match
-    same_namespace = policy({"podSelector": {"matchLabels": {"app": "b"}},
-                             "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]}]})
+    same_namespace = policy(
+        {
+            "podSelector": {"matchLabels": {"app": "b"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]}],
+        }
+    )
     cluster.policies = [same_namespace]
     assert cluster.allows(a, b, 5432) and not cluster.allows(c, b, 5432)
-    both = policy({"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}},
-         "podSelector": {"matchLabels": {"app": "other"}}}]}]})
+    both = policy(
+        {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "y"}},
+                            "podSelector": {"matchLabels": {"app": "other"}},
+                        }
+                    ]
+                }
+            ],
+        }
+    )
     cluster.policies = [both]
     assert not cluster.allows(c, b, 1)
     # rules add up; ports with protocol and endPort; NotIn matches a missing label
-    egress = policy({"podSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]},
-                     "policyTypes": ["Egress"], "egress": [
-                         {"to": [{"ipBlock": {"cidr": "10.0.0.0/24", "except": ["10.0.0.3/32"]}}],
-                          "ports": [{"port": 5000, "endPort": 5010}]},
-                         {"ports": [{"protocol": "UDP", "port": 53}]}]})
+    egress = policy(
+        {
+            "podSelector": {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": "10.0.0.0/24", "except": ["10.0.0.3/32"]}}],
+                    "ports": [{"port": 5000, "endPort": 5010}],
+                },
+                {"ports": [{"protocol": "UDP", "port": 53}]},
+            ],
+        }
+    )
     cluster.policies = [egress]
     assert selects(egress["spec"]["podSelector"], a.labels) and not selects(egress["spec"]["podSelector"], b.labels)
     assert cluster.allows(a, b, 5005) and not cluster.allows(a, b, 5011) and not cluster.allows(a, c, 5005)

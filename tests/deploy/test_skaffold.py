@@ -44,16 +44,24 @@ def run_hook(hook: dict, tmp_path) -> list[dict]:
     a kubectl that records its arguments and input; returns those calls."""
     fake = tmp_path / "bin" / "kubectl"
     fake.parent.mkdir(exist_ok=True)
-    fake.write_text(f"#!{sys.executable}\n" + (
-        "import json, os, sys\n"
-        "with open(os.environ['KUBECTL_CALLS'], 'a') as calls:\n"
-        "    calls.write(json.dumps({'args': sys.argv[1:], 'stdin': sys.stdin.read()}) + '\\n')\n"
-        "if sys.argv[-2:] == ['-o', 'yaml']:\n"
-        "    name = sys.argv[sys.argv.index('namespace') + 1]\n"
-        "    print('apiVersion: v1\\nkind: Namespace\\nmetadata:\\n  name: ' + name)\n"))
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        + (
+            "import json, os, sys\n"
+            "with open(os.environ['KUBECTL_CALLS'], 'a') as calls:\n"
+            "    calls.write(json.dumps({'args': sys.argv[1:], 'stdin': sys.stdin.read()}) + '\\n')\n"
+            "if sys.argv[-2:] == ['-o', 'yaml']:\n"
+            "    name = sys.argv[sys.argv.index('namespace') + 1]\n"
+            "    print('apiVersion: v1\\nkind: Namespace\\nmetadata:\\n  name: ' + name)\n"
+        )
+    )
     fake.chmod(0o755)
     calls = tmp_path / "calls.jsonl"
-    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "SKAFFOLD_KUBE_CONTEXT": "kind-shopstream", "KUBECTL_CALLS": str(calls)}
+    env = {
+        "PATH": f"{fake.parent}:/usr/bin:/bin",
+        "SKAFFOLD_KUBE_CONTEXT": "kind-shopstream",
+        "KUBECTL_CALLS": str(calls),
+    }
     done = subprocess.run(hook["host"]["command"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in calls.read_text().splitlines()]
@@ -101,7 +109,10 @@ def test_the_dagster_release_is_upgraded_with_every_new_app_image(skaffold):
     configs = by_name(skaffold.configs())
     dagster = releases(configs["platform"])["dagster"]
     assert dagster["remoteChart"] == "dagster" and dagster["upgradeOnChange"] is True
-    assert dagster["setValueTemplates"]["dagster-user-deployments.deployments[0].image.tag"] == "{{.IMAGE_TAG_shopstream_app}}"
+    assert (
+        dagster["setValueTemplates"]["dagster-user-deployments.deployments[0].image.tag"]
+        == "{{.IMAGE_TAG_shopstream_app}}"
+    )
     # the operators take no built image: installed once, left alone by the dev loop (skaffold's default)
     assert all("upgradeOnChange" not in r for r in releases(configs["operators"]).values())
 
@@ -116,8 +127,16 @@ def test_the_kafka_config_waits_for_a_ready_cluster_before_the_platform_deploys(
     [hook] = hooks["after"]
     [call] = run_hook(hook, tmp_path)
     cluster = kafka_cluster()
-    assert call["args"] == ["--context", "kind-shopstream", "-n", cluster["metadata"]["namespace"], "wait",
-                            f"kafka/{cluster['metadata']['name']}", "--for=condition=Ready", f"--timeout={HELM_TIMEOUT}"]
+    assert call["args"] == [
+        "--context",
+        "kind-shopstream",
+        "-n",
+        cluster["metadata"]["namespace"],
+        "wait",
+        f"kafka/{cluster['metadata']['name']}",
+        "--for=condition=Ready",
+        f"--timeout={HELM_TIMEOUT}",
+    ]
 
 
 def test_the_namespace_both_operators_put_rbac_into_exists_before_their_releases(skaffold, tmp_path):
@@ -126,9 +145,22 @@ def test_the_namespace_both_operators_put_rbac_into_exists_before_their_releases
     assert list(hooks) == ["before"]
     [hook] = hooks["before"]
     create, apply = run_hook(hook, tmp_path)
-    assert create["args"] == ["--context", "kind-shopstream", "create", "namespace", "shopstream", "--dry-run=client", "-o", "yaml"]
+    assert create["args"] == [
+        "--context",
+        "kind-shopstream",
+        "create",
+        "namespace",
+        "shopstream",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]
     assert apply["args"] == ["--context", "kind-shopstream", "apply", "-f", "-"]  # idempotent: also on a second run
-    assert yaml.safe_load(apply["stdin"]) == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shopstream"}}
+    assert yaml.safe_load(apply["stdin"]) == {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "shopstream"},
+    }
 
 
 def test_helm_has_fifteen_minutes_for_every_release(skaffold):
@@ -158,15 +190,19 @@ def test_strimzi_runs_in_its_own_namespace_and_watches_the_platforms(skaffold):
 
 
 def base_images(registry) -> dict[str, str]:
-    return {"MAVEN_IMAGE": f"{registry.host}/shopstream-test/maven:1",
-            "SPARK_IMAGE": f"{registry.host}/shopstream-test/spark:2",
-            "PYTHON_IMAGE": f"{registry.host}/shopstream-test/python:3"}
+    return {
+        "MAVEN_IMAGE": f"{registry.host}/shopstream-test/maven:1",
+        "SPARK_IMAGE": f"{registry.host}/shopstream-test/spark:2",
+        "PYTHON_IMAGE": f"{registry.host}/shopstream-test/python:3",
+    }
 
 
 def test_kind_local_selects_the_platform_chart_alone(skaffold):
     [platform] = skaffold.configs("-m", "platform", "-p", "kind-local")
     assert platform["metadata"]["name"] == "platform" and "requires" not in platform
-    assert [(r["name"], r["chartPath"]) for r in releases(platform).values()] == [("shopstream", str(REPO / "charts" / "shopstream"))]
+    assert [(r["name"], r["chartPath"]) for r in releases(platform).values()] == [
+        ("shopstream", str(REPO / "charts" / "shopstream"))
+    ]
     assert [p["resourceName"] for p in platform["portForward"]] == ["shopstream-minio"]
     for artifact in platform["build"]["artifacts"]:
         dockerfile = (REPO / artifact["docker"]["dockerfile"]).read_text()
@@ -182,7 +218,11 @@ def test_kind_local_builds_from_the_base_images_the_environment_names(skaffold, 
     registry.asked.clear()
     tags = skaffold.tags("-m", "platform", "-p", "kind-local", env=base_images(registry))
     # skaffold read both Dockerfiles' FROM lines with the variables expanded: it looked those up
-    assert sorted(set(registry.asked)) == ["shopstream-test/maven:1", "shopstream-test/python:3", "shopstream-test/spark:2"]
+    assert sorted(set(registry.asked)) == [
+        "shopstream-test/maven:1",
+        "shopstream-test/python:3",
+        "shopstream-test/spark:2",
+    ]
     assert set(tags) == {"shopstream-spark", "shopstream-app"}
     assert all(re.fullmatch(rf"{image}:[0-9a-f]{{64}}", tag) for image, tag in tags.items())  # inputDigest
 
@@ -198,7 +238,10 @@ def test_kind_local_renders_the_platform_chart_with_the_built_images(skaffold, r
     env = base_images(registry)
     tags = skaffold.tags("-m", "platform", "-p", "kind-local", env=env)
     rendered = skaffold.render("-m", "platform", "-p", "kind-local", "--digest-source=tag", env=env)
-    values = {f"images.{key}.tag": tags[image].partition(":")[2] for key, image in (("spark", "shopstream-spark"), ("app", "shopstream-app"))}
+    values = {
+        f"images.{key}.tag": tags[image].partition(":")[2]
+        for key, image in (("spark", "shopstream-spark"), ("app", "shopstream-app"))
+    }
     assert without_generated(rendered) == without_generated(render(helm, values))
 
 
@@ -207,4 +250,3 @@ def test_ci_render_renders_the_chart_and_manifests_offline(skaffold, helm):
     expected = render(helm, profile_values()["ci-render"]) + manifest_objects()
     assert without_generated(rendered) == without_generated(expected)
     assert {o["kind"] for o in rendered} >= {"SparkApplication", "Kafka", "KafkaTopic", "StatefulSet"}
-

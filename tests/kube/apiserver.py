@@ -39,16 +39,23 @@ def _key() -> rsa.RSAPrivateKey:
 
 
 def _pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
 
 
 def _certificate(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, ca: bool = False, sans=(), client=False):
     now = dt.datetime.now(dt.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-               .not_valid_after(now + dt.timedelta(days=2))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
     if not ca:
@@ -79,16 +86,25 @@ class Credentials:
         ca_key, serving_key, admin_key, sa_key = _key(), _key(), _key(), _key()
         ca_name = _name("shopstream-test-ca")
         ca = _certificate(ca_name, ca_key, ca_name, ca_key, ca=True)
-        sans = [x509.DNSName("localhost"), x509.DNSName("kubernetes.default.svc"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("10.0.0.1"))]
+        sans = [
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes.default.svc"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        ]
         serving = _certificate(_name("kube-apiserver"), serving_key, ca_name, ca_key, sans=sans)
         # system:masters is the built-in group bound to cluster-admin.
         admin = _certificate(_name("test-admin", "system:masters"), admin_key, ca_name, ca_key, client=True)
         pem = serialization.Encoding.PEM
-        return cls(ca.public_bytes(pem), serving.public_bytes(pem), _pem_key(serving_key), admin.public_bytes(pem),
-                   _pem_key(admin_key),
-                   sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo),
-                   _pem_key(sa_key))
+        return cls(
+            ca.public_bytes(pem),
+            serving.public_bytes(pem),
+            _pem_key(serving_key),
+            admin.public_bytes(pem),
+            _pem_key(admin_key),
+            sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo),
+            _pem_key(sa_key),
+        )
 
 
 # -- a proxy whose connections the tests can cut ---------------------------------------------------
@@ -182,36 +198,85 @@ class KubeAPIServer:
         began = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.credentials = Credentials.generate()
-        files = {"ca.crt": self.credentials.ca, "serving.crt": self.credentials.serving_cert,
-                 "serving.key": self.credentials.serving_key, "sa.pub": self.credentials.sa_public,
-                 "sa.key": self.credentials.sa_private}
+        files = {
+            "ca.crt": self.credentials.ca,
+            "serving.crt": self.credentials.serving_cert,
+            "serving.key": self.credentials.serving_key,
+            "sa.pub": self.credentials.sa_public,
+            "sa.key": self.credentials.sa_private,
+        }
         for name, data in files.items():
             (self.workdir / name).write_bytes(data)
         self.etcd_port, peer, self.port = free_port(), free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         self._logs = {name: open(self.workdir / f"{name}.log", "wb") for name in ("etcd", "kube-apiserver")}
-        self.etcd = subprocess.Popen([
-            str(self.binaries["etcd"]), "--name", "test", "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"test=http://127.0.0.1:{peer}", "--log-level", "warn", "--unsafe-no-fsync",
-        ], stdout=self._logs["etcd"], stderr=subprocess.STDOUT)
+        self.etcd = subprocess.Popen(
+            [
+                str(self.binaries["etcd"]),
+                "--name",
+                "test",
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"test=http://127.0.0.1:{peer}",
+                "--log-level",
+                "warn",
+                "--unsafe-no-fsync",
+            ],
+            stdout=self._logs["etcd"],
+            stderr=subprocess.STDOUT,
+        )
         d = self.workdir
-        self.apiserver = subprocess.Popen([
-            str(self.binaries["kube-apiserver"]), "--etcd-servers", etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", str(self.port),
-            "--tls-cert-file", str(d / "serving.crt"), "--tls-private-key-file", str(d / "serving.key"),
-            "--client-ca-file", str(d / "ca.crt"), "--authorization-mode", "RBAC",
-            "--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", str(d / "sa.pub"),
-            "--service-account-signing-key-file", str(d / "sa.key"), "--service-cluster-ip-range", "10.0.0.0/24",
-            # No controller-manager creates "default" service accounts, so the admission plugin that
-            # requires them is off; the tests create the accounts they use.
-            "--disable-admission-plugins", "ServiceAccount",
-            # Watches read etcd directly, so a compacted revision gives a real 410 Gone; and only
-            # the tests compact.
-            "--watch-cache=false", "--etcd-compaction-interval=0",
-            "--enable-priority-and-fairness=false", "--profiling=false", "--v=1",
-        ], stdout=self._logs["kube-apiserver"], stderr=subprocess.STDOUT)
+        self.apiserver = subprocess.Popen(
+            [
+                str(self.binaries["kube-apiserver"]),
+                "--etcd-servers",
+                etcd_url,
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(d / "serving.crt"),
+                "--tls-private-key-file",
+                str(d / "serving.key"),
+                "--client-ca-file",
+                str(d / "ca.crt"),
+                "--authorization-mode",
+                "RBAC",
+                "--service-account-issuer",
+                "https://kubernetes.default.svc",
+                "--service-account-key-file",
+                str(d / "sa.pub"),
+                "--service-account-signing-key-file",
+                str(d / "sa.key"),
+                "--service-cluster-ip-range",
+                "10.0.0.0/24",
+                # No controller-manager creates "default" service accounts, so the admission plugin that
+                # requires them is off; the tests create the accounts they use.
+                "--disable-admission-plugins",
+                "ServiceAccount",
+                # Watches read etcd directly, so a compacted revision gives a real 410 Gone; and only
+                # the tests compact.
+                "--watch-cache=false",
+                "--etcd-compaction-interval=0",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+                "--v=1",
+            ],
+            stdout=self._logs["kube-apiserver"],
+            stderr=subprocess.STDOUT,
+        )
         self.kubeconfig = self.write_kubeconfig(self.workdir / "admin.kubeconfig", self.port)
         self._wait_ready(timeout)
         self.proxy = TcpProxy(self.port)
@@ -254,12 +319,23 @@ class KubeAPIServer:
 
     def write_kubeconfig(self, path: Path, port: int, user: dict | None = None) -> Path:
         b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
-        user = user or {"client-certificate-data": b64(self.credentials.admin_cert),
-                        "client-key-data": b64(self.credentials.admin_key)}
+        user = user or {
+            "client-certificate-data": b64(self.credentials.admin_cert),
+            "client-key-data": b64(self.credentials.admin_key),
+        }
         config = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": f"https://127.0.0.1:{port}",
-                                                       "certificate-authority-data": b64(self.credentials.ca)}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "test",
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{port}",
+                        "certificate-authority-data": b64(self.credentials.ca),
+                    },
+                }
+            ],
             "users": [{"name": "user", "user": user}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "user"}}],
         }
@@ -275,10 +351,13 @@ class KubeAPIServer:
         """A kubeconfig that authenticates as a service account, with a token from the TokenRequest API."""
         from kubernetes import client
 
-        request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+        )
         token = client.CoreV1Api(self.api_client()).create_namespaced_service_account_token(name, namespace, request)
-        return self.write_kubeconfig(self.workdir / f"sa-{namespace}-{name}.kubeconfig", self.port,
-                                     {"token": token.status.token})
+        return self.write_kubeconfig(
+            self.workdir / f"sa-{namespace}-{name}.kubeconfig", self.port, {"token": token.status.token}
+        )
 
     def compact(self) -> int:
         """Compact etcd at its current revision (as the API server does every few minutes on a real

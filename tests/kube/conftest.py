@@ -22,7 +22,10 @@ def crd_files() -> list[Path]:
     """The CRDs the tests install: the Spark operator's own SparkApplication CRD, read from its
     module at the version tests/tools/spark-operator/go.mod pins (its Helm chart's crds/), and
     Strimzi's in tests/kube/crds/."""
-    return [spark_operator_chart() / "crds" / "sparkoperator.k8s.io_sparkapplications.yaml", *sorted(CRDS.glob("*.yaml"))]
+    return [
+        spark_operator_chart() / "crds" / "sparkoperator.k8s.io_sparkapplications.yaml",
+        *sorted(CRDS.glob("*.yaml")),
+    ]
 
 
 def install_crds(api: client.ApiClient, only: str | None = None) -> list[str]:
@@ -73,7 +76,8 @@ def empty_namespace(kube_api):
 def namespace(kube_api, empty_namespace):
     """A fresh namespace with the Spark driver's service account in it."""
     client.CoreV1Api(kube_api.api_client()).create_namespaced_service_account(
-        empty_namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="shopstream-spark")))
+        empty_namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="shopstream-spark"))
+    )
     return empty_namespace
 
 

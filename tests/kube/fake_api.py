@@ -14,10 +14,10 @@ import struct
 import sys
 import threading
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
@@ -55,8 +55,15 @@ class FakeClock:
 
 def status(code: int, reason: str, message: str) -> dict:
     """A metav1.Status, as the API server sends with an error."""
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 @dataclass
@@ -64,7 +71,7 @@ class Reply:
     code: int
     body: dict | str = field(default_factory=dict)
 
-    def send(self, handler: BaseHTTPRequestHandler, api: "FakeKubeAPI", query: dict) -> None:
+    def send(self, handler: BaseHTTPRequestHandler, api: FakeKubeAPI, query: dict) -> None:
         text = self.body if isinstance(self.body, str) else json.dumps(self.body)
         data = text.encode()
         handler.send_response(self.code)
@@ -89,7 +96,7 @@ class Stream:
     events: list[dict]
     end: str = "open"
 
-    def send(self, handler: BaseHTTPRequestHandler, api: "FakeKubeAPI", query: dict) -> None:
+    def send(self, handler: BaseHTTPRequestHandler, api: FakeKubeAPI, query: dict) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Transfer-Encoding", "chunked")
@@ -113,7 +120,7 @@ class Stream:
 class Reset:
     """The connection is reset (RST) after the request arrived, before any response."""
 
-    def send(self, handler: BaseHTTPRequestHandler, api: "FakeKubeAPI", query: dict) -> None:
+    def send(self, handler: BaseHTTPRequestHandler, api: FakeKubeAPI, query: dict) -> None:
         handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         handler.connection.close()
 
@@ -126,8 +133,14 @@ def event(kind: str, obj: dict) -> dict:
 
 
 def bookmark(resource_version: str) -> dict:
-    return event("BOOKMARK", {"kind": "SparkApplication", "apiVersion": "sparkoperator.k8s.io/v1beta2",
-                              "metadata": {"resourceVersion": resource_version}})
+    return event(
+        "BOOKMARK",
+        {
+            "kind": "SparkApplication",
+            "apiVersion": "sparkoperator.k8s.io/v1beta2",
+            "metadata": {"resourceVersion": resource_version},
+        },
+    )
 
 
 # -- the server --------------------------------------------------------------------------------------
@@ -180,12 +193,18 @@ class FakeKubeAPI:
         return f"http://127.0.0.1:{self.port}"
 
     def kubeconfig(self, path: Path) -> Path:
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                }
+            )
+        )
         return path
 
     def script(self, method: str, path: str, *responses) -> None:

@@ -68,8 +68,15 @@ class OperatorStandIn:
         while not self._stop.is_set():
             stream = watch.Watch()
             try:
-                for event in stream.stream(self.custom.list_namespaced_custom_object, sa.GROUP, sa.VERSION,
-                                           self.namespace, sa.PLURAL, resource_version=version, timeout_seconds=2):
+                for event in stream.stream(
+                    self.custom.list_namespaced_custom_object,
+                    sa.GROUP,
+                    sa.VERSION,
+                    self.namespace,
+                    sa.PLURAL,
+                    resource_version=version,
+                    timeout_seconds=2,
+                ):
                     obj = event["object"]
                     version = obj["metadata"]["resourceVersion"]
                     name = obj["metadata"]["name"]
@@ -103,12 +110,16 @@ class OperatorStandIn:
     def _status(self, name: str, **status) -> bool:
         # The operator's status always carries driverInfo (empty before a driver exists; its CRD
         # requires the field); an empty object in a merge patch keeps what is there.
-        return self._found(lambda: self.custom.patch_namespaced_custom_object_status(
-            sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, {"status": {"driverInfo": {}, **status}}))
+        return self._found(
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name, {"status": {"driverInfo": {}, **status}}
+            )
+        )
 
     def _exists(self, name: str) -> bool:
-        return self._found(lambda: self.custom.get_namespaced_custom_object(
-            sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name))
+        return self._found(
+            lambda: self.custom.get_namespaced_custom_object(sa.GROUP, sa.VERSION, self.namespace, sa.PLURAL, name)
+        )
 
     def _reconcile(self, obj: dict) -> None:
         name, spec = obj["metadata"]["name"], obj["spec"]
@@ -119,16 +130,28 @@ class OperatorStandIn:
         elif not spec.get("image") and not (spec.get("driver") or {}).get("image"):
             problem = "failed to run spark-submit: no image is set for the driver"
         elif not str(spec.get("mainApplicationFile", "")).startswith("local://"):
-            problem = (f"failed to run spark-submit: main application file {spec.get('mainApplicationFile')!r}"
-                       " is not in the image")
+            problem = (
+                f"failed to run spark-submit: main application file {spec.get('mainApplicationFile')!r}"
+                " is not in the image"
+            )
         if problem:
-            self._status(name, applicationState={"state": sa.SUBMISSION_FAILED, "errorMessage": problem},
-                         submissionAttempts=1, lastSubmissionAttemptTime=_now(), terminationTime=_now())
+            self._status(
+                name,
+                applicationState={"state": sa.SUBMISSION_FAILED, "errorMessage": problem},
+                submissionAttempts=1,
+                lastSubmissionAttemptTime=_now(),
+                terminationTime=_now(),
+            )
             return
         driver = f"{name}-driver"
         self._create_driver_pod(obj, driver)
-        submitted = dict(submissionAttempts=1, lastSubmissionAttemptTime=_now(), sparkApplicationId=f"spark-{name}",
-                         submissionID=f"{name}-submission", driverInfo={"podName": driver})
+        submitted = dict(
+            submissionAttempts=1,
+            lastSubmissionAttemptTime=_now(),
+            sparkApplicationId=f"spark-{name}",
+            submissionID=f"{name}-submission",
+            driverInfo={"podName": driver},
+        )
         if not self._status(name, applicationState={"state": "SUBMITTED"}, **submitted):
             return
         time.sleep(self.step_seconds)
@@ -155,11 +178,20 @@ class OperatorStandIn:
 
     def _run(self, obj: dict) -> tuple[int, str]:
         name = obj["metadata"]["name"]
-        env = {**os.environ, **self.env,
-               **{e["name"]: e.get("value", "") for e in obj["spec"]["driver"].get("env", [])}}
-        process = subprocess.Popen([sys.executable, "-m", "shopstream", *obj["spec"].get("arguments", [])], cwd=REPO,
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   start_new_session=True)
+        env = {
+            **os.environ,
+            **self.env,
+            **{e["name"]: e.get("value", "") for e in obj["spec"]["driver"].get("env", [])},
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shopstream", *obj["spec"].get("arguments", [])],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         while process.poll() is None:
             if self._stop.is_set() or not self._exists(name):
                 process.kill()  # the application was deleted: so is its driver
@@ -172,12 +204,25 @@ class OperatorStandIn:
         spec = obj["spec"]
         body = client.V1Pod(
             metadata=client.V1ObjectMeta(
-                name=pod, labels={"spark-role": "driver", "sparkoperator.k8s.io/app-name": obj["metadata"]["name"]},
-                owner_references=[client.V1OwnerReference(api_version=f"{sa.GROUP}/{sa.VERSION}", kind=sa.KIND,
-                                                          name=obj["metadata"]["name"], uid=obj["metadata"]["uid"],
-                                                          controller=True)]),
-            spec=client.V1PodSpec(containers=[client.V1Container(name="spark-kubernetes-driver", image=spec["image"],
-                                                                 args=["driver", *spec.get("arguments", [])])]),
+                name=pod,
+                labels={"spark-role": "driver", "sparkoperator.k8s.io/app-name": obj["metadata"]["name"]},
+                owner_references=[
+                    client.V1OwnerReference(
+                        api_version=f"{sa.GROUP}/{sa.VERSION}",
+                        kind=sa.KIND,
+                        name=obj["metadata"]["name"],
+                        uid=obj["metadata"]["uid"],
+                        controller=True,
+                    )
+                ],
+            ),
+            spec=client.V1PodSpec(
+                containers=[
+                    client.V1Container(
+                        name="spark-kubernetes-driver", image=spec["image"], args=["driver", *spec.get("arguments", [])]
+                    )
+                ]
+            ),
         )
         try:
             self.core.create_namespaced_pod(self.namespace, body)

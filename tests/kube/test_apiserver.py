@@ -25,7 +25,8 @@ def body(namespace: str, name: str = "probe") -> dict:
 
 def create(kube_api, namespace, obj):
     return client.CustomObjectsApi(kube_api.api_client()).create_namespaced_custom_object(
-        sa.GROUP, sa.VERSION, namespace, sa.PLURAL, obj)
+        sa.GROUP, sa.VERSION, namespace, sa.PLURAL, obj
+    )
 
 
 def test_server_is_ready_and_serves_the_crds(kube_api):
@@ -46,15 +47,21 @@ def test_a_launcher_body_is_accepted_and_its_status_is_a_subresource(kube_api, n
     custom.patch_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe", status)
     assert sa.state_of(custom.get_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe")) is None
     custom.patch_namespaced_custom_object_status(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe", status)
-    assert sa.state_of(custom.get_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe")) == "RUNNING"
+    assert (
+        sa.state_of(custom.get_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, "probe"))
+        == "RUNNING"
+    )
 
 
-@pytest.mark.parametrize("damage, field", [
-    (lambda s: s.pop("sparkVersion"), "spec.sparkVersion"),
-    (lambda s: s.update(type="Golang"), "spec.type"),
-    (lambda s: s["driver"].update(cores=0), "spec.driver.cores"),
-    (lambda s: s["executor"].update(cores="two"), "spec.executor.cores"),
-])
+@pytest.mark.parametrize(
+    "damage, field",
+    [
+        (lambda s: s.pop("sparkVersion"), "spec.sparkVersion"),
+        (lambda s: s.update(type="Golang"), "spec.type"),
+        (lambda s: s["driver"].update(cores=0), "spec.driver.cores"),
+        (lambda s: s["executor"].update(cores="two"), "spec.executor.cores"),
+    ],
+)
 def test_the_crd_rejects_bad_specs_naming_the_field(kube_api, namespace, damage, field):
     obj = body(namespace, "bad")
     damage(obj["spec"])
@@ -68,7 +75,8 @@ def test_unknown_fields_are_refused_with_strict_field_validation(kube_api, names
     obj["spec"]["executors"] = 3
     with pytest.raises(ApiException) as caught:
         client.CustomObjectsApi(kube_api.api_client()).create_namespaced_custom_object(
-            sa.GROUP, sa.VERSION, namespace, sa.PLURAL, obj, field_validation="Strict")
+            sa.GROUP, sa.VERSION, namespace, sa.PLURAL, obj, field_validation="Strict"
+        )
     assert caught.value.status == 400 and "executors" in caught.value.body
 
 
@@ -76,6 +84,8 @@ def test_rbac_refuses_a_service_account_without_a_role(kube_api, namespace):
     config = kube_api.service_account_kubeconfig(namespace, "shopstream-spark")
     as_account = client.CustomObjectsApi(kube_api.api_client(config))
     with pytest.raises(ApiException) as caught:
-        as_account.create_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, body(namespace, "denied"))
+        as_account.create_namespaced_custom_object(
+            sa.GROUP, sa.VERSION, namespace, sa.PLURAL, body(namespace, "denied")
+        )
     assert caught.value.status == 403
     assert f"system:serviceaccount:{namespace}:shopstream-spark" in caught.value.body

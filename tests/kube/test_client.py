@@ -26,10 +26,17 @@ FAR = 3600  # a deadline no test reaches
 
 
 def application(state: str | None = None, version: str = "10") -> dict:
-    obj = {"apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication",
-           "metadata": {"name": NAME, "namespace": NS, "resourceVersion": version,
-                        "labels": {"dagster.io/run-id": "5f1c9a3e-1b2c-4d5e-8f90-0a1b2c3d4e5f"}},
-           "spec": {"driver": {"serviceAccount": "shopstream-spark"}}}
+    obj = {
+        "apiVersion": "sparkoperator.k8s.io/v1beta2",
+        "kind": "SparkApplication",
+        "metadata": {
+            "name": NAME,
+            "namespace": NS,
+            "resourceVersion": version,
+            "labels": {"dagster.io/run-id": "5f1c9a3e-1b2c-4d5e-8f90-0a1b2c3d4e5f"},
+        },
+        "spec": {"driver": {"serviceAccount": "shopstream-spark"}},
+    }
     if state:
         obj["status"] = {"applicationState": {"state": state}}
     return obj
@@ -75,8 +82,9 @@ def messages() -> list[str]:
 
 @pytest.fixture
 def apps(api, clock, messages, tmp_path) -> kube.SparkApplications:
-    return kube.SparkApplications(kube.api_client(str(api.kubeconfig(tmp_path / "kubeconfig"))), NS,
-                                  log=messages.append, clock=clock)
+    return kube.SparkApplications(
+        kube.api_client(str(api.kubeconfig(tmp_path / "kubeconfig"))), NS, log=messages.append, clock=clock
+    )
 
 
 def fix_jitter(monkeypatch, draw: float) -> None:
@@ -90,18 +98,26 @@ def fix_jitter(monkeypatch, draw: float) -> None:
 
 def test_transient_errors_are_retried_with_exponential_backoff_until_success(api, apps, clock, messages, monkeypatch):
     fix_jitter(monkeypatch, 0.5)
-    api.script("GET", APP, error(429, "TooManyRequests", "Too many requests, please try again later."),
-               error(500, "InternalError", "etcdserver: leader changed"), error(502, "", "bad gateway"),
-               error(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
-               error(504, "Timeout", "the server was unable to return a response in the time allotted"),
-               error(503, "ServiceUnavailable", "again"), error(500, "InternalError", "again"),
-               error(429, "TooManyRequests", "again"), Reply(200, application("RUNNING")))
+    api.script(
+        "GET",
+        APP,
+        error(429, "TooManyRequests", "Too many requests, please try again later."),
+        error(500, "InternalError", "etcdserver: leader changed"),
+        error(502, "", "bad gateway"),
+        error(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
+        error(504, "Timeout", "the server was unable to return a response in the time allotted"),
+        error(503, "ServiceUnavailable", "again"),
+        error(500, "InternalError", "again"),
+        error(429, "TooManyRequests", "again"),
+        Reply(200, application("RUNNING")),
+    )
     assert apps.get(NAME, deadline=clock.now() + FAR) == application("RUNNING")
     assert len(api.seen("GET", APP)) == 9
     assert clock.sleeps == [0.5, 1, 2, 4, 8, 10, 10, 10]  # doubling, capped at 10 s
     assert retry_pauses(messages) == ["0.5s", "1.0s", "2.0s", "4.0s", "8.0s", "10.0s", "10.0s", "10.0s"]
-    assert messages[0] == (f"reading {NAME}: transient API error (HTTP 429 Too many requests, please try again later.); "
-                           "retrying in 0.5s")
+    assert messages[0] == (
+        f"reading {NAME}: transient API error (HTTP 429 Too many requests, please try again later.); retrying in 0.5s"
+    )
     assert "(HTTP 500 etcdserver: leader changed)" in messages[1]
 
 
@@ -112,7 +128,7 @@ def test_a_refused_connection_is_retried_with_jittered_backoff_until_the_api_ser
     api.script("GET", APP, Reply(200, application("RUNNING")))
     assert apps.get(NAME, deadline=clock.now() + FAR) == application("RUNNING")
     assert len(clock.sleeps) == 3
-    for slept, nominal in zip(clock.sleeps, [0.5, 1, 2]):
+    for slept, nominal in zip(clock.sleeps, [0.5, 1, 2], strict=True):
         assert 0.8 * nominal <= slept <= 1.2 * nominal
     assert retry_pauses(messages) == [f"{s:.1f}s" for s in clock.sleeps]
     assert all("Connection refused" in m for m in messages)
@@ -130,18 +146,24 @@ def test_a_reset_connection_is_retried(api, apps, clock, messages, monkeypatch):
 
 
 @pytest.mark.parametrize("draw, pauses", [(0.0, [0.4, 0.8, 1.6, 3.2, 6.4]), (1.0, [0.6, 1.2, 2.4, 4.8])])
-def test_retries_stop_at_the_deadline_without_an_attempt_after_it(api, apps, clock, messages, monkeypatch, draw, pauses):
+def test_retries_stop_at_the_deadline_without_an_attempt_after_it(
+    api, apps, clock, messages, monkeypatch, draw, pauses
+):
     """The deadline is checked against the pause really taken: with the longest jitter the fifth
     pause (9.6 s, from 9 s) would end past 18 s, so there is no fifth retry; with the shortest,
     the sixth (8 s, from 12.4 s) would."""
     fix_jitter(monkeypatch, draw)
     start = clock.now()
     attempts = len(pauses) + 1
-    api.script("GET", APP, *[error(503, "ServiceUnavailable", "etcd cluster is unavailable or misconfigured")] * attempts)
+    api.script(
+        "GET", APP, *[error(503, "ServiceUnavailable", "etcd cluster is unavailable or misconfigured")] * attempts
+    )
     with pytest.raises(kube.DeadlineExceeded) as raised:
         apps.get(NAME, deadline=start + 18)
-    assert str(raised.value) == (f"reading {NAME}: the API kept failing until the deadline "
-                                 "(HTTP 503 etcd cluster is unavailable or misconfigured)")
+    assert str(raised.value) == (
+        f"reading {NAME}: the API kept failing until the deadline "
+        "(HTTP 503 etcd cluster is unavailable or misconfigured)"
+    )
     assert len(api.seen("GET", APP)) == attempts
     assert clock.sleeps == pytest.approx(pauses)
     assert max(r.at for r in api.requests) <= start + 18
@@ -166,21 +188,43 @@ def test_with_retries_on_its_own(clock, monkeypatch):
 # -- errors that are not retried -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reply, expected", [
-    (error(422, "Invalid", f'SparkApplication.sparkoperator.k8s.io "{NAME}" is invalid: spec.driver.coreRequest: '
-                           'Invalid value: "number": spec.driver.coreRequest in body must be of type string: "number"'),
-     f'the cluster refused SparkApplication {NAME}: SparkApplication.sparkoperator.k8s.io "{NAME}" is invalid: '
-     'spec.driver.coreRequest: Invalid value: "number": spec.driver.coreRequest in body must be of type string: "number"'),
-    (error(400, "BadRequest", "the body of the request was in an unknown format"),
-     f"the cluster refused SparkApplication {NAME}: the body of the request was in an unknown format"),
-    (error(403, "Forbidden", 'sparkapplications.sparkoperator.k8s.io is forbidden: User '
-                             '"system:serviceaccount:dagster:dagster" cannot create resource "sparkapplications"'),
-     f"not allowed to create SparkApplications in '{NS}': sparkapplications.sparkoperator.k8s.io is forbidden: User "
-     '"system:serviceaccount:dagster:dagster" cannot create resource "sparkapplications" '
-     "(the chart's Role grants this to Dagster's service account)"),
-    (error(404, "NotFound", f'namespaces "{NS}" not found'),
-     f"namespace '{NS}' does not exist: namespaces \"{NS}\" not found"),
-], ids=["422", "400", "403", "404-namespace"])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        (
+            error(
+                422,
+                "Invalid",
+                f'SparkApplication.sparkoperator.k8s.io "{NAME}" is invalid: spec.driver.coreRequest: '
+                'Invalid value: "number": spec.driver.coreRequest in body must be of type string: "number"',
+            ),
+            f'the cluster refused SparkApplication {NAME}: SparkApplication.sparkoperator.k8s.io "{NAME}" is invalid: '
+            'spec.driver.coreRequest: Invalid value: "number": '
+            'spec.driver.coreRequest in body must be of type string: "number"',
+        ),
+        (
+            error(400, "BadRequest", "the body of the request was in an unknown format"),
+            f"the cluster refused SparkApplication {NAME}: the body of the request was in an unknown format",
+        ),
+        (
+            error(
+                403,
+                "Forbidden",
+                "sparkapplications.sparkoperator.k8s.io is forbidden: User "
+                '"system:serviceaccount:dagster:dagster" cannot create resource "sparkapplications"',
+            ),
+            f"not allowed to create SparkApplications in '{NS}': "
+            "sparkapplications.sparkoperator.k8s.io is forbidden: User "
+            '"system:serviceaccount:dagster:dagster" cannot create resource "sparkapplications" '
+            "(the chart's Role grants this to Dagster's service account)",
+        ),
+        (
+            error(404, "NotFound", f'namespaces "{NS}" not found'),
+            f"namespace '{NS}' does not exist: namespaces \"{NS}\" not found",
+        ),
+    ],
+    ids=["422", "400", "403", "404-namespace"],
+)
 def test_a_refused_create_is_not_retried_and_says_why(api, apps, clock, reply, expected):
     api.script("POST", APPS, reply)
     with pytest.raises(kube.LauncherError) as raised:
@@ -192,8 +236,12 @@ def test_a_refused_create_is_not_retried_and_says_why(api, apps, clock, reply, e
 
 def test_other_client_errors_are_raised_as_the_api_gave_them(api, apps, clock):
     api.script("POST", APPS, error(401, "Unauthorized", "Unauthorized"))
-    api.script("GET", APP, error(403, "Forbidden", f'sparkapplications "{NAME}" is forbidden'),
-               error(404, "NotFound", f'sparkapplications "{NAME}" not found'))
+    api.script(
+        "GET",
+        APP,
+        error(403, "Forbidden", f'sparkapplications "{NAME}" is forbidden'),
+        error(404, "NotFound", f'sparkapplications "{NAME}" not found'),
+    )
     with pytest.raises(ApiException) as raised:
         apps.create(body(), deadline=clock.now() + FAR)
     assert raised.value.status == 401
@@ -207,12 +255,31 @@ def test_other_client_errors_are_raised_as_the_api_gave_them(api, apps, clock):
 
 # -- preflight -------------------------------------------------------------------------------------
 
-VERSION = {"major": "1", "minor": "34", "gitVersion": "v1.34.1", "gitCommit": "0" * 40, "gitTreeState": "clean",
-           "buildDate": "2025-09-09T00:00:00Z", "goVersion": "go1.24.6", "compiler": "gc", "platform": "linux/amd64"}
+VERSION = {
+    "major": "1",
+    "minor": "34",
+    "gitVersion": "v1.34.1",
+    "gitCommit": "0" * 40,
+    "gitTreeState": "clean",
+    "buildDate": "2025-09-09T00:00:00Z",
+    "goVersion": "go1.24.6",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 DISCOVERY = "/apis/sparkoperator.k8s.io/v1beta2"
-RESOURCES = {"kind": "APIResourceList", "groupVersion": "sparkoperator.k8s.io/v1beta2", "resources": [
-    {"name": "sparkapplications", "singularName": "sparkapplication", "namespaced": True, "kind": "SparkApplication",
-     "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]}
+RESOURCES = {
+    "kind": "APIResourceList",
+    "groupVersion": "sparkoperator.k8s.io/v1beta2",
+    "resources": [
+        {
+            "name": "sparkapplications",
+            "singularName": "sparkapplication",
+            "namespaced": True,
+            "kind": "SparkApplication",
+            "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+        }
+    ],
+}
 ACCOUNT = f"/api/v1/namespaces/{NS}/serviceaccounts/shopstream-spark"
 
 
@@ -227,14 +294,17 @@ def test_preflight_on_a_ready_cluster(api, apps, clock):
     assert dry_run.query == {"dryRun": "All"} and dry_run.body == body()
 
 
-def test_preflight_gives_up_on_an_unreachable_api_after_30_seconds_whatever_the_deadline(api, apps, clock, messages,
-                                                                                        monkeypatch):
+def test_preflight_gives_up_on_an_unreachable_api_after_30_seconds_whatever_the_deadline(
+    api, apps, clock, messages, monkeypatch
+):
     fix_jitter(monkeypatch, 0.5)
     api.down()
     with pytest.raises(kube.LauncherError) as raised:
         apps.preflight(body(), deadline=clock.now() + FAR)
-    assert str(raised.value).startswith(f"cannot reach the Kubernetes API at {api.url}: reaching the API: "
-                                        "the API kept failing until the deadline (MaxRetryError")
+    assert str(raised.value).startswith(
+        f"cannot reach the Kubernetes API at {api.url}: reaching the API: "
+        "the API kept failing until the deadline (MaxRetryError"
+    )
     assert clock.sleeps == [0.5, 1, 2, 4, 8, 10]  # 25.5 s; ten more would pass 30
     assert len(messages) == 6
 
@@ -244,10 +314,15 @@ def test_preflight_names_what_is_missing(api, apps, clock):
     api.script("GET", DISCOVERY, Reply(404, "404 page not found\n"), Reply(200, RESOURCES))
     api.script("POST", APPS, Reply(201, application()))
     api.script("GET", ACCOUNT, error(404, "NotFound", 'serviceaccounts "shopstream-spark" not found'))
-    with pytest.raises(kube.LauncherError, match=r"the SparkApplication CRD \(sparkapplications.sparkoperator.k8s.io, "
-                                                 r"v1beta2\) is not installed on http://127.0.0.1:\d+"):
+    with pytest.raises(
+        kube.LauncherError,
+        match=r"the SparkApplication CRD \(sparkapplications.sparkoperator.k8s.io, "
+        r"v1beta2\) is not installed on http://127.0.0.1:\d+",
+    ):
         apps.preflight(body(), deadline=clock.now() + FAR)
-    with pytest.raises(kube.LauncherError, match="service account 'shopstream-spark' does not exist in namespace 'jobs'"):
+    with pytest.raises(
+        kube.LauncherError, match="service account 'shopstream-spark' does not exist in namespace 'jobs'"
+    ):
         apps.preflight(body(), deadline=clock.now() + FAR)
 
 
@@ -257,7 +332,9 @@ ALREADY_EXISTS = error(409, "AlreadyExists", f'sparkapplications.sparkoperator.k
 
 
 @pytest.mark.parametrize("state", [None, "SUBMITTED", "RUNNING"])
-def test_a_create_whose_response_was_lost_adopts_the_application_it_made(api, apps, clock, messages, monkeypatch, state):
+def test_a_create_whose_response_was_lost_adopts_the_application_it_made(
+    api, apps, clock, messages, monkeypatch, state
+):
     """The first POST reached the server, which stored the application, but the connection was
     reset before the answer came: the retried POST gets 409, and the client watches the
     application that is there instead of failing or starting a second one."""
@@ -269,7 +346,10 @@ def test_a_create_whose_response_was_lost_adopts_the_application_it_made(api, ap
     assert adopted == application(state, "42")
     assert [r.body for r in api.seen("POST", APPS)] == [body(), body()]
     assert clock.sleeps == [0.5]  # the POST is not idempotent: only the client retries it, after its backoff
-    assert messages[-1] == f"SparkApplication {NAME} already exists from an earlier attempt and is still running: watching it"
+    assert (
+        messages[-1]
+        == f"SparkApplication {NAME} already exists from an earlier attempt and is still running: watching it"
+    )
     outcome = apps.watch_until_terminal(adopted, deadline=clock.now() + FAR)
     assert watched_from(api) == ["42"]
     assert outcome.state == "COMPLETED"
@@ -277,10 +357,17 @@ def test_a_create_whose_response_was_lost_adopts_the_application_it_made(api, ap
 
 
 @pytest.mark.parametrize("state", ["COMPLETED", "FAILED", "SUBMISSION_FAILED"])
-def test_an_application_an_earlier_attempt_left_finished_is_deleted_and_created_again(api, apps, clock, messages, state):
+def test_an_application_an_earlier_attempt_left_finished_is_deleted_and_created_again(
+    api, apps, clock, messages, state
+):
     api.script("POST", APPS, ALREADY_EXISTS, Reply(201, application(version="51")))
-    api.script("GET", APP, Reply(200, application(state, "42")), Reply(200, application(state, "50")),  # still going
-               error(404, "NotFound", f'sparkapplications.sparkoperator.k8s.io "{NAME}" not found'))
+    api.script(
+        "GET",
+        APP,
+        Reply(200, application(state, "42")),
+        Reply(200, application(state, "50")),  # still going
+        error(404, "NotFound", f'sparkapplications.sparkoperator.k8s.io "{NAME}" not found'),
+    )
     api.script("DELETE", APP, Reply(200, status(200, "", "")))
     assert apps.create(body(), deadline=clock.now() + FAR) == application(version="51")
     assert sent(api) == [("POST", APPS), ("GET", APP), ("DELETE", APP), ("GET", APP), ("GET", APP), ("POST", APPS)]
@@ -309,25 +396,44 @@ def test_an_application_that_is_not_deleted_in_time(api, apps, clock):
 
 
 def test_the_watch_returns_at_the_terminal_state_with_the_state_history(api, apps, clock):
-    api.script("GET", WATCH, Stream([event("MODIFIED", application("RUNNING", "11")), bookmark("12"),
-                                     event("MODIFIED", application("RUNNING", "13")),
-                                     event("MODIFIED", application("COMPLETED", "14")),
-                                     event("MODIFIED", application("COMPLETED", "15"))]))
+    api.script(
+        "GET",
+        WATCH,
+        Stream(
+            [
+                event("MODIFIED", application("RUNNING", "11")),
+                bookmark("12"),
+                event("MODIFIED", application("RUNNING", "13")),
+                event("MODIFIED", application("COMPLETED", "14")),
+                event("MODIFIED", application("COMPLETED", "15")),
+            ]
+        ),
+    )
     seen = []
-    outcome = apps.watch_until_terminal(application("SUBMITTED", "10"), deadline=clock.now() + 150,
-                                        on_transition=lambda t: seen.append(t.state))
+    outcome = apps.watch_until_terminal(
+        application("SUBMITTED", "10"), deadline=clock.now() + 150, on_transition=lambda t: seen.append(t.state)
+    )
     assert outcome.state == "COMPLETED" and outcome.obj == application("COMPLETED", "14")
     assert [t.state for t in outcome.history] == seen == ["SUBMITTED", "RUNNING", "COMPLETED"]
     assert (outcome.reconnects, outcome.relists) == (0, 0)
     [request] = api.requests
-    assert request.query == {"watch": "True", "fieldSelector": f"metadata.name={NAME}", "resourceVersion": "10",
-                             "allowWatchBookmarks": "True", "timeoutSeconds": "60"}
+    assert request.query == {
+        "watch": "True",
+        "fieldSelector": f"metadata.name={NAME}",
+        "resourceVersion": "10",
+        "allowWatchBookmarks": "True",
+        "timeoutSeconds": "60",
+    }
     assert clock.sleeps == []
 
 
 def test_a_dropped_watch_resumes_from_the_last_resource_version_it_saw(api, apps, clock, messages):
-    api.script("GET", WATCH, Stream([event("MODIFIED", application("RUNNING", "11")), bookmark("15")], end="drop"),
-               Stream([event("MODIFIED", application("COMPLETED", "16"))]))
+    api.script(
+        "GET",
+        WATCH,
+        Stream([event("MODIFIED", application("RUNNING", "11")), bookmark("15")], end="drop"),
+        Stream([event("MODIFIED", application("COMPLETED", "16"))]),
+    )
     outcome = apps.watch_until_terminal(application("SUBMITTED", "10"), deadline=clock.now() + FAR)
     assert watched_from(api) == ["10", "15"]  # the bookmark's, not the last object's
     assert (outcome.reconnects, outcome.relists) == (1, 0)
@@ -337,9 +443,17 @@ def test_a_dropped_watch_resumes_from_the_last_resource_version_it_saw(api, apps
 
 
 def test_a_410_in_the_stream_reads_the_application_afresh_and_watches_from_its_version(api, apps, clock, messages):
-    api.script("GET", WATCH, Stream([event("MODIFIED", application("RUNNING", "11")),
-                                     event("ERROR", status(410, "Expired", "too old resource version: 11 (90)"))]),
-               Stream([event("MODIFIED", application("COMPLETED", "91"))]))
+    api.script(
+        "GET",
+        WATCH,
+        Stream(
+            [
+                event("MODIFIED", application("RUNNING", "11")),
+                event("ERROR", status(410, "Expired", "too old resource version: 11 (90)")),
+            ]
+        ),
+        Stream([event("MODIFIED", application("COMPLETED", "91"))]),
+    )
     api.script("GET", APP, Reply(200, application("RUNNING", "90")))
     outcome = apps.watch_until_terminal(application("SUBMITTED", "10"), deadline=clock.now() + FAR)
     assert sent(api) == [("GET", WATCH), ("GET", APP), ("GET", WATCH)]
@@ -367,9 +481,13 @@ def test_a_relist_that_finds_nothing_fails_clearly(api, apps, clock):
 
 
 def test_transient_watch_errors_resume_from_the_same_version(api, apps, clock, messages):
-    api.script("GET", WATCH, error(503, "ServiceUnavailable", "etcd leader changed"),
-               Stream([event("ERROR", status(500, "InternalError", "etcd watch channel closed"))]),
-               Stream([event("MODIFIED", application("COMPLETED", "11"))]))
+    api.script(
+        "GET",
+        WATCH,
+        error(503, "ServiceUnavailable", "etcd leader changed"),
+        Stream([event("ERROR", status(500, "InternalError", "etcd watch channel closed"))]),
+        Stream([event("MODIFIED", application("COMPLETED", "11"))]),
+    )
     outcome = apps.watch_until_terminal(application("RUNNING", "10"), deadline=clock.now() + FAR)
     assert outcome.state == "COMPLETED" and (outcome.reconnects, outcome.relists) == (2, 0)
     assert watched_from(api) == ["10", "10", "10"]
@@ -386,8 +504,11 @@ def test_a_forbidden_watch_is_not_retried(api, apps, clock):
 
 def test_an_application_deleted_by_someone_else_ends_the_watch(api, apps, clock):
     api.script("GET", WATCH, Stream([event("DELETED", application("RUNNING", "12"))]))
-    with pytest.raises(kube.LauncherError, match=f"SparkApplication {NAME} was deleted by someone else while it ran "
-                                                 r"\(last state RUNNING\)"):
+    with pytest.raises(
+        kube.LauncherError,
+        match=f"SparkApplication {NAME} was deleted by someone else while it ran "
+        r"\(last state RUNNING\)",
+    ):
         apps.watch_until_terminal(application("RUNNING", "10"), deadline=clock.now() + FAR)
 
 
@@ -427,11 +548,16 @@ def test_a_transient_watch_error_near_the_deadline_waits_only_until_it(api, apps
 
 def test_driver_log_tail(api, apps):
     log = f"/api/v1/namespaces/{NS}/pods/{NAME}-driver/log"
-    api.script("GET", log, Reply(200, "starting\nwrote 3 rows\n"), error(400, "BadRequest", 'container "spark-kubernetes-driver" '
-                                                                       "in pod is waiting to start: ContainerCreating"))
+    api.script(
+        "GET",
+        log,
+        Reply(200, "starting\nwrote 3 rows\n"),
+        error(400, "BadRequest", 'container "spark-kubernetes-driver" in pod is waiting to start: ContainerCreating'),
+    )
     assert apps.driver_log_tail(f"{NAME}-driver", 60) == "starting\nwrote 3 rows\n"
     assert api.requests[0].query == {"tailLines": "60"}
     assert apps.driver_log_tail(f"{NAME}-driver", 60) == (
         f'(driver log of {NAME}-driver unavailable: container "spark-kubernetes-driver" in pod is waiting to start: '
-        "ContainerCreating)")
+        "ContainerCreating)"
+    )
     assert apps.driver_log_tail(None, 60) == "(no driver pod was reported)"

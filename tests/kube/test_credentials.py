@@ -45,8 +45,9 @@ def data(secret) -> dict[str, str]:
 
 def create_secret(kube_api, namespace: str, name: str, values: dict[str, str], rotation: str | None) -> None:
     annotations = {ANNOTATION: rotation} if rotation is not None else {}
-    client.CoreV1Api(kube_api.api_client()).create_namespaced_secret(namespace, client.V1Secret(
-        metadata=client.V1ObjectMeta(name=name, annotations=annotations), string_data=values))
+    client.CoreV1Api(kube_api.api_client()).create_namespaced_secret(
+        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name, annotations=annotations), string_data=values)
+    )
 
 
 def read_secrets(kube_api, namespace: str) -> dict[str, dict[str, str]]:
@@ -56,7 +57,11 @@ def read_secrets(kube_api, namespace: str) -> dict[str, dict[str, str]]:
 
 def test_client_secrets_are_kept_for_their_rotation_and_regenerated_for_a_higher_one(kube_api, helm, empty_namespace):
     admin = {"MINIO_ROOT_USER": "rootAAAAAAAAAAAAAAAA", "MINIO_ROOT_PASSWORD": "r" * 40, "POSTGRES_PASSWORD": "p" * 32}
-    catalog = {"AWS_ACCESS_KEY_ID": "shopstream-lake", "AWS_SECRET_ACCESS_KEY": "s" * 40, "SHOPSTREAM_CATALOG_PASSWORD": "c" * 32}
+    catalog = {
+        "AWS_ACCESS_KEY_ID": "shopstream-lake",
+        "AWS_SECRET_ACCESS_KEY": "s" * 40,
+        "SHOPSTREAM_CATALOG_PASSWORD": "c" * 32,
+    }
     create_secret(kube_api, empty_namespace, ADMIN, admin, None)
     create_secret(kube_api, empty_namespace, CLIENT, catalog, "0")
     create_secret(kube_api, empty_namespace, DAGSTER, {"postgresql-password": "d" * 32}, "0")
@@ -81,7 +86,11 @@ def test_client_secrets_are_kept_for_their_rotation_and_regenerated_for_a_higher
 
 def test_client_secrets_without_a_recorded_rotation_are_regenerated(kube_api, helm, empty_namespace):
     """An older chart's client Secret held MinIO's root keys and the superuser's password."""
-    old = {"AWS_ACCESS_KEY_ID": "rootAAAAAAAAAAAAAAAA", "AWS_SECRET_ACCESS_KEY": "r" * 40, "SHOPSTREAM_CATALOG_PASSWORD": "p" * 32}
+    old = {
+        "AWS_ACCESS_KEY_ID": "rootAAAAAAAAAAAAAAAA",
+        "AWS_SECRET_ACCESS_KEY": "r" * 40,
+        "SHOPSTREAM_CATALOG_PASSWORD": "p" * 32,
+    }
     create_secret(kube_api, empty_namespace, CLIENT, old, None)
     create_secret(kube_api, empty_namespace, DAGSTER, {"postgresql-password": "p" * 32}, None)
     rendered = render_against_server(helm, kube_api, empty_namespace)
@@ -102,7 +111,11 @@ def test_install_then_upgrades_keep_or_rotate_and_leave_minio_and_postgres_alone
     rotated = read_secrets(kube_api, empty_namespace)
     assert rotated[ADMIN] == installed[ADMIN]
     assert rotated[CLIENT]["AWS_ACCESS_KEY_ID"] == installed[CLIENT]["AWS_ACCESS_KEY_ID"] == "shopstream-lake"
-    for name, key in ((CLIENT, "AWS_SECRET_ACCESS_KEY"), (CLIENT, "SHOPSTREAM_CATALOG_PASSWORD"), (DAGSTER, "postgresql-password")):
+    for name, key in (
+        (CLIENT, "AWS_SECRET_ACCESS_KEY"),
+        (CLIENT, "SHOPSTREAM_CATALOG_PASSWORD"),
+        (DAGSTER, "postgresql-password"),
+    ):
         assert rotated[name][key] != installed[name][key], (name, key)
     # an upgrade that keeps the rotation, or leaves it out, keeps the rotated values (only a higher one rotates)
     helm_run(helm, kube_api, "upgrade", *base, "--set", "credentials.rotation=1", "--set", "generator.rate=5")
@@ -115,8 +128,11 @@ def test_install_then_upgrades_keep_or_rotate_and_leave_minio_and_postgres_alone
     # three upgrades later, MinIO's and PostgreSQL's specs were never changed (no restart, no lost emptyDir)
     assert apps.read_namespaced_deployment("shopstream-minio", empty_namespace).metadata.generation == 1
     assert apps.read_namespaced_stateful_set("shopstream-postgres", empty_namespace).metadata.generation == 1
-    stream = DynamicClient(api).resources.get(api_version="sparkoperator.k8s.io/v1beta2", kind="SparkApplication") \
+    stream = (
+        DynamicClient(api)
+        .resources.get(api_version="sparkoperator.k8s.io/v1beta2", kind="SparkApplication")
         .get(name="shopstream-streaming", namespace=empty_namespace)
+    )
     assert stream.spec.driver.annotations[ANNOTATION] == stream.spec.executor.annotations[ANNOTATION] == "1"
 
     # uninstalled, the Secrets stay (helm.sh/resource-policy: keep)
@@ -125,8 +141,13 @@ def test_install_then_upgrades_keep_or_rotate_and_leave_minio_and_postgres_alone
 
 
 def api_rules(rendered) -> list[dict]:
-    return [rule for (kind, _), o in rendered.items() if kind == "NetworkPolicy" for rule in o["spec"].get("egress", [])
-            if any("ipBlock" in peer for peer in rule.get("to", []))]
+    return [
+        rule
+        for (kind, _), o in rendered.items()
+        if kind == "NetworkPolicy"
+        for rule in o["spec"].get("egress", [])
+        if any("ipBlock" in peer for peer in rule.get("to", []))
+    ]
 
 
 def test_the_api_rules_name_the_api_servers_own_addresses(kube_api, helm, empty_namespace):
@@ -137,14 +158,21 @@ def test_the_api_rules_name_the_api_servers_own_addresses(kube_api, helm, empty_
     rules = api_rules(render_against_server(helm, kube_api, empty_namespace))
     assert len(rules) == 6  # Spark drivers, the entity operator, Dagster's webserver, daemon, code server, runs
     for rule in rules:
-        assert rule == {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
-                        "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+        assert rule == {
+            "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+            "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}],
+        }
 
     discovery = client.DiscoveryV1Api(api)
-    discovery.create_namespaced_endpoint_slice("default", client.V1EndpointSlice(
-        metadata=client.V1ObjectMeta(name="kubernetes", labels={"kubernetes.io/service-name": "kubernetes"}),
-        address_type="IPv4", endpoints=[client.V1Endpoint(addresses=["192.0.2.7"])],
-        ports=[client.DiscoveryV1EndpointPort(name="https", port=6443, protocol="TCP")]))
+    discovery.create_namespaced_endpoint_slice(
+        "default",
+        client.V1EndpointSlice(
+            metadata=client.V1ObjectMeta(name="kubernetes", labels={"kubernetes.io/service-name": "kubernetes"}),
+            address_type="IPv4",
+            endpoints=[client.V1Endpoint(addresses=["192.0.2.7"])],
+            ports=[client.DiscoveryV1EndpointPort(name="https", port=6443, protocol="TCP")],
+        ),
+    )
     try:
         rules = api_rules(render_against_server(helm, kube_api, empty_namespace))
         assert {tuple(p["ipBlock"]["cidr"] for p in rule["to"]) for rule in rules} == {("10.0.0.1/32", "192.0.2.7/32")}

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.k8s
 
 def create_namespace(kube_api, name: str) -> None:
     try:
-        client.CoreV1Api(kube_api.api_client()).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        client.CoreV1Api(kube_api.api_client()).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+        )
     except ApiException as exc:
         if exc.status != 409:
             raise
@@ -27,10 +29,17 @@ def create_namespace(kube_api, name: str) -> None:
 
 # Values that change the network policies' shape: given API addresses and ports, an ingress
 # controller's namespace for the webserver, the Strimzi operator in the release namespace.
-POLICY_VARIANTS = ["--set", "networkPolicy.apiServer.cidrs={10.96.0.1/32,fd00::1/128}", "--set", "networkPolicy.apiServer.ports={6443}",
-                   "--set", "kafka.operatorNamespace=shopstream", "--set-json",
-                   'networkPolicy.webserverIngressFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"ingress"}},'
-                   '"podSelector":{"matchExpressions":[{"key":"app","operator":"In","values":["nginx"]}]}},{"ipBlock":{"cidr":"192.0.2.0/24","except":["192.0.2.8/29"]}}]']
+POLICY_VARIANTS = [
+    "--set",
+    "networkPolicy.apiServer.cidrs={10.96.0.1/32,fd00::1/128}",
+    "--set",
+    "networkPolicy.apiServer.ports={6443}",
+    "--set",
+    "kafka.operatorNamespace=shopstream",
+    "--set-json",
+    'networkPolicy.webserverIngressFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"ingress"}},'
+    '"podSelector":{"matchExpressions":[{"key":"app","operator":"In","values":["nginx"]}]}},{"ipBlock":{"cidr":"192.0.2.0/24","except":["192.0.2.8/29"]}}]',
+]
 
 
 def test_chart_and_manifests_pass_a_strict_server_side_dry_run(kube_api, helm):
@@ -44,7 +53,16 @@ def test_chart_and_manifests_pass_a_strict_server_side_dry_run(kube_api, helm):
         created = resource.create(body=obj, namespace="shopstream", dry_run="All", field_validation="Strict")
         assert created.metadata.name == obj["metadata"]["name"]
         kinds.add(obj["kind"])
-    assert {"SparkApplication", "Kafka", "KafkaNodePool", "KafkaTopic", "StatefulSet", "Job", "Role", "NetworkPolicy"} <= kinds
+    assert {
+        "SparkApplication",
+        "Kafka",
+        "KafkaNodePool",
+        "KafkaTopic",
+        "StatefulSet",
+        "Job",
+        "Role",
+        "NetworkPolicy",
+    } <= kinds
     assert "shopstream-strimzi-operator" in {o["metadata"]["name"] for o in variants}
 
 
@@ -60,8 +78,21 @@ def test_a_manifest_the_crds_refuse_is_refused(kube_api):
 
 def test_helm_installs_against_the_server_and_prints_the_next_commands(kube_api, helm):
     create_namespace(kube_api, "shopstream")
-    done = subprocess.run([str(helm), "install", "shopstream", str(CHART), "--namespace", "shopstream",
-                           "--kubeconfig", str(kube_api.kubeconfig), "--dry-run=server"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            str(helm),
+            "install",
+            "shopstream",
+            str(CHART),
+            "--namespace",
+            "shopstream",
+            "--kubeconfig",
+            str(kube_api.kubeconfig),
+            "--dry-run=server",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "kubectl -n shopstream get sparkapplications" in done.stdout
     assert "port-forward svc/dagster-dagster-webserver 3000:8080" in done.stdout  # charts/values/dagster.yaml's port
@@ -95,7 +126,9 @@ EXPECTED = {
 def test_dagsters_account_can_do_exactly_what_the_launcher_needs(kube_api, helm, namespace, operator):
     api = kube_api.api_client()
     core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-    core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="dagster")))
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="dagster"))
+    )
     for obj in render(helm, namespace=namespace):
         if obj["kind"] == "Role":
             rbac.create_namespaced_role(namespace, obj)
@@ -105,17 +138,33 @@ def test_dagsters_account_can_do_exactly_what_the_launcher_needs(kube_api, helm,
     authorization = client.AuthorizationV1Api(kube_api.api_client(as_dagster))
     answers = {}
     for (verb, group, resource, subresource, name), _ in EXPECTED.items():
-        review = authorization.create_self_subject_access_review(client.V1SelfSubjectAccessReview(
-            spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=client.V1ResourceAttributes(
-                namespace=namespace, verb=verb, group=group, resource=resource, subresource=subresource or None,
-                name=name or None))))
+        review = authorization.create_self_subject_access_review(
+            client.V1SelfSubjectAccessReview(
+                spec=client.V1SelfSubjectAccessReviewSpec(
+                    resource_attributes=client.V1ResourceAttributes(
+                        namespace=namespace,
+                        verb=verb,
+                        group=group,
+                        resource=resource,
+                        subresource=subresource or None,
+                        name=name or None,
+                    )
+                )
+            )
+        )
         answers[(verb, group, resource, subresource, name)] = review.status.allowed
     assert answers == EXPECTED
     # nothing outside its namespace
     other = f"other-{uuid.uuid4().hex[:6]}"
-    review = authorization.create_self_subject_access_review(client.V1SelfSubjectAccessReview(
-        spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=client.V1ResourceAttributes(
-            namespace=other, verb="create", group="sparkoperator.k8s.io", resource="sparkapplications"))))
+    review = authorization.create_self_subject_access_review(
+        client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(
+                    namespace=other, verb="create", group="sparkoperator.k8s.io", resource="sparkapplications"
+                )
+            )
+        )
+    )
     assert review.status.allowed is False
 
     # and with only those rights, a whole launch works: checks, create, watch, driver log, result

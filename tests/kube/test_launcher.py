@@ -3,7 +3,6 @@ the Spark operator: success with real gold output, failures with the operator's 
 and cancellation deleting the application, a watch that survives a dropped connection and a
 410 Gone, and clear messages when the cluster is not ready."""
 
-
 import datetime as dt
 import signal
 import subprocess
@@ -18,7 +17,6 @@ import pytest
 from kubernetes import client
 
 from dagster_repo.defs.assets import GOLD_ASSETS
-from dagster_repo.monitoring.health import Thresholds
 from dagster_repo.defs.launcher import KubernetesSparkLauncher, SparkJobConfig
 from dagster_repo.defs.resources import (
     KafkaResource,
@@ -26,8 +24,10 @@ from dagster_repo.defs.resources import (
     SparkApplicationsClient,
     StreamingSparkApplication,
 )
-from shopstream.events.broker import free_port
+from dagster_repo.kube import spark_application as sa
+from dagster_repo.monitoring.health import Thresholds
 from shopstream import lake, schema
+from shopstream.events.broker import free_port
 from tests.batch.test_gold import DAY, write_silver
 from tests.kube.conftest import install_crds
 from tests.kube.operator import DRIVER_FAILURE, REPO
@@ -45,8 +45,11 @@ def applications_client(kube_api, namespace, kubeconfig_file: str | None = None)
 def launcher(kube_api, namespace, kubeconfig_file: str | None = None, **overrides) -> KubernetesSparkLauncher:
     # results land in this lake's warehouse; the jobs the operator stand-in runs find theirs in its environment
     lake_resource = LakeResource(home=str(Path(tempfile.gettempdir()) / "shopstream-launcher-tests"))
-    return KubernetesSparkLauncher(lake=lake_resource, applications=applications_client(kube_api, namespace, kubeconfig_file),
-                                   **{"image": IMAGE, "service_account": "shopstream-spark", **overrides})
+    return KubernetesSparkLauncher(
+        lake=lake_resource,
+        applications=applications_client(kube_api, namespace, kubeconfig_file),
+        **{"image": IMAGE, "service_account": "shopstream-spark", **overrides},
+    )
 
 
 class ProbeConfig(SparkJobConfig):
@@ -59,9 +62,16 @@ def probe(context: dg.AssetExecutionContext, config: ProbeConfig, spark_launcher
     return dg.MaterializeResult(metadata=launch.metadata())
 
 
-def run_probe(resource: KubernetesSparkLauncher, instance: dg.DagsterInstance | None = None, **config) -> dg.ExecuteInProcessResult:
-    return dg.materialize([probe], resources={"spark_launcher": resource}, raise_on_error=False, instance=instance,
-                          run_config={**QUIET, "ops": {"probe": {"config": config}}})
+def run_probe(
+    resource: KubernetesSparkLauncher, instance: dg.DagsterInstance | None = None, **config
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [probe],
+        resources={"spark_launcher": resource},
+        raise_on_error=False,
+        instance=instance,
+        run_config={**QUIET, "ops": {"probe": {"config": config}}},
+    )
 
 
 def failure_of(result: dg.ExecuteInProcessResult) -> str:
@@ -89,10 +99,17 @@ def test_success_writes_real_gold(kube_api, namespace, operator, empty_lake, lak
     monkeypatch.setenv("SHOPSTREAM_WAREHOUSE", lake_settings.warehouse)
     operator.behaviour = "run"
     sales = next(a for a in GOLD_ASSETS if schema.GOLD_SALES_SUMMARY in {k.to_user_string() for k in a.keys})
-    result = dg.materialize([sales], partition_key=DAY.isoformat(), resources={"spark_launcher": launcher(kube_api, namespace)},
-                            run_config=QUIET, raise_on_error=False)
+    result = dg.materialize(
+        [sales],
+        partition_key=DAY.isoformat(),
+        resources={"spark_launcher": launcher(kube_api, namespace)},
+        run_config=QUIET,
+        raise_on_error=False,
+    )
     assert result.success, failure_of(result)
-    events = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    events = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
     summary = events[schema.GOLD_SALES_SUMMARY]
     assert summary["launcher_mode"].value == "kubernetes"
     assert summary["dagster/row_count"].value == 1  # one summary row for the day, read back from the job's result
@@ -146,8 +163,13 @@ run_probe(launcher(Server, sys.argv[2]), timeout_seconds=600)
 
 def test_cancellation_deletes_the_application(kube_api, namespace, operator):
     operator.behaviour = "hang"
-    run = subprocess.Popen([sys.executable, "-c", CANCELLABLE, str(kube_api.kubeconfig), namespace],
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-c", CANCELLABLE, str(kube_api.kubeconfig), namespace],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not any(sa.state_of(a) == "RUNNING" for a in applications(kube_api, namespace)):
@@ -181,14 +203,24 @@ def test_watch_survives_a_dropped_connection_and_410_gone(kube_api, namespace, o
     # (A watch from revision R starts at R + 1, so it takes two writes to compact past it.)
     for bump in ("bump-1", "bump-2"):
         client.CoreV1Api(kube_api.api_client()).create_namespaced_config_map(
-            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=bump)))
+            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=bump))
+        )
     kube_api.compact()
     assert kube_api.proxy.cut() >= 1
     time.sleep(4)
     custom.patch_namespaced_custom_object_status(
-        sa.GROUP, sa.VERSION, namespace, sa.PLURAL, app["metadata"]["name"],
-        {"status": {"applicationState": {"state": "COMPLETED"}, "terminationTime": dt.datetime.now(dt.UTC)
-                    .strftime("%Y-%m-%dT%H:%M:%SZ")}})
+        sa.GROUP,
+        sa.VERSION,
+        namespace,
+        sa.PLURAL,
+        app["metadata"]["name"],
+        {
+            "status": {
+                "applicationState": {"state": "COMPLETED"},
+                "terminationTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        },
+    )
     thread.join(timeout=90)
     result = outcome["result"]
     assert result.success, failure_of(result)
@@ -229,7 +261,8 @@ def test_preflight_messages(kube_api, namespace, tmp_path):
     assert "service account 'ghost' does not exist in namespace" in missing_account
     unreachable = kube_api.write_kubeconfig(tmp_path / "closed.kubeconfig", port=1)
     assert "cannot reach the Kubernetes API at https://127.0.0.1:1" in failure_of(
-        run_probe(launcher(kube_api, namespace, kubeconfig_file=str(unreachable))))
+        run_probe(launcher(kube_api, namespace, kubeconfig_file=str(unreachable)))
+    )
 
 
 def test_preflight_message_when_the_crd_is_missing(kube_api, namespace):
@@ -254,9 +287,12 @@ def test_health_and_catch_up_read_the_streaming_applications_state(kube_api, nam
     resource = launcher(kube_api, namespace)
     lake_resource = LakeResource(home=str(tmp_path), checkpoint_dir=str(tmp_path / "checkpoints"))
     kafka = KafkaResource(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens: lag is unknown
-    streaming = StreamingSparkApplication(application="shopstream-streaming",
-                                          applications=applications_client(kube_api, namespace))
-    stream = resource.application_spec("streaming", ["--trigger", "10 seconds"], SparkJobConfig(), "shopstream-streaming", {})
+    streaming = StreamingSparkApplication(
+        application="shopstream-streaming", applications=applications_client(kube_api, namespace)
+    )
+    stream = resource.application_spec(
+        "streaming", ["--trigger", "10 seconds"], SparkJobConfig(), "shopstream-streaming", {}
+    )
     custom = client.CustomObjectsApi(kube_api.api_client())
     custom.create_namespaced_custom_object(sa.GROUP, sa.VERSION, namespace, sa.PLURAL, stream.body())
     deadline = time.monotonic() + 30
@@ -266,8 +302,12 @@ def test_health_and_catch_up_read_the_streaming_applications_state(kube_api, nam
     assert "application" not in measure_streaming(lake_resource, kafka, streaming).problems(Thresholds())
 
     # a catch-up would share the running stream's checkpoint: refused before anything is launched
-    in_cluster = dg.Definitions(jobs=[streaming_catch_up], resources={"spark_launcher": resource, "streaming": streaming})
-    catch_up = in_cluster.resolve_job_def("streaming_catch_up").execute_in_process(run_config=QUIET, raise_on_error=False)
+    in_cluster = dg.Definitions(
+        jobs=[streaming_catch_up], resources={"spark_launcher": resource, "streaming": streaming}
+    )
+    catch_up = in_cluster.resolve_job_def("streaming_catch_up").execute_in_process(
+        run_config=QUIET, raise_on_error=False
+    )
     assert not catch_up.success
     assert "shopstream-streaming is RUNNING and owns the checkpoint" in failure_of(catch_up)
     assert [a["metadata"]["name"] for a in applications(kube_api, namespace)] == ["shopstream-streaming"]

@@ -25,8 +25,9 @@ from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
 ALLOWED_LATENESS = 1800
-CONFIG = GeneratorConfig(seed=2024, events_per_day=4000, late_fraction=0.05, duplicate_fraction=0.04,
-                         malformed_fraction=0.03)
+CONFIG = GeneratorConfig(
+    seed=2024, events_per_day=4000, late_fraction=0.05, duplicate_fraction=0.04, malformed_fraction=0.03
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,16 @@ def topics(tmp_path_factory):
 
 def expected_sessions(records) -> dict[str, dict]:
     """Sessions as the job must build them, computed straight from what the generator sent."""
-    sessions: dict[str, dict] = defaultdict(lambda: {"page_views": 0, "products": set(), "cart_adds": 0,
-                                                     "orders": set(), "revenue": Decimal("0"), "times": []})
+    sessions: dict[str, dict] = defaultdict(
+        lambda: {
+            "page_views": 0,
+            "products": set(),
+            "cart_adds": 0,
+            "orders": set(),
+            "revenue": Decimal("0"),
+            "times": [],
+        }
+    )
     for r in records:
         if r.kind != VALID or r.topic == schema.TOPIC_PRODUCTS or r.lateness_seconds > ALLOWED_LATENESS:
             continue
@@ -68,11 +77,29 @@ def expected_sessions(records) -> dict[str, dict]:
 def run_job(lake_dir: Path, bootstrap: str, *extra: str, kill_when=None) -> subprocess.CompletedProcess | None:
     """Run `python -m shopstream streaming` in catch-up mode against its own lake. With
     `kill_when`, SIGKILL the whole process tree (driver JVM included) once it returns true."""
-    args = [sys.executable, "-m", "shopstream", "streaming", "--bootstrap-servers", bootstrap,
-            "--catalog-uri", f"jdbc:sqlite:{lake_dir / 'catalog.db'}", "--warehouse", f"file://{lake_dir / 'warehouse'}",
-            "--checkpoint-dir", str(lake_dir / "checkpoints"), "--allowed-lateness", str(ALLOWED_LATENESS), *extra]
-    env = {**os.environ, "SHOPSTREAM_HOME": str(lake_dir), "SHOPSTREAM_SPARK_MASTER": "local[2]",
-           "SHOPSTREAM_SHUFFLE_PARTITIONS": "2"}
+    args = [
+        sys.executable,
+        "-m",
+        "shopstream",
+        "streaming",
+        "--bootstrap-servers",
+        bootstrap,
+        "--catalog-uri",
+        f"jdbc:sqlite:{lake_dir / 'catalog.db'}",
+        "--warehouse",
+        f"file://{lake_dir / 'warehouse'}",
+        "--checkpoint-dir",
+        str(lake_dir / "checkpoints"),
+        "--allowed-lateness",
+        str(ALLOWED_LATENESS),
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "SHOPSTREAM_HOME": str(lake_dir),
+        "SHOPSTREAM_SPARK_MASTER": "local[2]",
+        "SHOPSTREAM_SHUFFLE_PARTITIONS": "2",
+    }
     (lake_dir / "warehouse").mkdir(parents=True, exist_ok=True)
     log = open(lake_dir / "job.log", "ab")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -89,8 +116,9 @@ def run_job(lake_dir: Path, bootstrap: str, *extra: str, kill_when=None) -> subp
 
 
 def read(lake_dir: Path, table: str):
-    catalog = lake.iceberg_catalog(lake.LakeSettings(f"jdbc:sqlite:{lake_dir / 'catalog.db'}",
-                                                     f"file://{lake_dir / 'warehouse'}"))
+    catalog = lake.iceberg_catalog(
+        lake.LakeSettings(f"jdbc:sqlite:{lake_dir / 'catalog.db'}", f"file://{lake_dir / 'warehouse'}")
+    )
     return catalog.load_table(f"{schema.NAMESPACE}.{table}").scan().to_arrow().to_pylist()
 
 
@@ -105,15 +133,20 @@ def assert_exactly_once(lake_dir: Path, records, summary) -> None:
     assert len({r["event_id"] for r in purchases}) == len(purchases)
     sent_revenue = sum(
         (lambda e: e["quantity"] * e["unit_price"] - e["discount"])(json.loads(r.value, parse_float=Decimal))
-        for r in records if r.kind == VALID and r.event_type == schema.PURCHASE)
+        for r in records
+        if r.kind == VALID and r.event_type == schema.PURCHASE
+    )
     assert sum(r["revenue"] for r in purchases) == sent_revenue
     assert all(r["category"] is not None and r["list_price"] == r["unit_price"] for r in purchases)
 
     quarantine = read(lake_dir, schema.QUARANTINE)
     rejected = Counter(r["reason"] for r in quarantine if r["reason"] != schema.REASON_LATE)
     assert rejected == Counter(summary["malformed_by_reason"])
-    too_late = {json.loads(r.value)["event_id"] for r in records
-                if r.kind == VALID and r.topic != schema.TOPIC_PRODUCTS and r.lateness_seconds > ALLOWED_LATENESS}
+    too_late = {
+        json.loads(r.value)["event_id"]
+        for r in records
+        if r.kind == VALID and r.topic != schema.TOPIC_PRODUCTS and r.lateness_seconds > ALLOWED_LATENESS
+    }
     assert too_late, "the fixture must contain events later than the allowed delay"
     assert sorted(r["event_id"] for r in quarantine if r["reason"] == schema.REASON_LATE) == sorted(too_late)
 
@@ -123,7 +156,11 @@ def assert_exactly_once(lake_dir: Path, records, summary) -> None:
     for session_id, want in expected.items():
         got = sessions[session_id]
         assert (got["page_views"], got["products_viewed"], got["cart_adds"], got["orders"], got["revenue"]) == (
-            want["page_views"], len(want["products"]), want["cart_adds"], len(want["orders"]), want["revenue"]
+            want["page_views"],
+            len(want["products"]),
+            want["cart_adds"],
+            len(want["orders"]),
+            want["revenue"],
         ), session_id
         assert got["session_start"] == min(want["times"]) and got["session_end"] == max(want["times"])
         assert got["converted"] == bool(want["orders"])
@@ -153,8 +190,13 @@ def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(topics, tmp_p
     broker, records, summary = topics
     commits = tmp_path / "checkpoints" / "events" / "commits"
     # Small micro-batches; killed right after the second one committed, while the third is in flight.
-    run_job(tmp_path, broker.bootstrap_servers, "--max-offsets-per-trigger", "2500",
-            kill_when=lambda: commits.exists() and len([p for p in commits.iterdir() if p.name.isdigit()]) >= 2)
+    run_job(
+        tmp_path,
+        broker.bootstrap_servers,
+        "--max-offsets-per-trigger",
+        "2500",
+        kill_when=lambda: commits.exists() and len([p for p in commits.iterdir() if p.name.isdigit()]) >= 2,
+    )
     half = read(tmp_path, schema.SILVER_PAGE_VIEWS)
     assert 0 < len(half) < summary["valid_by_type"][schema.PAGE_VIEW] + summary["valid_by_type"][schema.ADD_TO_CART]
     done = run_job(tmp_path, broker.bootstrap_servers, "--max-offsets-per-trigger", "2500")
@@ -168,7 +210,9 @@ def test_a_failing_query_exits_non_zero(topics, tmp_path):
     from pyiceberg.schema import Schema
     from pyiceberg.types import NestedField, StringType
 
-    catalog = lake.iceberg_catalog(lake.LakeSettings(f"jdbc:sqlite:{tmp_path / 'catalog.db'}", f"file://{tmp_path / 'warehouse'}"))
+    catalog = lake.iceberg_catalog(
+        lake.LakeSettings(f"jdbc:sqlite:{tmp_path / 'catalog.db'}", f"file://{tmp_path / 'warehouse'}")
+    )
     catalog.create_namespace_if_not_exists(schema.NAMESPACE)
     catalog.create_table(f"{schema.NAMESPACE}.{schema.SILVER_PRODUCTS}", Schema(NestedField(1, "sku", StringType())))
     done = run_job(tmp_path, broker.bootstrap_servers)
@@ -179,12 +223,19 @@ def test_a_failing_query_exits_non_zero(topics, tmp_path):
 def test_help_documents_every_setting():
     out = subprocess.run([sys.executable, "-m", "shopstream", "streaming", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for flag, env in (("--bootstrap-servers", "SHOPSTREAM_KAFKA_BOOTSTRAP"), ("--checkpoint-dir", "SHOPSTREAM_CHECKPOINT_DIR"),
-                      ("--trigger", "SHOPSTREAM_TRIGGER"), ("--max-offsets-per-trigger", "SHOPSTREAM_MAX_OFFSETS_PER_TRIGGER"),
-                      ("--starting-offsets", "SHOPSTREAM_STARTING_OFFSETS"), ("--catalog-uri", "SHOPSTREAM_CATALOG_URI"),
-                      ("--warehouse", "SHOPSTREAM_WAREHOUSE")):
+    for flag, env in (
+        ("--bootstrap-servers", "SHOPSTREAM_KAFKA_BOOTSTRAP"),
+        ("--checkpoint-dir", "SHOPSTREAM_CHECKPOINT_DIR"),
+        ("--trigger", "SHOPSTREAM_TRIGGER"),
+        ("--max-offsets-per-trigger", "SHOPSTREAM_MAX_OFFSETS_PER_TRIGGER"),
+        ("--starting-offsets", "SHOPSTREAM_STARTING_OFFSETS"),
+        ("--catalog-uri", "SHOPSTREAM_CATALOG_URI"),
+        ("--warehouse", "SHOPSTREAM_WAREHOUSE"),
+    ):
         assert flag in out.stdout and env in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "shopstream", "streaming", "--trigger", "often"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "shopstream", "streaming", "--trigger", "often"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "use 'catch-up' or an interval" in bad.stderr
 
 
@@ -193,7 +244,11 @@ def test_trigger_settings():
 
     assert parse_trigger("catch-up") is None
     assert [parse_trigger(t) for t in ("10s", "10 seconds", "2m", "1 minute")] == [
-        "10 seconds", "10 seconds", "2 minutes", "1 minutes"]
+        "10 seconds",
+        "10 seconds",
+        "2 minutes",
+        "1 minutes",
+    ]
     for bad in ("0s", "soon", "10 hours"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_trigger(bad)

@@ -15,20 +15,29 @@ from shopstream.spark.streaming import transforms
 pytestmark = pytest.mark.spark
 
 UTC = dt.UTC
-KAFKA_SCHEMA = T.StructType([
-    T.StructField("key", T.BinaryType()), T.StructField("value", T.BinaryType()),
-    T.StructField("topic", T.StringType()), T.StructField("partition", T.IntegerType()),
-    T.StructField("offset", T.LongType()), T.StructField("timestamp", T.TimestampType()),
-])
+KAFKA_SCHEMA = T.StructType(
+    [
+        T.StructField("key", T.BinaryType()),
+        T.StructField("value", T.BinaryType()),
+        T.StructField("topic", T.StringType()),
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("offset", T.LongType()),
+        T.StructField("timestamp", T.TimestampType()),
+    ]
+)
 T0 = dt.datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 
 
 def event(event_type: str, seconds: float = 0, sent_after: float = 1, **fields) -> dict:
     when = T0 + dt.timedelta(seconds=seconds)
-    body = {"event_id": fields.pop("event_id", f"e-{event_type}-{seconds}"), "event_type": event_type,
-            "event_time": when.isoformat().replace("+00:00", "Z"),
-            "ingest_time": (when + dt.timedelta(seconds=sent_after)).isoformat().replace("+00:00", "Z"),
-            "user_id": "u1", "session_id": "s1"}
+    body = {
+        "event_id": fields.pop("event_id", f"e-{event_type}-{seconds}"),
+        "event_type": event_type,
+        "event_time": when.isoformat().replace("+00:00", "Z"),
+        "ingest_time": (when + dt.timedelta(seconds=sent_after)).isoformat().replace("+00:00", "Z"),
+        "user_id": "u1",
+        "session_id": "s1",
+    }
     body.update(fields)
     return body
 
@@ -50,25 +59,26 @@ def verdicts(spark, items):
 PV = schema.TOPIC_PAGE_VIEWS
 PU = schema.TOPIC_PURCHASES
 US = schema.TOPIC_USER_SESSIONS
-PURCHASE = dict(order_id="o1", product_id="p1", quantity=2, unit_price=10.5, discount=1.0,
-                payment_method="card", currency="USD")
+PURCHASE = dict(
+    order_id="o1", product_id="p1", quantity=2, unit_price=10.5, discount=1.0, payment_method="card", currency="USD"
+)
 
 
 def test_every_reason_code_is_assigned(spark):
     items = [
-        (PV, event("page_view", page_type="home", page_url="/")),                        # valid
-        (PV, '{"event_id": "x", "event_type": "page_view"'),                              # truncated JSON
-        (PV, "[1, 2]"),                                                                   # JSON, not an object
+        (PV, event("page_view", page_type="home", page_url="/")),  # valid
+        (PV, '{"event_id": "x", "event_type": "page_view"'),  # truncated JSON
+        (PV, "[1, 2]"),  # JSON, not an object
         (PV, {k: v for k, v in event("page_view", page_type="home", page_url="/").items() if k != "user_id"}),
         (PU, event("purchase", **{**PURCHASE, "quantity": "three"})),
         (PU, event("purchase", **{**PURCHASE, "unit_price": -10.5})),
         (PU, event("purchase", **{**PURCHASE, "quantity": 0})),
-        (PV, event("purchase", **PURCHASE)),                                              # wrong topic
+        (PV, event("purchase", **PURCHASE)),  # wrong topic
         (PV, event("page_view", page_type="basement", page_url="/x")),
         (US, event("session_start", device="fridge", referrer="direct", country="US")),
         (PV, event("page_view", page_type="home", page_url="/", event_time="yesterday afternoon")),
         (PV, {k: v for k, v in event("page_view", page_type="home", page_url="/").items() if k != "event_type"}),
-        (PU, event("purchase", **{**PURCHASE, "discount": 0})),                           # a zero discount is fine
+        (PU, event("purchase", **{**PURCHASE, "discount": 0})),  # a zero discount is fine
     ]
     got, rows = verdicts(spark, items)
     assert got == [
@@ -94,11 +104,17 @@ def test_every_reason_code_is_assigned(spark):
 
 
 def test_purchases_revenue_discount_and_enrichment(spark):
-    batch = kafka_batch(spark, [(PU, event("purchase", **PURCHASE)),
-                                (PU, event("purchase", 5, **{**PURCHASE, "product_id": "p-unknown", "discount": 0}))])
+    batch = kafka_batch(
+        spark,
+        [
+            (PU, event("purchase", **PURCHASE)),
+            (PU, event("purchase", 5, **{**PURCHASE, "product_id": "p-unknown", "discount": 0})),
+        ],
+    )
     valid = transforms.parse_and_validate(batch)
     catalog = spark.createDataFrame(
-        [("p1", "n", "books", "b", Decimal("11.00"), "USD", T0)], schema.spark_schema(schema.PRODUCT_COLUMNS))
+        [("p1", "n", "books", "b", Decimal("11.00"), "USD", T0)], schema.spark_schema(schema.PRODUCT_COLUMNS)
+    )
     rows = {r.product_id: r for r in transforms.to_purchases(valid, catalog).collect()}
     assert rows["p1"].revenue == Decimal("20.00")  # 2 x 10.50 - 1.00
     assert (rows["p1"].category, rows["p1"].list_price) == ("books", Decimal("11.00"))
@@ -107,23 +123,32 @@ def test_purchases_revenue_discount_and_enrichment(spark):
 
 
 def test_page_views_derive_product_and_date(spark):
-    batch = kafka_batch(spark, [
-        (PV, event("page_view", page_type="product", page_url="/p/p42", category="books")),
-        (PV, event("add_to_cart", 3, product_id="p42", quantity=1, unit_price=4.0)),
-        (PV, event("page_view", 6, page_type="home", page_url="/")),
-    ])
+    batch = kafka_batch(
+        spark,
+        [
+            (PV, event("page_view", page_type="product", page_url="/p/p42", category="books")),
+            (PV, event("add_to_cart", 3, product_id="p42", quantity=1, unit_price=4.0)),
+            (PV, event("page_view", 6, page_type="home", page_url="/")),
+        ],
+    )
     rows = transforms.to_page_views(transforms.parse_and_validate(batch)).orderBy("event_time").collect()
     assert [(r.event_type, r.page_type, r.product_id) for r in rows] == [
-        ("page_view", "product", "p42"), ("add_to_cart", "product", "p42"), ("page_view", "home", None)]
+        ("page_view", "product", "p42"),
+        ("add_to_cart", "product", "p42"),
+        ("page_view", "home", None),
+    ]
     assert rows[1].quantity == 1 and rows[1].unit_price == Decimal("4.00")
     assert {r.event_date for r in rows} == {dt.date(2026, 11, 1)}
 
 
 def test_lateness_is_decided_per_record(spark):
-    batch = kafka_batch(spark, [
-        (PV, event("page_view", 0, sent_after=1799, page_type="home", page_url="/")),
-        (PV, event("page_view", 1, sent_after=1801, page_type="home", page_url="/")),
-    ])
+    batch = kafka_batch(
+        spark,
+        [
+            (PV, event("page_view", 0, sent_after=1799, page_type="home", page_url="/")),
+            (PV, event("page_view", 1, sent_after=1801, page_type="home", page_url="/")),
+        ],
+    )
     valid = transforms.parse_and_validate(batch)
     late = transforms.late_records(valid, 1800).collect()
     assert [r.event_id for r in late] == ["e-page_view-1"]
@@ -148,8 +173,12 @@ def test_sessions_from_activity_and_session_events(spark):
     catalog = spark.createDataFrame([], schema.spark_schema(schema.PRODUCT_COLUMNS))
     activity = transforms.session_activity(transforms.to_page_views(valid), transforms.to_purchases(valid, catalog))
     touched = valid.select("session_id").distinct()
-    rows = {r.session_id: r for r in transforms.session_rows(activity.join(touched, "session_id", "right"),
-                                                             transforms.session_events(valid)).collect()}
+    rows = {
+        r.session_id: r
+        for r in transforms.session_rows(
+            activity.join(touched, "session_id", "right"), transforms.session_events(valid)
+        ).collect()
+    }
     s1 = rows["s1"]
     assert (s1.page_views, s1.products_viewed, s1.cart_adds, s1.orders) == (3, 2, 1, 1)
     assert s1.revenue == Decimal("30.50") and s1.converted is True  # 20.00 + 10.50
@@ -160,8 +189,13 @@ def test_sessions_from_activity_and_session_events(spark):
 
 
 def test_bronze_keeps_raw_and_parses_what_it_can(spark):
-    batch = kafka_batch(spark, [(schema.TOPIC_RAW_EVENTS, event("page_view", page_type="home", page_url="/")),
-                                (schema.TOPIC_RAW_EVENTS, "not json")])
+    batch = kafka_batch(
+        spark,
+        [
+            (schema.TOPIC_RAW_EVENTS, event("page_view", page_type="home", page_url="/")),
+            (schema.TOPIC_RAW_EVENTS, "not json"),
+        ],
+    )
     rows = transforms.to_bronze(batch).orderBy("kafka_offset").collect()
     assert rows[0].event_type == "page_view" and rows[0].event_time == dt.datetime(2026, 11, 1, 10, 0)
     assert rows[1].raw_value == "not json" and rows[1].event_type is None
@@ -169,10 +203,18 @@ def test_bronze_keeps_raw_and_parses_what_it_can(spark):
 
 
 def test_latest_product_version_wins(spark):
-    old = {"product_id": "p1", "name": "a", "category": "books", "brand": "b", "price": 5.0, "currency": "USD",
-           "updated_at": "2026-11-01T00:00:00Z"}
+    old = {
+        "product_id": "p1",
+        "name": "a",
+        "category": "books",
+        "brand": "b",
+        "price": 5.0,
+        "currency": "USD",
+        "updated_at": "2026-11-01T00:00:00Z",
+    }
     new = {**old, "price": 6.0, "updated_at": "2026-11-02T00:00:00Z"}
-    batch = kafka_batch(spark, [(schema.TOPIC_PRODUCTS, new), (schema.TOPIC_PRODUCTS, old),
-                                (schema.TOPIC_PRODUCTS, "garbage")])
+    batch = kafka_batch(
+        spark, [(schema.TOPIC_PRODUCTS, new), (schema.TOPIC_PRODUCTS, old), (schema.TOPIC_PRODUCTS, "garbage")]
+    )
     rows = transforms.latest_products(batch).collect()
     assert [(r.product_id, r.price) for r in rows] == [("p1", Decimal("6.00"))]

@@ -48,8 +48,9 @@ def go_module_dir(path: str, version: str) -> Path:
     the Go module proxy with `go mod download` the first time; e.g.
     go_module_dir(SPARK_OPERATOR_MODULE, SPARK_OPERATOR_VERSION) / "charts" / "spark-operator-chart"."""
     try:
-        done = subprocess.run(["go", "mod", "download", "-json", f"{path}@{version}"],
-                              capture_output=True, text=True, cwd=HERE)
+        done = subprocess.run(
+            ["go", "mod", "download", "-json", f"{path}@{version}"], capture_output=True, text=True, cwd=HERE
+        )
     except FileNotFoundError:
         raise RuntimeError(f"reading {path}@{version} needs Go (https://go.dev/dl/); it is not on PATH") from None
     try:

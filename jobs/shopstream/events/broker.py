@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -51,7 +49,9 @@ def _require_free(port: int) -> None:
         try:
             s.bind((HOST, port))
         except OSError:
-            raise SetupError(f"port {port} on {HOST} is already in use; stop whatever holds it or pick another port") from None
+            raise SetupError(
+                f"port {port} on {HOST} is already in use; stop whatever holds it or pick another port"
+            ) from None
 
 
 def _random_cluster_id() -> str:
@@ -115,9 +115,15 @@ class KafkaBroker:
     def _java(self, main_class: str, *args: str) -> list[str]:
         classpath = str(jar_dir(KAFKA_BROKER) / "*")
         return [
-            java_executable(), f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            java_executable(),
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
-            "-cp", classpath, main_class, *args,
+            "-cp",
+            classpath,
+            main_class,
+            *args,
         ]
 
     def start(self, timeout: float = 90.0) -> KafkaBroker:
@@ -129,15 +135,21 @@ class KafkaBroker:
         config = self._write_config()
         if not (self.workdir / "data" / "meta.properties").exists():
             fmt = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={_random_cluster_id()}", "-c", str(config)),
-                capture_output=True, text=True,
+                self._java(
+                    "kafka.tools.StorageTool", "format", f"--cluster-id={_random_cluster_id()}", "-c", str(config)
+                ),
+                capture_output=True,
+                text=True,
             )
             if fmt.returncode != 0:
                 raise SetupError("Kafka storage format failed: " + (fmt.stderr or fmt.stdout).strip().splitlines()[-1])
         with open(self.workdir / "broker.out", "ab") as out:
             self.process = subprocess.Popen(
-                self._java("kafka.Kafka", str(config)), stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self._java("kafka.Kafka", str(config)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         self.pid_file.write_text(str(self.process.pid))
         try:
@@ -156,8 +168,9 @@ class KafkaBroker:
             if self.process is not None and self.process.poll() is not None:
                 raise SetupError(f"Kafka broker exited with code {self.process.returncode}: {self._last_error()}")
             try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000,
-                                         api_version_auto_timeout_ms=3000)
+                admin = KafkaAdminClient(
+                    bootstrap_servers=self.bootstrap_servers, request_timeout_ms=3000, api_version_auto_timeout_ms=3000
+                )
                 try:
                     admin.describe_cluster()
                     return
@@ -165,13 +178,19 @@ class KafkaBroker:
                     admin.close()
             except (KafkaError, OSError, ValueError) as exc:
                 if time.monotonic() > deadline:
-                    raise SetupError(f"Kafka broker on {self.bootstrap_servers} not ready after {timeout:.0f}s: {self._last_error()}") from exc
+                    raise SetupError(
+                        f"Kafka broker on {self.bootstrap_servers} not ready after {timeout:.0f}s: {self._last_error()}"
+                    ) from exc
                 time.sleep(0.5)
 
     def _last_error(self) -> str:
         for path in (self.workdir / "broker.out", self.log_file):
             if path.exists():
-                lines = [line for line in path.read_text(errors="replace").splitlines() if "ERROR" in line or "Exception" in line]
+                lines = [
+                    line
+                    for line in path.read_text(errors="replace").splitlines()
+                    if "ERROR" in line or "Exception" in line
+                ]
                 if lines:
                     return lines[-1].strip()[:300]
         return "no error in the broker log"
@@ -228,11 +247,19 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a single-node Apache Kafka broker (KRaft) on 127.0.0.1 from the project's Maven jars.",
     )
     parser.add_argument("command", choices=["up", "down", "status"])
-    parser.add_argument("--dir", type=Path, default=None,
-                        help=f"broker state folder (default: <home>/kafka; home: {settings.HOME.variable}, default ./.demo)")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help=f"broker state folder (default: <home>/kafka; home: {settings.HOME.variable}, default ./.demo)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="client port (default: %(default)s)")
-    parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
-                        help="partitions per event topic when creating topics (default: %(default)s)")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=DEFAULT_PARTITIONS,
+        help="partitions per event topic when creating topics (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     workdir = (args.dir or default_workdir()).resolve()
     broker = KafkaBroker(workdir, port=args.port)
@@ -256,8 +283,10 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             broker.start()
             broker.process = None  # leave it running after this command exits
-            print(f"Kafka broker up on {broker.bootstrap_servers} in {time.monotonic() - started:.1f}s"
-                  f" (state in {workdir})")
+            print(
+                f"Kafka broker up on {broker.bootstrap_servers} in {time.monotonic() - started:.1f}s"
+                f" (state in {workdir})"
+            )
         created = create_topics(broker.bootstrap_servers, args.partitions)
         print("topics: " + ", ".join(schema.ALL_TOPICS) + (f" (created {len(created)})" if created else ""))
         return 0

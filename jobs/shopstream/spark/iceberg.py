@@ -44,7 +44,7 @@ def spark_session(lake: LakeSettings, app_name: str, *, extra_conf: dict[str, st
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(settings.SPARK_LOG_LEVEL.read())
+    session.sparkContext.setLogLevel(settings.SPARK_LOG_LEVEL.read() or "WARN")
     return session
 
 
@@ -59,8 +59,10 @@ def create_table_sql(table: schema.Table) -> str:
         by = table.partition_day_of
         partition = f"\nPARTITIONED BY ({by if table.column(by).type == schema.DATE else f'days({by})'})"
     props = ", ".join(f"'{k}'='{v}'" for k, v in TABLE_PROPERTIES.items())
-    return (f"CREATE TABLE IF NOT EXISTS {table_ref(table.name)} (\n  {columns}\n) USING iceberg"
-            f"{partition}\nTBLPROPERTIES ({props})")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table_ref(table.name)} (\n  {columns}\n) USING iceberg"
+        f"{partition}\nTBLPROPERTIES ({props})"
+    )
 
 
 def table_exists(spark, name: str) -> bool:

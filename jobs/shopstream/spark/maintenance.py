@@ -19,7 +19,6 @@ import datetime as dt
 import sys
 import time
 
-from shopstream.spark import iceberg
 from shopstream import lake, results, schema, settings
 from shopstream.cli import add_result_file
 from shopstream.lake import LakeSettings
@@ -38,8 +37,15 @@ def _timestamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("TIMESTAMP '%Y-%m-%d %H:%M:%S'")
 
 
-def maintain(spark, tables: list[str], closed: dt.date, expire_before: dt.datetime, retain_last: int,
-             orphans_before: dt.datetime, object_storage: bool = False) -> dict:
+def maintain(
+    spark,
+    tables: list[str],
+    closed: dt.date,
+    expire_before: dt.datetime,
+    retain_last: int,
+    orphans_before: dt.datetime,
+    object_storage: bool = False,
+) -> dict:
     """Run the three procedures on every existing table; returns per-table figures.
 
     On object storage (s3://) orphan files are found by listing the table's prefix through its own
@@ -78,18 +84,36 @@ def maintain(spark, tables: list[str], closed: dt.date, expire_before: dt.dateti
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m shopstream maintenance", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
-    p.add_argument("--tables", default=",".join(schema.TABLES),
-                   help="comma-separated tables to maintain (default: every table of the lake)")
-    p.add_argument("--closed-before", type=dt.date.fromisoformat,
-                   help="compact only days before this one (default: the day of now minus the allowed lateness)")
+    p = argparse.ArgumentParser(
+        prog="python -m shopstream maintenance",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    p.add_argument(
+        "--tables",
+        default=",".join(schema.TABLES),
+        help="comma-separated tables to maintain (default: every table of the lake)",
+    )
+    p.add_argument(
+        "--closed-before",
+        type=dt.date.fromisoformat,
+        help="compact only days before this one (default: the day of now minus the allowed lateness)",
+    )
     settings.ALLOWED_LATENESS.add_argument(p, "--allowed-lateness", type=int)
-    p.add_argument("--expire-older-than-hours", type=float, default=168.0,
-                   help="expire snapshots older than this (default 168: a week)")
+    p.add_argument(
+        "--expire-older-than-hours",
+        type=float,
+        default=168.0,
+        help="expire snapshots older than this (default 168: a week)",
+    )
     p.add_argument("--retain-last", type=int, default=10, help="always keep this many newest snapshots (default 10)")
-    p.add_argument("--orphan-older-than-hours", type=float, default=72.0,
-                   help="remove unreferenced files older than this (default 72; never below the longest write)")
+    p.add_argument(
+        "--orphan-older-than-hours",
+        type=float,
+        default=72.0,
+        help="remove unreferenced files older than this (default 72; never below the longest write)",
+    )
     add_result_file(p, "the figures")
     LakeSettings.add_arguments(p)
     return p
@@ -110,14 +134,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     spark = iceberg.spark_session(settings, "shopstream-maintenance")
     try:
-        report = maintain(spark, args.tables.split(","), closed,
-                          now - dt.timedelta(hours=args.expire_older_than_hours), args.retain_last,
-                          now - dt.timedelta(hours=args.orphan_older_than_hours),
-                          object_storage=settings.warehouse.startswith("s3://"))
+        report = maintain(
+            spark,
+            args.tables.split(","),
+            closed,
+            now - dt.timedelta(hours=args.expire_older_than_hours),
+            args.retain_last,
+            now - dt.timedelta(hours=args.orphan_older_than_hours),
+            object_storage=settings.warehouse.startswith("s3://"),
+        )
     finally:
         spark.stop()
-    result = {"job": "maintenance", "closed_before": closed.isoformat(), "tables": report,
-              "duration_seconds": round(time.monotonic() - started, 3)}
+    result = {
+        "job": "maintenance",
+        "closed_before": closed.isoformat(),
+        "tables": report,
+        "duration_seconds": round(time.monotonic() - started, 3),
+    }
     results.write_result(args.result_file, settings, **result)
     print(f"maintenance: {len(report)} tables in {result['duration_seconds']:.1f}s; days before {closed} compacted")
     return 0

@@ -82,8 +82,9 @@ class Summary:
         return "\n".join(lines)
 
 
-def make_producer(bootstrap_servers: str, connect_timeout: float = 0.0, *, factory=None, sleep=time.sleep,
-                  clock=time.monotonic):
+def make_producer(
+    bootstrap_servers: str, connect_timeout: float = 0.0, *, factory=None, sleep=time.sleep, clock=time.monotonic
+):
     """A producer, once a broker answers. Until `connect_timeout` seconds have passed it tries again
     with a doubling pause (1 s up to 30 s), so a generator started before its broker (a cold cluster)
     waits instead of failing; 0 tries once."""
@@ -111,17 +112,28 @@ def make_producer(bootstrap_servers: str, connect_timeout: float = 0.0, *, facto
         except NoBrokersAvailable:
             if clock() + pause > deadline:
                 waited = f" ({attempts} attempts in {connect_timeout:.0f}s)" if attempts > 1 else ""
-                raise GeneratorError(f"cannot reach Kafka at {bootstrap_servers}: no broker answered{waited} "
-                                     "(is it running? `make kafka-up` starts the local one)") from None
-            print(f"waiting for Kafka at {bootstrap_servers} (attempt {attempts}, next in {pause:.0f}s)",
-                  file=sys.stderr, flush=True)
+                raise GeneratorError(
+                    f"cannot reach Kafka at {bootstrap_servers}: no broker answered{waited} "
+                    "(is it running? `make kafka-up` starts the local one)"
+                ) from None
+            print(
+                f"waiting for Kafka at {bootstrap_servers} (attempt {attempts}, next in {pause:.0f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
             sleep(pause)
             pause = min(pause * 2, 30.0)
 
 
-def send(records: Iterable[Record], bootstrap_servers: str, *, progress_total: int | None = None,
-         show_progress: bool = True, pace_from: tuple[float, dt.datetime] | None = None,
-         connect_timeout: float = 0.0) -> Summary:
+def send(
+    records: Iterable[Record],
+    bootstrap_servers: str,
+    *,
+    progress_total: int | None = None,
+    show_progress: bool = True,
+    pace_from: tuple[float, dt.datetime] | None = None,
+    connect_timeout: float = 0.0,
+) -> Summary:
     """Send every record to its topics and confirm delivery. With `pace_from` (wall-clock start,
     simulated start) each record waits until its send time comes round."""
     from tqdm import tqdm
@@ -129,8 +141,9 @@ def send(records: Iterable[Record], bootstrap_servers: str, *, progress_total: i
     producer = make_producer(bootstrap_servers, connect_timeout)
     summary = Summary()
     failures: list[BaseException] = []
-    bar = tqdm(total=progress_total, unit="ev", disable=not show_progress, file=sys.stderr, mininterval=0.5,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=progress_total, unit="ev", disable=not show_progress, file=sys.stderr, mininterval=0.5, dynamic_ncols=True
+    )
     try:
         for record in records:
             if pace_from is not None:
@@ -138,7 +151,9 @@ def send(records: Iterable[Record], bootstrap_servers: str, *, progress_total: i
                 delay = wall_start + (record.ingest_time - sim_start).total_seconds() - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            targets = (record.topic,) if record.topic == schema.TOPIC_PRODUCTS else (schema.TOPIC_RAW_EVENTS, record.topic)
+            targets = (
+                (record.topic,) if record.topic == schema.TOPIC_PRODUCTS else (schema.TOPIC_RAW_EVENTS, record.topic)
+            )
             for topic in targets:
                 producer.send(topic, key=record.key, value=record.value).add_errback(failures.append)
             summary.add(record)
@@ -180,34 +195,68 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     settings.KAFKA_BOOTSTRAP.add_argument(parser, "--bootstrap-servers")
-    parser.add_argument("--connect-timeout", type=float, default=0.0,
-                        help="seconds to keep trying while no broker answers (doubling pauses up to 30 s); "
-                        "0 fails at once")
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=0.0,
+        help="seconds to keep trying while no broker answers (doubling pauses up to 30 s); 0 fails at once",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed: same seed, same events")
     time_group = parser.add_argument_group("time")
-    time_group.add_argument("--start-date", type=iso_date, default=defaults.start_date, help="first simulated day (UTC)")
+    time_group.add_argument(
+        "--start-date", type=iso_date, default=defaults.start_date, help="first simulated day (UTC)"
+    )
     time_group.add_argument("--days", type=_positive, default=defaults.days, help="simulated days to generate")
-    time_group.add_argument("--events-per-day", type=_positive, default=defaults.events_per_day,
-                            help="about this many events per simulated day (duplicates not counted)")
-    time_group.add_argument("--rate", type=float, default=None,
-                            help="live mode: send about this many events per second, stamped with the current time, "
-                            "until interrupted or --duration ends (ignores --start-date/--days/--events-per-day)")
+    time_group.add_argument(
+        "--events-per-day",
+        type=_positive,
+        default=defaults.events_per_day,
+        help="about this many events per simulated day (duplicates not counted)",
+    )
+    time_group.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="live mode: send about this many events per second, stamped with the current time, "
+        "until interrupted or --duration ends (ignores --start-date/--days/--events-per-day)",
+    )
     time_group.add_argument("--duration", type=float, default=None, help="live mode: stop after this many seconds")
     shop_group = parser.add_argument_group("shop")
     shop_group.add_argument("--products", type=_positive, default=defaults.products, help="catalog size")
     shop_group.add_argument("--users", type=_positive, default=defaults.users, help="customer count")
-    shop_group.add_argument("--funnel", action="append", default=[], metavar="STEP=P",
-                            help="override a funnel probability, repeatable; steps: "
-                            + ", ".join(f"{k}={v}" for k, v in vars(Funnel()).items()))
+    shop_group.add_argument(
+        "--funnel",
+        action="append",
+        default=[],
+        metavar="STEP=P",
+        help="override a funnel probability, repeatable; steps: "
+        + ", ".join(f"{k}={v}" for k, v in vars(Funnel()).items()),
+    )
     faults = parser.add_argument_group("faults")
-    faults.add_argument("--late-fraction", type=_fraction, default=defaults.late_fraction,
-                        help="events sent 2 minutes to --max-lateness after they happen")
-    faults.add_argument("--max-lateness", type=float, default=defaults.max_lateness_seconds,
-                        help="seconds; the longest a late event lags")
-    faults.add_argument("--duplicate-fraction", type=_fraction, default=defaults.duplicate_fraction,
-                        help="events sent twice with the same event_id")
-    faults.add_argument("--malformed-fraction", type=_fraction, default=defaults.malformed_fraction,
-                        help="events broken on purpose: bad JSON, a missing field, a wrong type or a negative price")
+    faults.add_argument(
+        "--late-fraction",
+        type=_fraction,
+        default=defaults.late_fraction,
+        help="events sent 2 minutes to --max-lateness after they happen",
+    )
+    faults.add_argument(
+        "--max-lateness",
+        type=float,
+        default=defaults.max_lateness_seconds,
+        help="seconds; the longest a late event lags",
+    )
+    faults.add_argument(
+        "--duplicate-fraction",
+        type=_fraction,
+        default=defaults.duplicate_fraction,
+        help="events sent twice with the same event_id",
+    )
+    faults.add_argument(
+        "--malformed-fraction",
+        type=_fraction,
+        default=defaults.malformed_fraction,
+        help="events broken on purpose: bad JSON, a missing field, a wrong type or a negative price",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--summary-file", type=Path, default=None, help="also write the summary as JSON here")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -224,11 +273,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.connect_timeout < 0:
             raise ValueError("--connect-timeout must not be negative")
         config = GeneratorConfig(
-            seed=args.seed, start_date=args.start_date, days=args.days,
+            seed=args.seed,
+            start_date=args.start_date,
+            days=args.days,
             events_per_day=round(args.rate * 86_400) if live else args.events_per_day,
-            products=args.products, users=args.users, funnel=Funnel.parse(args.funnel),
-            late_fraction=args.late_fraction, max_lateness_seconds=args.max_lateness,
-            duplicate_fraction=args.duplicate_fraction, malformed_fraction=args.malformed_fraction,
+            products=args.products,
+            users=args.users,
+            funnel=Funnel.parse(args.funnel),
+            late_fraction=args.late_fraction,
+            max_lateness_seconds=args.max_lateness,
+            duplicate_fraction=args.duplicate_fraction,
+            malformed_fraction=args.malformed_fraction,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -251,8 +306,14 @@ def main(argv: list[str] | None = None) -> int:
             for record in stream:
                 summary.add(record)
         else:
-            summary = send(stream, args.bootstrap_servers, progress_total=total,
-                           show_progress=not args.no_progress, pace_from=pace, connect_timeout=args.connect_timeout)
+            summary = send(
+                stream,
+                args.bootstrap_servers,
+                progress_total=total,
+                show_progress=not args.no_progress,
+                pace_from=pace,
+                connect_timeout=args.connect_timeout,
+            )
     except GeneratorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

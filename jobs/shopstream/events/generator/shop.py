@@ -34,7 +34,18 @@ CATEGORIES = {
     "toys": ((8, 149), ("Tumble", "Brightblock")),
     "grocery": ((2, 39), ("Fieldfresh", "Daily Pantry")),
 }
-COUNTRIES = (("US", 40), ("GB", 12), ("DE", 10), ("FR", 8), ("CA", 7), ("NL", 5), ("ES", 5), ("IT", 5), ("AU", 4), ("SE", 4))
+COUNTRIES = (
+    ("US", 40),
+    ("GB", 12),
+    ("DE", 10),
+    ("FR", 8),
+    ("CA", 7),
+    ("NL", 5),
+    ("ES", 5),
+    ("IT", 5),
+    ("AU", 4),
+    ("SE", 4),
+)
 
 
 @dataclass(frozen=True)
@@ -171,7 +182,9 @@ def build_catalog(rng: random.Random, count: int) -> list[Product]:
         brand = rng.choice(brands)
         # Log-uniform prices ending in .99, like a real shelf.
         price = money(math.floor(math.exp(rng.uniform(math.log(low), math.log(high)))) + 0.99)
-        products.append(Product(f"p{i:05d}", f"{brand} {category} item {i}", category, brand, price, 1.0 / (1 + i % 50) ** 0.8))
+        products.append(
+            Product(f"p{i:05d}", f"{brand} {category} item {i}", category, brand, price, 1.0 / (1 + i % 50) ** 0.8)
+        )
     return products
 
 
@@ -187,10 +200,19 @@ def build_users(rng: random.Random, count: int) -> list[User]:
 def catalog_records(products: list[Product], updated_at: dt.datetime) -> list[Record]:
     out = []
     for p in products:
-        row = {"product_id": p.product_id, "name": p.name, "category": p.category, "brand": p.brand,
-               "price": p.price, "currency": "USD", "updated_at": updated_at}
+        row = {
+            "product_id": p.product_id,
+            "name": p.name,
+            "category": p.category,
+            "brand": p.brand,
+            "price": p.price,
+            "currency": "USD",
+            "updated_at": updated_at,
+        }
         value = encode(schema.PRODUCT_COLUMNS, row)
-        out.append(Record(schema.TOPIC_PRODUCTS, p.product_id.encode(), value, VALID, "product", updated_at, updated_at))
+        out.append(
+            Record(schema.TOPIC_PRODUCTS, p.product_id.encode(), value, VALID, "product", updated_at, updated_at)
+        )
     return out
 
 
@@ -239,16 +261,28 @@ class Shop:
 
         def emit(event_type: str, **values) -> None:
             nonlocal clock
-            events.append({"event_id": self._uuid(), "event_type": event_type, "event_time": clock,
-                           "user_id": user.user_id, "session_id": session_id, **values})
+            events.append(
+                {
+                    "event_id": self._uuid(),
+                    "event_type": event_type,
+                    "event_time": clock,
+                    "user_id": user.user_id,
+                    "session_id": session_id,
+                    **values,
+                }
+            )
             clock += dt.timedelta(seconds=round(rng.expovariate(1 / 25.0) + 2, 3))
 
         def page(page_type: str, url: str, product_id=None, category=None) -> None:
             emit(schema.PAGE_VIEW, page_type=page_type, page_url=url, product_id=product_id, category=category)
 
         device = "mobile" if rng.random() < profile.mobile_share else rng.choice(("desktop", "desktop", "tablet"))
-        emit(schema.SESSION_START, device=device, referrer=rng.choices(schema.REFERRERS, (30, 35, 15, 10, 10))[0],
-             country=user.country)
+        emit(
+            schema.SESSION_START,
+            device=device,
+            referrer=rng.choices(schema.REFERRERS, (30, 35, 15, 10, 10))[0],
+            country=user.country,
+        )
         if rng.random() < funnel.home_first:
             page("home", "/")
         cart: dict[str, list] = {}
@@ -273,8 +307,16 @@ class Shop:
                         discount = Decimal("0.00")
                         if rng.random() < funnel.discount:
                             discount = money(product.price * quantity * Decimal(rng.choice((5, 10, 15, 20, 25))) / 100)
-                        emit(schema.PURCHASE, order_id=order_id, product_id=product.product_id, quantity=quantity,
-                             unit_price=product.price, discount=discount, payment_method=payment, currency="USD")
+                        emit(
+                            schema.PURCHASE,
+                            order_id=order_id,
+                            product_id=product.product_id,
+                            quantity=quantity,
+                            unit_price=product.price,
+                            discount=discount,
+                            payment_method=payment,
+                            currency="USD",
+                        )
         emit(schema.SESSION_END)
         return events
 
@@ -310,12 +352,16 @@ class Shop:
         key = event["user_id"].encode()
         if rng.random() < config.malformed_fraction:
             value, reason = self._malform(event, columns)
-            return [(sent, 0, Record(topic, key, value, MALFORMED, event_type, event["event_time"], sent, reason, late))]
+            return [
+                (sent, 0, Record(topic, key, value, MALFORMED, event_type, event["event_time"], sent, reason, late))
+            ]
         value = encode(columns, event)
         out = [(sent, 0, Record(topic, key, value, VALID, event_type, event["event_time"], sent, None, late))]
         if rng.random() < config.duplicate_fraction:
             again = sent + dt.timedelta(seconds=round(rng.uniform(0.5, 30.0), 3))
-            out.append((again, 1, Record(topic, key, value, DUPLICATE, event_type, event["event_time"], sent, None, late)))
+            out.append(
+                (again, 1, Record(topic, key, value, DUPLICATE, event_type, event["event_time"], sent, None, late))
+            )
         return out
 
     def _malform(self, event: dict, columns) -> tuple[bytes, str]:
@@ -370,4 +416,3 @@ class Shop:
     def catalog(self) -> list[Record]:
         updated = dt.datetime.combine(self.config.start_date, dt.time(), UTC)
         return catalog_records(self.products, updated)
-

@@ -8,16 +8,24 @@ from shopstream.spark.batch.runner import BatchJob, Inputs
 
 
 def build(inputs: Inputs):
-    silver = {schema.SILVER_PAGE_VIEWS: inputs.page_views(), schema.SILVER_PURCHASES: inputs.purchases(),
-              schema.SILVER_USER_SESSIONS: inputs.sessions()}
+    silver = {
+        schema.SILVER_PAGE_VIEWS: inputs.page_views(),
+        schema.SILVER_PURCHASES: inputs.purchases(),
+        schema.SILVER_USER_SESSIONS: inputs.sessions(),
+    }
     return (transforms.data_quality(inputs.day, silver, inputs.quarantine(), dt.datetime.now(dt.UTC)),)
 
 
 JOB = BatchJob(
     catalog.DATA_QUALITY_REPORT,
     build=build,
-    totals=lambda out: {row["table_name"]: {"rows": row["row_count"], "duplicates": row["duplicate_count"],
-                                            "out_of_range": row["out_of_range_count"]}
-                        for row in out[schema.SILVER_DATA_QUALITY_REPORT].collect()},
+    totals=lambda out: {
+        row["table_name"]: {
+            "rows": row["row_count"],
+            "duplicates": row["duplicate_count"],
+            "out_of_range": row["out_of_range_count"],
+        }
+        for row in out[schema.SILVER_DATA_QUALITY_REPORT].collect()
+    },
 )
 main = JOB.main

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from shopstream.spark import iceberg
 from shopstream import catalog, lake, results, schema
 from shopstream.cli import add_result_file, iso_date
 from shopstream.lake import LakeSettings
@@ -104,8 +103,13 @@ class BatchJob:
                     df.writeTo(lake.table_ref(name)).overwritePartitions()
                 outputs[name] = df
             totals = self.totals(outputs)
-        return {"job": self.name, "date": day.isoformat(), "rows_written": written, "totals": totals,
-                "duration_seconds": round(time.monotonic() - started, 3)}
+        return {
+            "job": self.name,
+            "date": day.isoformat(),
+            "rows_written": written,
+            "totals": totals,
+            "duration_seconds": round(time.monotonic() - started, 3),
+        }
 
     def main(self, argv: list[str] | None = None) -> int:
         args = self.parser().parse_args(argv)
@@ -120,8 +124,10 @@ class BatchJob:
             spark.stop()
         results.write_result(args.result_file, settings, **result)
         rows = ", ".join(f"{n} {c}" for n, c in result["rows_written"].items())
-        print(f"{self.name} {result['date']}: wrote {rows} in {result['duration_seconds']:.1f}s;"
-              f" totals {result['totals']}")
+        print(
+            f"{self.name} {result['date']}: wrote {rows} in {result['duration_seconds']:.1f}s;"
+            f" totals {result['totals']}"
+        )
         return 0
 
 

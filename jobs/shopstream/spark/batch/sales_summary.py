@@ -6,9 +6,13 @@ from shopstream.spark.batch.runner import BatchJob, sum_of
 
 JOB = BatchJob(
     catalog.SALES_SUMMARY,
-    build=lambda i: (transforms.sales_summary(i.day, i.page_views(), i.purchases(days_before=7), i.sessions()),
-                     transforms.sales_by_category(i.day, i.purchases())),
-    totals=lambda out: {"revenue": sum_of(out[schema.GOLD_SALES_SUMMARY], "revenue"),
-                        "orders": int(sum_of(out[schema.GOLD_SALES_SUMMARY], "orders"))},
+    build=lambda i: (
+        transforms.sales_summary(i.day, i.page_views(), i.purchases(days_before=7), i.sessions()),
+        transforms.sales_by_category(i.day, i.purchases()),
+    ),
+    totals=lambda out: {
+        "revenue": sum_of(out[schema.GOLD_SALES_SUMMARY], "revenue"),
+        "orders": int(sum_of(out[schema.GOLD_SALES_SUMMARY], "orders")),
+    },
 )
 main = JOB.main

@@ -6,13 +6,21 @@ Formulas are written down once, in docs/metrics.md; the code below is their only
 from __future__ import annotations
 
 import datetime as dt
+import operator
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shopstream import schema
-from shopstream.rules import (AT_RISK_DAYS, HIGH_VALUE_LIFETIME_REVENUE, LOYAL_LIFETIME_ORDERS, RECOMMENDATIONS,
-                              SCORE_CAP, SCORE_WEIGHTS)
+from shopstream.rules import (
+    AT_RISK_DAYS,
+    HIGH_VALUE_LIFETIME_REVENUE,
+    LOYAL_LIFETIME_ORDERS,
+    RECOMMENDATIONS,
+    SCORE_CAP,
+    SCORE_WEIGHTS,
+)
 
 MONEY_TYPE = schema.spark_type(schema.MONEY)
 RATE_TYPE = schema.spark_type(schema.RATE)
@@ -46,30 +54,42 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
     date = F.lit(day)
     clicks = page_views.groupBy("user_id").agg(
         F.count(F.when(F.col("event_type") == schema.PAGE_VIEW, 1)).alias("page_views"),
-        F.count_distinct(F.when((F.col("event_type") == schema.PAGE_VIEW) & (F.col("page_type") == "product"),
-                                F.col("product_id"))).alias("products_viewed"),
+        F.count_distinct(
+            F.when((F.col("event_type") == schema.PAGE_VIEW) & (F.col("page_type") == "product"), F.col("product_id"))
+        ).alias("products_viewed"),
         F.count(F.when(F.col("event_type") == schema.ADD_TO_CART, 1)).alias("cart_adds"),
-        F.min("event_time").alias("clicks_first"), F.max("event_time").alias("clicks_last"),
+        F.min("event_time").alias("clicks_first"),
+        F.max("event_time").alias("clicks_last"),
     )
     today = purchases.where(F.col("event_date") == date)
     bought = today.groupBy("user_id").agg(
-        F.count_distinct("order_id").alias("orders"), F.sum("quantity").alias("units"), F.sum("revenue").alias("revenue"),
-        F.min("event_time").alias("orders_first"), F.max("event_time").alias("orders_last"),
+        F.count_distinct("order_id").alias("orders"),
+        F.sum("quantity").alias("units"),
+        F.sum("revenue").alias("revenue"),
+        F.min("event_time").alias("orders_first"),
+        F.max("event_time").alias("orders_last"),
     )
     visits = sessions.groupBy("user_id").agg(
-        F.count("*").alias("sessions"), F.min("session_start").alias("sessions_first"),
+        F.count("*").alias("sessions"),
+        F.min("session_start").alias("sessions_first"),
         F.max("session_end").alias("sessions_last"),
     )
     lifetime = purchases.groupBy("user_id").agg(
-        F.sum("revenue").alias("lifetime_revenue"), F.count_distinct("order_id").alias("lifetime_orders"),
+        F.sum("revenue").alias("lifetime_revenue"),
+        F.count_distinct("order_id").alias("lifetime_orders"),
         F.max(F.when(F.col("event_date") < date, F.col("event_date"))).alias("previous_purchase_date"),
     )
     users = clicks.select("user_id").union(bought.select("user_id")).union(visits.select("user_id")).distinct()
-    rows = (users.join(clicks, "user_id", "left").join(bought, "user_id", "left").join(visits, "user_id", "left")
-            .join(lifetime, "user_id", "left"))
+    rows = (
+        users.join(clicks, "user_id", "left")
+        .join(bought, "user_id", "left")
+        .join(visits, "user_id", "left")
+        .join(lifetime, "user_id", "left")
+    )
     zero = F.lit(0)
     rows = rows.select(
-        date.alias("date"), "user_id",
+        date.alias("date"),
+        "user_id",
         F.coalesce("sessions", zero).alias("sessions"),
         F.coalesce("page_views", zero).alias("page_views"),
         F.coalesce("products_viewed", zero).alias("products_viewed"),
@@ -84,11 +104,13 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
         F.date_diff(date, "previous_purchase_date").alias("days_since_previous_purchase"),
     )
     score = reduce(operator.add, [F.col(name) * weight for name, weight in SCORE_WEIGHTS.items()])
-    rows = rows.withColumns({
-        "avg_order_value": F.when(F.col("orders") > 0, (F.col("revenue") / F.col("orders")).cast(MONEY_TYPE)),
-        "converted": F.col("orders") > 0,
-        "engagement_score": F.least(score, F.lit(SCORE_CAP)).cast(RATE_TYPE),
-    })
+    rows = rows.withColumns(
+        {
+            "avg_order_value": F.when(F.col("orders") > 0, (F.col("revenue") / F.col("orders")).cast(MONEY_TYPE)),
+            "converted": F.col("orders") > 0,
+            "engagement_score": F.least(score, F.lit(SCORE_CAP)).cast(RATE_TYPE),
+        }
+    )
     segment = (
         F.when((F.col("orders") > 0) & (F.col("lifetime_orders") == F.col("orders")), "new")
         .when(F.col("lifetime_revenue") >= F.lit(HIGH_VALUE_LIFETIME_REVENUE), "high_value")
@@ -120,23 +142,29 @@ def sales_summary(day: dt.date, page_views: DataFrame, purchases: DataFrame, ses
         (F.coalesce(F.sum("revenue"), F.lit(0)) / 7).alias("trailing_7d_avg"),
         F.count("*").alias("history_rows"),
     )
-    visitors = page_views.select("user_id").union(sessions.select("user_id")).agg(
-        F.count_distinct("user_id").alias("unique_visitors"))
+    visitors = (
+        page_views.select("user_id")
+        .union(sessions.select("user_id"))
+        .agg(F.count_distinct("user_id").alias("unique_visitors"))
+    )
     traffic = sessions.agg(
         F.count("*").alias("sessions"),
         *[F.count(F.when(F.col("device") == d, 1)).alias(f"sessions_{d}") for d in schema.DEVICES],
         *[F.count(F.when(F.col("referrer") == r, 1)).alias(f"sessions_{r}") for r in schema.REFERRERS],
     )
     row = totals.crossJoin(history).crossJoin(visitors).crossJoin(traffic).withColumn("date", date)
-    row = row.withColumns({
-        "avg_order_value": F.when(F.col("orders") > 0, (F.col("revenue") / F.col("orders")).cast(MONEY_TYPE)),
-        "orders_per_session": ratio("orders", "sessions"),
-        "buyers_per_visitor": ratio("unique_buyers", "unique_visitors"),
-        "revenue_change_vs_previous_day": F.when(
-            F.col("previous_day_revenue") > 0,
-            ((F.col("revenue") - F.col("previous_day_revenue")) / F.col("previous_day_revenue")).cast(RATE_TYPE)),
-        "revenue_vs_trailing_7d_avg": F.when(F.col("history_rows") > 0, ratio("revenue", "trailing_7d_avg")),
-    })
+    row = row.withColumns(
+        {
+            "avg_order_value": F.when(F.col("orders") > 0, (F.col("revenue") / F.col("orders")).cast(MONEY_TYPE)),
+            "orders_per_session": ratio("orders", "sessions"),
+            "buyers_per_visitor": ratio("unique_buyers", "unique_visitors"),
+            "revenue_change_vs_previous_day": F.when(
+                F.col("previous_day_revenue") > 0,
+                ((F.col("revenue") - F.col("previous_day_revenue")) / F.col("previous_day_revenue")).cast(RATE_TYPE),
+            ),
+            "revenue_vs_trailing_7d_avg": F.when(F.col("history_rows") > 0, ratio("revenue", "trailing_7d_avg")),
+        }
+    )
     return project(row, schema.SALES_SUMMARY)
 
 
@@ -144,8 +172,10 @@ def sales_by_category(day: dt.date, purchases: DataFrame) -> DataFrame:
     """Revenue, orders, units and buyers of `day` per product category."""
     today = purchases.where(F.col("event_date") == F.lit(day))
     rows = today.groupBy(F.coalesce("category", F.lit("unknown")).alias("category")).agg(
-        F.sum("revenue").alias("revenue"), F.count_distinct("order_id").alias("orders"),
-        F.sum("quantity").alias("units"), F.count_distinct("user_id").alias("unique_buyers"),
+        F.sum("revenue").alias("revenue"),
+        F.count_distinct("order_id").alias("orders"),
+        F.sum("quantity").alias("units"),
+        F.count_distinct("user_id").alias("unique_buyers"),
     )
     return project(rows.withColumn("date", F.lit(day)), schema.SALES_BY_CATEGORY)
 
@@ -157,25 +187,41 @@ def _together(baskets: DataFrame, basket: str) -> DataFrame:
     """For each product: the products most often in the same basket, as a JSON list with
     support (baskets with both / all baskets) and confidence (baskets with both / baskets
     with the product)."""
-    pairs = (baskets.alias("a").join(baskets.alias("b"), basket)
-             .where(F.col("a.product_id") != F.col("b.product_id"))
-             .groupBy(F.col("a.product_id").alias("product_id"), F.col("b.product_id").alias("other"))
-             .agg(F.count("*").alias("both")))
+    pairs = (
+        baskets.alias("a")
+        .join(baskets.alias("b"), basket)
+        .where(F.col("a.product_id") != F.col("b.product_id"))
+        .groupBy(F.col("a.product_id").alias("product_id"), F.col("b.product_id").alias("other"))
+        .agg(F.count("*").alias("both"))
+    )
     per_product = baskets.groupBy("product_id").agg(F.count("*").alias("with_product"))
     total = baskets.agg(F.count_distinct(basket).alias("baskets"))
-    scored = pairs.join(per_product, "product_id").crossJoin(total).select(
-        "product_id", "other",
-        F.round(F.col("both") / F.col("baskets"), 6).alias("support"),
-        F.round(F.col("both") / F.col("with_product"), 6).alias("confidence"),
+    scored = (
+        pairs.join(per_product, "product_id")
+        .crossJoin(total)
+        .select(
+            "product_id",
+            "other",
+            F.round(F.col("both") / F.col("baskets"), 6).alias("support"),
+            F.round(F.col("both") / F.col("with_product"), 6).alias("confidence"),
+        )
     )
     best = Window.partitionBy("product_id").orderBy(F.desc("confidence"), F.desc("support"), "other")
     top = scored.withColumn("n", F.row_number().over(best)).where(F.col("n") <= RECOMMENDATIONS)
     return top.groupBy("product_id").agg(
-        F.to_json(F.transform(
-            F.array_sort(F.collect_list(F.struct("n", F.col("other").alias("product_id"), "support", "confidence"))),
-            lambda item: F.struct(item["product_id"].alias("product_id"), item["support"].alias("support"),
-                                  item["confidence"].alias("confidence")),
-        )).alias("together"))
+        F.to_json(
+            F.transform(
+                F.array_sort(
+                    F.collect_list(F.struct("n", F.col("other").alias("product_id"), "support", "confidence"))
+                ),
+                lambda item: F.struct(
+                    item["product_id"].alias("product_id"),
+                    item["support"].alias("support"),
+                    item["confidence"].alias("confidence"),
+                ),
+            )
+        ).alias("together")
+    )
 
 
 def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame, products: DataFrame) -> DataFrame:
@@ -185,12 +231,20 @@ def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame,
     viewing = views.select("product_id", "session_id").distinct()
     carting = carts.select("product_id", "session_id").distinct()
     buying = purchases.select("product_id", "session_id").distinct()
-    view_stats = views.groupBy("product_id").agg(F.count("*").alias("views"), F.count_distinct("user_id").alias("unique_viewers"),
-                                                 F.count_distinct("session_id").alias("viewing_sessions"))
-    cart_stats = carts.groupBy("product_id").agg(F.count("*").alias("cart_adds"), F.count_distinct("session_id").alias("carting_sessions"))
+    view_stats = views.groupBy("product_id").agg(
+        F.count("*").alias("views"),
+        F.count_distinct("user_id").alias("unique_viewers"),
+        F.count_distinct("session_id").alias("viewing_sessions"),
+    )
+    cart_stats = carts.groupBy("product_id").agg(
+        F.count("*").alias("cart_adds"), F.count_distinct("session_id").alias("carting_sessions")
+    )
     buy_stats = purchases.groupBy("product_id").agg(
-        F.count("*").alias("purchases"), F.sum("quantity").alias("units"), F.sum("revenue").alias("revenue"),
-        F.count_distinct("session_id").alias("purchasing_sessions"))
+        F.count("*").alias("purchases"),
+        F.sum("quantity").alias("units"),
+        F.sum("revenue").alias("revenue"),
+        F.count_distinct("session_id").alias("purchasing_sessions"),
+    )
 
     def overlap(a: DataFrame, b: DataFrame, name: str) -> DataFrame:
         return a.join(b, ["product_id", "session_id"]).groupBy("product_id").agg(F.count("*").alias(name))
@@ -199,27 +253,55 @@ def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame,
     bought_with = _together(orders, "order_id").withColumnRenamed("together", "bought_together")
     viewed_with = _together(viewing, "session_id").withColumnRenamed("together", "viewed_together")
 
-    ids = view_stats.select("product_id").union(cart_stats.select("product_id")).union(buy_stats.select("product_id")).distinct()
+    ids = (
+        view_stats.select("product_id")
+        .union(cart_stats.select("product_id"))
+        .union(buy_stats.select("product_id"))
+        .distinct()
+    )
     rows = ids
-    for part in (view_stats, cart_stats, buy_stats, overlap(viewing, carting, "view_and_cart"),
-                 overlap(carting, buying, "cart_and_purchase"), overlap(viewing, buying, "view_and_purchase"),
-                 products.select("product_id", "category"), bought_with, viewed_with):
+    for part in (
+        view_stats,
+        cart_stats,
+        buy_stats,
+        overlap(viewing, carting, "view_and_cart"),
+        overlap(carting, buying, "cart_and_purchase"),
+        overlap(viewing, buying, "view_and_purchase"),
+        products.select("product_id", "category"),
+        bought_with,
+        viewed_with,
+    ):
         rows = rows.join(part, "product_id", "left")
-    counts = ("views", "unique_viewers", "viewing_sessions", "cart_adds", "carting_sessions", "purchases", "units",
-              "purchasing_sessions", "view_and_cart", "cart_and_purchase", "view_and_purchase")
-    rows = rows.fillna(0, subset=list(counts)).withColumns({
-        "revenue": F.coalesce("revenue", F.lit(0).cast(MONEY_TYPE)),
-        "bought_together": F.coalesce("bought_together", F.lit("[]")),
-        "viewed_together": F.coalesce("viewed_together", F.lit("[]")),
-    })
-    rows = rows.withColumns({
-        "view_to_cart_rate": ratio("view_and_cart", "viewing_sessions"),
-        "cart_to_purchase_rate": ratio("cart_and_purchase", "carting_sessions"),
-        "view_to_purchase_rate": ratio("view_and_purchase", "viewing_sessions"),
-        "revenue_rank": F.dense_rank().over(Window.orderBy(F.desc("revenue"))),
-        "category_revenue_rank": F.dense_rank().over(Window.partitionBy("category").orderBy(F.desc("revenue"))),
-        "date": F.lit(day),
-    })
+    counts = (
+        "views",
+        "unique_viewers",
+        "viewing_sessions",
+        "cart_adds",
+        "carting_sessions",
+        "purchases",
+        "units",
+        "purchasing_sessions",
+        "view_and_cart",
+        "cart_and_purchase",
+        "view_and_purchase",
+    )
+    rows = rows.fillna(0, subset=list(counts)).withColumns(
+        {
+            "revenue": F.coalesce("revenue", F.lit(0).cast(MONEY_TYPE)),
+            "bought_together": F.coalesce("bought_together", F.lit("[]")),
+            "viewed_together": F.coalesce("viewed_together", F.lit("[]")),
+        }
+    )
+    rows = rows.withColumns(
+        {
+            "view_to_cart_rate": ratio("view_and_cart", "viewing_sessions"),
+            "cart_to_purchase_rate": ratio("cart_and_purchase", "carting_sessions"),
+            "view_to_purchase_rate": ratio("view_and_purchase", "viewing_sessions"),
+            "revenue_rank": F.dense_rank().over(Window.orderBy(F.desc("revenue"))),
+            "category_revenue_rank": F.dense_rank().over(Window.partitionBy("category").orderBy(F.desc("revenue"))),
+            "date": F.lit(day),
+        }
+    )
     return project(rows, schema.PRODUCT_ANALYTICS)
 
 
@@ -228,16 +310,30 @@ def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame,
 # Per silver table: its event key, its time column, the quarantine topic it comes from, and the
 # rows out of range (the streaming job rejects these, so a non-zero count means trouble upstream).
 QUALITY_RULES = {
-    schema.SILVER_PAGE_VIEWS: ("event_id", "event_time", schema.TOPIC_PAGE_VIEWS,
-                               "(quantity IS NOT NULL AND quantity <= 0) OR (unit_price IS NOT NULL AND unit_price <= 0)"),
-    schema.SILVER_PURCHASES: ("event_id", "event_time", schema.TOPIC_PURCHASES,
-                              "quantity <= 0 OR unit_price <= 0 OR discount < 0 OR revenue < 0"),
-    schema.SILVER_USER_SESSIONS: ("session_id", "session_start", schema.TOPIC_USER_SESSIONS,
-                                  "duration_seconds < 0 OR page_views < 0 OR revenue < 0"),
+    schema.SILVER_PAGE_VIEWS: (
+        "event_id",
+        "event_time",
+        schema.TOPIC_PAGE_VIEWS,
+        "(quantity IS NOT NULL AND quantity <= 0) OR (unit_price IS NOT NULL AND unit_price <= 0)",
+    ),
+    schema.SILVER_PURCHASES: (
+        "event_id",
+        "event_time",
+        schema.TOPIC_PURCHASES,
+        "quantity <= 0 OR unit_price <= 0 OR discount < 0 OR revenue < 0",
+    ),
+    schema.SILVER_USER_SESSIONS: (
+        "session_id",
+        "session_start",
+        schema.TOPIC_USER_SESSIONS,
+        "duration_seconds < 0 OR page_views < 0 OR revenue < 0",
+    ),
 }
 
 
-def data_quality(day: dt.date, silver: dict[str, DataFrame], quarantine: DataFrame, report_time: dt.datetime) -> DataFrame:
+def data_quality(
+    day: dt.date, silver: dict[str, DataFrame], quarantine: DataFrame, report_time: dt.datetime
+) -> DataFrame:
     """One row per silver table for `day`: volume, null rates of required columns, duplicates,
     out-of-range rows, late events and quarantined records by reason, and freshness."""
     rows: list[DataFrame] = []
@@ -249,18 +345,41 @@ def data_quality(day: dt.date, silver: dict[str, DataFrame], quarantine: DataFra
             (F.count("*") - F.count_distinct(key)).alias("duplicate_count"),
             F.count(F.when(F.expr(out_of_range), 1)).alias("out_of_range_count"),
             F.max(time_column).alias("newest"),
-            F.to_json(F.create_map(*[x for c in required for x in (
-                F.lit(c), F.coalesce(F.round(F.count(F.when(F.col(c).isNull(), 1)) / F.count("*"), 6), F.lit(0.0)))])
+            F.to_json(
+                F.create_map(
+                    *[
+                        x
+                        for c in required
+                        for x in (
+                            F.lit(c),
+                            F.coalesce(F.round(F.count(F.when(F.col(c).isNull(), 1)) / F.count("*"), 6), F.lit(0.0)),
+                        )
+                    ]
+                )
             ).alias("null_rates"),
         )
         rejected = quarantine.where(F.col("topic") == topic)
-        by_reason = rejected.groupBy("reason").count().agg(
-            F.to_json(F.map_from_entries(F.collect_list(F.struct("reason", "count")))).alias("quarantine_by_reason"),
-            F.coalesce(F.sum(F.when(F.col("reason") == schema.REASON_LATE, F.col("count"))), F.lit(0)).alias("late_event_count"),
+        by_reason = (
+            rejected.groupBy("reason")
+            .count()
+            .agg(
+                F.to_json(F.map_from_entries(F.collect_list(F.struct("reason", "count")))).alias(
+                    "quarantine_by_reason"
+                ),
+                F.coalesce(F.sum(F.when(F.col("reason") == schema.REASON_LATE, F.col("count"))), F.lit(0)).alias(
+                    "late_event_count"
+                ),
+            )
         )
         row = stats.crossJoin(by_reason).select(
-            F.lit(day).alias("date"), F.lit(name).alias("table_name"), "row_count", "null_rates", "duplicate_count",
-            "out_of_range_count", "late_event_count", F.coalesce("quarantine_by_reason", F.lit("{}")).alias("quarantine_by_reason"),
+            F.lit(day).alias("date"),
+            F.lit(name).alias("table_name"),
+            "row_count",
+            "null_rates",
+            "duplicate_count",
+            "out_of_range_count",
+            "late_event_count",
+            F.coalesce("quarantine_by_reason", F.lit("{}")).alias("quarantine_by_reason"),
             (F.lit(int(report_time.timestamp())) - F.unix_seconds("newest")).alias("freshness_lag_seconds"),
         )
         rows.append(row)

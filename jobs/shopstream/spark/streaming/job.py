@@ -29,7 +29,6 @@ import time
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import functions as F
 
-from shopstream.spark import iceberg
 from shopstream import catalog, lake, results, schema, settings
 from shopstream.cli import add_result_file
 from shopstream.lake import LakeSettings
@@ -102,9 +101,13 @@ def _merge_sessions(rows) -> None:
 def _append_once(df, table: str, batch_id: int) -> None:
     """Append, recording the batch id in the snapshot; a replayed batch finds it and skips."""
     marker = "shopstream.batch-id"
-    done = df.sparkSession.sql(
-        f"SELECT max(CAST(summary['{marker}'] AS BIGINT)) AS last FROM {lake.table_ref(table)}.snapshots"
-    ).first().last
+    done = (
+        df.sparkSession.sql(
+            f"SELECT max(CAST(summary['{marker}'] AS BIGINT)) AS last FROM {lake.table_ref(table)}.snapshots"
+        )
+        .first()
+        .last
+    )
     if done is not None and done >= batch_id:
         return
     df.writeTo(lake.table_ref(table)).option(f"snapshot-property.{marker}", str(batch_id)).append()
@@ -150,7 +153,9 @@ class BatchWriter:
             with steps("products"):
                 self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
             with steps("bronze"):
-                _append_once(T.to_bronze(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS)), schema.BRONZE_EVENTS, batch_id)
+                _append_once(
+                    T.to_bronze(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS)), schema.BRONZE_EVENTS, batch_id
+                )
             self._silver(spark, batch.where(F.col("topic").isin(*SILVER_TOPICS)), steps)
         finally:
             batch.unpersist()
@@ -188,11 +193,19 @@ class BatchWriter:
             with steps("sessions"):
                 self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)))
             with steps("quarantine"):
-                _merge_insert_new(T.to_quarantine(rejected), schema.QUARANTINE,
-                                  ("topic", "kafka_partition", "kafka_offset", "reason"), "rejected_batch")
+                _merge_insert_new(
+                    T.to_quarantine(rejected),
+                    schema.QUARANTINE,
+                    ("topic", "kafka_partition", "kafka_offset", "reason"),
+                    "rejected_batch",
+                )
                 # A late event and its duplicates are one late record, whatever their offsets.
-                _merge_insert_new(T.to_quarantine(T.late_records(valid, self.allowed_lateness)), schema.QUARANTINE,
-                                  ("event_id", "reason"), "late_batch")
+                _merge_insert_new(
+                    T.to_quarantine(T.late_records(valid, self.allowed_lateness)),
+                    schema.QUARANTINE,
+                    ("event_id", "reason"),
+                    "late_batch",
+                )
             valid.unpersist()
         finally:
             records.unpersist()
@@ -263,8 +276,11 @@ def progress_listener_class():
             with self.lock:
                 self.pending.append(row)
                 self.seen += 1
-            print(f"[{row['query_name']}] batch {row['batch_id']}: {row['num_input_rows']} rows in "
-                  f"{row['batch_duration_ms']} ms ({row['processed_rows_per_second']:.0f} rows/s)", flush=True)
+            print(
+                f"[{row['query_name']}] batch {row['batch_id']}: {row['num_input_rows']} rows in "
+                f"{row['batch_duration_ms']} ms ({row['processed_rows_per_second']:.0f} rows/s)",
+                flush=True,
+            )
 
         def onQueryIdle(self, event) -> None:
             pass
@@ -308,8 +324,11 @@ class StreamingApp:
             .option("maxOffsetsPerTrigger", str(self.args.max_offsets_per_trigger))
             .load()
         )
-        writer = (stream.writeStream.queryName(lake.STREAMING_QUERY).option("checkpointLocation", self.checkpoint)
-                  .foreachBatch(writer))
+        query = (
+            stream.writeStream.queryName(lake.STREAMING_QUERY)
+            .option("checkpointLocation", self.checkpoint)
+            .foreachBatch(writer)
+        )
         if self.args.trigger is None:
             query = query.trigger(availableNow=True)
         else:
@@ -341,9 +360,14 @@ class StreamingApp:
                 print(f"error: streaming query failed: {str(error).splitlines()[0]}", file=sys.stderr)
                 return 1
             progress = [p for p in query.recentProgress if p.numInputRows]
-            results.write_result(self.args.result_file, self.settings, job="streaming", rows_written={},
-                                 totals={"micro_batches": len(progress), "input_rows": sum(p.numInputRows for p in progress)},
-                                 duration_seconds=round(time.monotonic() - started, 3))
+            results.write_result(
+                self.args.result_file,
+                self.settings,
+                job="streaming",
+                rows_written={},
+                totals={"micro_batches": len(progress), "input_rows": sum(p.numInputRows for p in progress)},
+                duration_seconds=round(time.monotonic() - started, 3),
+            )
             return 0
         finally:
             spark.stop()

@@ -71,7 +71,12 @@ def to_bronze(kafka_df: DataFrame) -> DataFrame:
     parsed = kafka_source_columns(kafka_df).withColumn("f", _parse(header))
     event_time = _typed("event_time", schema.TIMESTAMP)
     return parsed.select(
-        "kafka_key", "raw_value", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp",
+        "kafka_key",
+        "raw_value",
+        "topic",
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_timestamp",
         F.current_timestamp().alias("ingest_time"),
         F.col("f.event_id").alias("event_id"),
         F.col("f.event_type").alias("event_type"),
@@ -89,45 +94,76 @@ def parse_and_validate(kafka_df: DataFrame) -> DataFrame:
     parsed = parsed.withColumn("json_ok", F.col("f").isNotNull() & F.col(f"f.{CORRUPT}").isNull())
 
     event_type = F.col("f.event_type")
-    topic_types = F.create_map(*[x for topic in schema.EVENT_TOPICS if topic != schema.TOPIC_RAW_EVENTS
-                                 for x in (F.lit(topic), F.array(*[F.lit(t) for t, tp in schema.EVENT_TOPIC.items() if tp == topic]))])
+    topic_types = F.create_map(
+        *[
+            x
+            for topic in schema.EVENT_TOPICS
+            if topic != schema.TOPIC_RAW_EVENTS
+            for x in (F.lit(topic), F.array(*[F.lit(t) for t, tp in schema.EVENT_TOPIC.items() if tp == topic]))
+        ]
+    )
     type_allowed = F.array_contains(F.element_at(topic_types, F.col("topic")), event_type)
 
     def fields_failing(test) -> SparkColumn:
         """Names of the fields, of this record's event type, for which `test(column)` holds."""
         per_type = [
-            F.when(event_type == t, F.concat_ws(",", *[F.when(test(c), F.lit(c.name)) for c in schema.event_columns(t)]))
+            F.when(
+                event_type == t, F.concat_ws(",", *[F.when(test(c), F.lit(c.name)) for c in schema.event_columns(t)])
+            )
             for t in schema.EVENT_TYPES
         ]
         return F.coalesce(*per_type, F.lit(""))
 
     missing = fields_failing(lambda c: F.col(f"f.{c.name}").isNull() if c.required else F.lit(False))
     bad_type = fields_failing(lambda c: F.col(f"f.{c.name}").isNotNull() & _typed(c.name, c.type).isNull())
-    out_of_range = F.concat_ws(",", *[
-        F.when((_typed(name, schema.MONEY) <= low) if not inclusive else (_typed(name, schema.MONEY) < low), F.lit(name))
-        for name, low, inclusive in RANGES
-    ])
-    unknown_value = F.concat_ws(",", *[
-        F.when(F.col(f"f.{name}").isNotNull() & ~F.col(f"f.{name}").isin(*values), F.lit(name))
-        for name, values in ENUMS.items()
-    ])
+    out_of_range = F.concat_ws(
+        ",",
+        *[
+            F.when(
+                (_typed(name, schema.MONEY) <= low) if not inclusive else (_typed(name, schema.MONEY) < low),
+                F.lit(name),
+            )
+            for name, low, inclusive in RANGES
+        ],
+    )
+    unknown_value = F.concat_ws(
+        ",",
+        *[
+            F.when(F.col(f"f.{name}").isNotNull() & ~F.col(f"f.{name}").isin(*values), F.lit(name))
+            for name, values in ENUMS.items()
+        ],
+    )
     checks = [
         (~F.col("json_ok"), schema.REASON_BAD_JSON, F.lit("payload is not a JSON object")),
         (event_type.isNull(), schema.REASON_MISSING_FIELD, F.lit("event_type")),
-        (~type_allowed, schema.REASON_UNKNOWN_TYPE, F.concat(F.lit("event_type "), event_type, F.lit(" on topic "), F.col("topic"))),
+        (
+            ~type_allowed,
+            schema.REASON_UNKNOWN_TYPE,
+            F.concat(F.lit("event_type "), event_type, F.lit(" on topic "), F.col("topic")),
+        ),
         (F.col("_missing") != "", schema.REASON_MISSING_FIELD, F.col("_missing")),
         (F.col("_bad_type") != "", schema.REASON_BAD_TYPE, F.col("_bad_type")),
         (F.col("_out_of_range") != "", schema.REASON_OUT_OF_RANGE, F.col("_out_of_range")),
         (F.col("_unknown_value") != "", schema.REASON_UNKNOWN_VALUE, F.col("_unknown_value")),
     ]
-    reason = reduce(lambda acc, chk: acc.when(chk[0], F.lit(chk[1])), checks[1:], F.when(checks[0][0], F.lit(checks[0][1])))
+    reason = reduce(
+        lambda acc, chk: acc.when(chk[0], F.lit(chk[1])), checks[1:], F.when(checks[0][0], F.lit(checks[0][1]))
+    )
     detail = reduce(lambda acc, chk: acc.when(chk[0], chk[2]), checks[1:], F.when(checks[0][0], checks[0][2]))
     return (
-        parsed.withColumns({"_missing": missing, "_bad_type": bad_type, "_out_of_range": out_of_range,
-                            "_unknown_value": unknown_value})
+        parsed.withColumns(
+            {"_missing": missing, "_bad_type": bad_type, "_out_of_range": out_of_range, "_unknown_value": unknown_value}
+        )
         .withColumns({"reason": reason, "detail": detail})
         .select(
-            "kafka_key", "raw_value", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "reason", "detail",
+            "kafka_key",
+            "raw_value",
+            "topic",
+            "kafka_partition",
+            "kafka_offset",
+            "kafka_timestamp",
+            "reason",
+            "detail",
             *[_typed(c.name, c.type).alias(c.name) for c in EVENT_FIELDS],
         )
     )
@@ -156,11 +192,14 @@ def late_records(valid: DataFrame, allowed_delay_seconds: int) -> DataFrame:
     """Valid events too late for session building, as quarantine rows (they stay in silver)."""
     late = valid.where(is_late(allowed_delay_seconds))
     lag = (F.unix_micros("ingest_time") - F.unix_micros("event_time")) / 1e6
-    return late.withColumns({
-        "reason": F.lit(schema.REASON_LATE),
-        "detail": F.format_string("sent %.0fs after it happened (allowed %ds); not counted in sessions",
-                                  lag, F.lit(allowed_delay_seconds)),
-    })
+    return late.withColumns(
+        {
+            "reason": F.lit(schema.REASON_LATE),
+            "detail": F.format_string(
+                "sent %.0fs after it happened (allowed %ds); not counted in sessions", lag, F.lit(allowed_delay_seconds)
+            ),
+        }
+    )
 
 
 def _project(df: DataFrame, table: schema.Table) -> DataFrame:
@@ -171,20 +210,26 @@ def to_page_views(valid: DataFrame) -> DataFrame:
     """Page views and cart adds (the clickstream), with derived fields."""
     clicks = valid.where(F.col("event_type").isin(schema.PAGE_VIEW, schema.ADD_TO_CART))
     product_from_url = F.regexp_extract("page_url", r"^/p/([^/?#]+)", 1)
-    return _project(clicks.withColumns({
-        "page_type": F.coalesce("page_type", F.lit("product")),
-        "product_id": F.coalesce("product_id", F.when(product_from_url != "", product_from_url)),
-        "event_date": F.to_date("event_time"),
-    }), schema.PAGE_VIEWS)
+    return _project(
+        clicks.withColumns(
+            {
+                "page_type": F.coalesce("page_type", F.lit("product")),
+                "product_id": F.coalesce("product_id", F.when(product_from_url != "", product_from_url)),
+                "event_date": F.to_date("event_time"),
+            }
+        ),
+        schema.PAGE_VIEWS,
+    )
 
 
 def to_purchases(valid: DataFrame, products: DataFrame) -> DataFrame:
     """Order lines with their revenue, enriched from the product catalog as it stands now."""
     lines = valid.where(F.col("event_type") == schema.PURCHASE)
     catalog = products.select("product_id", F.col("category"), F.col("price").alias("list_price"))
-    revenue = (F.col("quantity") * F.col("unit_price") - F.col("discount"))
+    revenue = F.col("quantity") * F.col("unit_price") - F.col("discount")
     return _project(
-        lines.drop("category").join(F.broadcast(catalog), "product_id", "left")
+        lines.drop("category")
+        .join(F.broadcast(catalog), "product_id", "left")
         .withColumns({"revenue": revenue, "event_date": F.to_date("event_time")}),
         schema.PURCHASES,
     )
@@ -198,8 +243,12 @@ def session_events(valid: DataFrame) -> DataFrame:
         F.min("event_time").alias("first_seen"),
         F.max("event_time").alias("last_seen"),
         F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("device")), ignorenulls=True).alias("device"),
-        F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("referrer")), ignorenulls=True).alias("referrer"),
-        F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("country")), ignorenulls=True).alias("country"),
+        F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("referrer")), ignorenulls=True).alias(
+            "referrer"
+        ),
+        F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("country")), ignorenulls=True).alias(
+            "country"
+        ),
     )
 
 
@@ -211,8 +260,9 @@ def session_activity(page_views: DataFrame, purchases: DataFrame) -> DataFrame:
         F.min("event_time").alias("first_seen"),
         F.max("event_time").alias("last_seen"),
         F.count(F.when(F.col("event_type") == schema.PAGE_VIEW, 1)).alias("page_views"),
-        F.count_distinct(F.when((F.col("event_type") == schema.PAGE_VIEW) & (F.col("page_type") == "product"),
-                                F.col("product_id"))).alias("products_viewed"),
+        F.count_distinct(
+            F.when((F.col("event_type") == schema.PAGE_VIEW) & (F.col("page_type") == "product"), F.col("product_id"))
+        ).alias("products_viewed"),
         F.count(F.when(F.col("event_type") == schema.ADD_TO_CART, 1)).alias("cart_adds"),
     )
     orders = purchases.groupBy("session_id").agg(
@@ -244,18 +294,26 @@ def session_rows(activity: DataFrame, events: DataFrame) -> DataFrame:
     joined = a.join(e, "session_id", "full")
     start = F.least("a.first_seen", "e.first_seen")
     end = F.greatest("a.last_seen", "e.last_seen")
-    return _project(joined.select(
-        "session_id",
-        F.coalesce("a.user_id", "e.user_id").alias("user_id"),
-        start.alias("session_start"),
-        end.alias("session_end"),
-        (F.unix_seconds(end) - F.unix_seconds(start)).alias("duration_seconds"),
-        "e.device", "e.referrer", "e.country",
-        *[F.coalesce(f"a.{n}", F.lit(0)).alias(n) for n in ("page_views", "products_viewed", "cart_adds", "orders")],
-        F.coalesce("a.revenue", F.lit(0)).alias("revenue"),
-        (F.coalesce("a.orders", F.lit(0)) > 0).alias("converted"),
-        F.to_date(start).alias("session_date"),
-    ), schema.USER_SESSIONS)
+    return _project(
+        joined.select(
+            "session_id",
+            F.coalesce("a.user_id", "e.user_id").alias("user_id"),
+            start.alias("session_start"),
+            end.alias("session_end"),
+            (F.unix_seconds(end) - F.unix_seconds(start)).alias("duration_seconds"),
+            "e.device",
+            "e.referrer",
+            "e.country",
+            *[
+                F.coalesce(f"a.{n}", F.lit(0)).alias(n)
+                for n in ("page_views", "products_viewed", "cart_adds", "orders")
+            ],
+            F.coalesce("a.revenue", F.lit(0)).alias("revenue"),
+            (F.coalesce("a.orders", F.lit(0)) > 0).alias("converted"),
+            F.to_date(start).alias("session_date"),
+        ),
+        schema.USER_SESSIONS,
+    )
 
 
 def latest_products(kafka_df: DataFrame) -> DataFrame:
