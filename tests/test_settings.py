@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dagster_repo.defs.resources import LakeResource
-from shopstream import lake, settings
+from shopstream import catalog, lake, settings
 from shopstream.lake import LakeSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,3 +86,7 @@ def test_the_table_of_settings_is_printable():
     ).stdout
     assert [line.split()[0] for line in listing.splitlines()] == [s.variable for s in settings.ALL]
     assert "SHOPSTREAM_HOME" in listing and "[default: .demo]" in listing
+
+
+def test_the_readme_lists_the_job_catalog():
+    assert catalog.markdown_table() in (REPO / "README.md").read_text()

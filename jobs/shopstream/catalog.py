@@ -86,3 +86,13 @@ JOBS: dict[str, Job] = {
     for job in (STREAMING, CUSTOMER_ANALYTICS, SALES_SUMMARY, PRODUCT_ANALYTICS, DATA_QUALITY_REPORT, MAINTENANCE)
 }
 DAILY: tuple[Job, ...] = tuple(job for job in JOBS.values() if job.daily)
+
+
+def markdown_table() -> str:
+    """The catalog as the README shows it (a test keeps the two equal)."""
+
+    def names(tables: tuple[str, ...]) -> str:
+        return ", ".join(f"`{name}`" for name in tables) or "–"
+
+    rows = [f"| `{job.name}` | {names(job.reads)} | {names(job.writes)} | {job.description} |" for job in JOBS.values()]
+    return "\n".join(["| job | reads | writes | what |", "|---|---|---|---|", *rows])
