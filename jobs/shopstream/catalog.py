@@ -92,7 +92,7 @@ def markdown_table() -> str:
     """The catalog as the README shows it (a test keeps the two equal)."""
 
     def names(tables: tuple[str, ...]) -> str:
-        return ", ".join(f"`{name}`" for name in tables) or "–"
+        return ", ".join(f"`{name}`" for name in tables) or "none"
 
     rows = [f"| `{job.name}` | {names(job.reads)} | {names(job.writes)} | {job.description} |" for job in JOBS.values()]
     return "\n".join(["| job | reads | writes | what |", "|---|---|---|---|", *rows])
