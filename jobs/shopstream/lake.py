@@ -1,5 +1,6 @@
-"""The lake: Iceberg catalog settings, the one SparkSession builder, the pyiceberg catalog, and
-table creation from `schema.TABLES`.
+"""The lake: Iceberg catalog settings (with the Spark configuration they imply), the pyiceberg
+catalog, table names and the streaming checkpoint's place. No pyspark: the SparkSession and table
+creation are in `shopstream.spark.iceberg`.
 
 Spark writes through Iceberg's Java JDBC catalog and Python reads through pyiceberg's SQL catalog;
 both share the same catalog tables (SQLite locally, PostgreSQL in a cluster), so the catalog name
