@@ -10,7 +10,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
+from dagster_repo.defs.launcher import KubernetesSparkLauncher, SparkJobConfig
+from dagster_repo.defs.resources import LakeResource, SparkApplicationsClient
 from dagster_repo.kube import spark_application as sa
 
 pytestmark = pytest.mark.k8s
@@ -19,7 +20,11 @@ TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
 def body(namespace: str, name: str = "probe") -> dict:
-    launcher = SparkLauncher(mode="kubernetes", image="registry.local/spark:1", namespace=namespace)
+    launcher = KubernetesSparkLauncher(
+        lake=LakeResource(home="/nonexistent"),
+        applications=SparkApplicationsClient(namespace=namespace),
+        image="registry.local/spark:1",
+    )
     return launcher.application_spec("maintenance", [], SparkJobConfig(), name, {}).body()
 
 
