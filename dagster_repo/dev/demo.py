@@ -65,9 +65,12 @@ def materialize_gold(days: list[dt.date]) -> bool:
             print(f"  {day}: run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'}")
             for step_stats in instance.get_run_step_stats(result.run_id):
                 seconds = (step_stats.end_time or 0) - (step_stats.start_time or 0)
-                print(f"    {step_stats.step_key:<34} {step_stats.status.value:<9} {seconds:6.1f}s")
-            checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-            failed = [e.event_specific_data.check_name for e in checks if not e.event_specific_data.passed]
+                status = step_stats.status.value if step_stats.status else "?"
+                print(f"    {step_stats.step_key:<34} {status:<9} {seconds:6.1f}s")
+            checks = [
+                e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            ]
+            failed = [c.check_name for c in checks if isinstance(c, dg.AssetCheckEvaluation) and not c.passed]
             print(
                 f"    checks: {len(checks) - len(failed)} of {len(checks)} passed"
                 + (f"; failed: {', '.join(failed)}" if failed else "")
@@ -110,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
     timings["broker start"] = time.monotonic() - started
     try:
         create_topics(broker.bootstrap_servers)
-        print(
-            f"broker on {broker.bootstrap_servers} in {timings['broker start']:.1f}s; topics: {', '.join(schema.ALL_TOPICS)}"
-        )
+        topics = ", ".join(schema.ALL_TOPICS)
+        print(f"broker on {broker.bootstrap_servers} in {timings['broker start']:.1f}s; topics: {topics}")
 
         step(
-            f"generating {args.days} day(s) of events from {args.start_date} (~{args.events_per_day:,}/day, seed {args.seed})"
+            f"generating {args.days} day(s) of events from {args.start_date} "
+            f"(~{args.events_per_day:,}/day, seed {args.seed})"
         )
         config = GeneratorConfig(
             seed=args.seed, start_date=args.start_date, days=args.days, events_per_day=args.events_per_day
