@@ -11,6 +11,7 @@ STAMP  := $(VENV)/.installed
 # beside pyproject.toml, which it is compiled from (`make lock`).
 LOCK   := requirements.lock
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 LOCK_ARGS ?=
 
 .PHONY: demo test lint lock ui kafka-up kafka-down jars prereqs browser tools bench clean help
@@ -18,6 +19,7 @@ GO_TOOLS := etcd kube-apiserver helm spark-operator minio skaffold
 
 help:
 	@echo "make demo        run the pipeline on the embedded default (local Kafka, local Spark, Iceberg on ./.demo)"
+	@echo "                one line per step; DEMO_ARGS=--verbose prints every log line (DEMO_ARGS=--help: the options)"
 	@echo "make ui          the Dagster UI on the demo's data (http://127.0.0.1:3000; Ctrl-C stops it)"
 	@echo "make test        the static checks (make lint), then the whole test suite (PYTEST_ARGS='-m \"not k8s\"' to select)"
 	@echo "make lint        ruff (lint and format check) and mypy, as configured in pyproject.toml"
@@ -75,7 +77,7 @@ jars: $(STAMP) prereqs
 	@$(PY) -m shopstream.runtime >/dev/null
 
 demo: jars
-	$(PY) -m dagster_repo.dev.demo
+	$(PY) -m dagster_repo.dev.demo $(DEMO_ARGS)
 
 ui: jars
 	$(PY) -m dagster_repo.dev.ui

@@ -2,7 +2,8 @@
 resource; `definitions.py` picks one by the launcher-mode setting and assets only call `run(...)`.
 
 - `LocalSparkLauncher`: `python -m shopstream <job> <arguments>` in a child process with local
-  Spark; its log goes to the Dagster log line by line.
+  Spark; its log goes to the Dagster log line by line, at debug level (a failure carries its
+  last lines).
 - `KubernetesSparkLauncher`: a SparkApplication built by `spark_application.ApplicationSpec`,
   created, watched to a terminal state, and deleted when the run is cancelled or times out.
 
@@ -146,7 +147,7 @@ class LocalSparkLauncher(SparkLauncher):
             def relay() -> None:
                 for line in process.stdout or ():
                     tail.append(line.rstrip())
-                    context.log.info(f"[{job}] {line.rstrip()}")
+                    context.log.debug(f"[{job}] {line.rstrip()}")
 
             reader = threading.Thread(target=relay, daemon=True)
             reader.start()
@@ -165,7 +166,7 @@ class LocalSparkLauncher(SparkLauncher):
             duration = time.monotonic() - started
             if code != 0:
                 raise dg.Failure(
-                    description=f"{job} failed with exit code {code}: {_last_error(tail)}",
+                    description=f"{job} failed with exit code {code}: {last_error(tail)}",
                     metadata={"log_tail": dg.MetadataValue.text("\n".join(tail)), "exit_code": code},
                 )
             return LaunchResult(
@@ -333,6 +334,7 @@ def _stop(process: subprocess.Popen) -> None:
         pass
 
 
-def _last_error(lines) -> str:
+def last_error(lines) -> str:
+    """The last line of a job's log that names an error or exception, else its last line."""
     errors = [line for line in lines if "error" in line.lower() or "exception" in line.lower()]
     return (errors[-1] if errors else (list(lines)[-1] if lines else "no output")).strip()

@@ -92,7 +92,11 @@ ALLOWED_LATENESS = Setting(
 SPARK_MASTER = Setting("SHOPSTREAM_SPARK_MASTER", "local[*]", "Spark master of jobs run on this machine")
 DRIVER_MEMORY = Setting("SHOPSTREAM_DRIVER_MEMORY", "2g", "driver memory of jobs run on this machine")
 SHUFFLE_PARTITIONS = Setting("SHOPSTREAM_SHUFFLE_PARTITIONS", "8", "spark.sql.shuffle.partitions of every job")
-SPARK_LOG_LEVEL = Setting("SHOPSTREAM_SPARK_LOG_LEVEL", "WARN", "log level of Spark's own logging")
+SPARK_LOG_LEVEL = Setting(
+    "SHOPSTREAM_SPARK_LOG_LEVEL",
+    None,
+    "log level of Spark's own logging; default ERROR locally, WARN in a SparkApplication",
+)
 SPARK_UI = Setting("SHOPSTREAM_SPARK_UI", "false", "'true' serves the Spark UI of local jobs")
 
 # -- Dagster ---------------------------------------------------------------------------------------

@@ -6,14 +6,33 @@ Only modules under `shopstream.spark` import pyspark; `shopstream.lake` stays im
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from shopstream import schema, settings
 from shopstream.lake import CATALOG, TABLE_PROPERTIES, LakeSettings, table_ref
 
+# The driver's log4j2 configuration in a local run: the level of the log-level setting from the
+# JVM's start, and the known harmless warnings dropped at every level.
+LOG4J2_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
+def log_level(local: bool) -> str:
+    return settings.SPARK_LOG_LEVEL.read() or ("ERROR" if local else "WARN")
+
+
+def local_driver_java_options() -> str:
+    """spark.driver.extraJavaOptions of a local run."""
+    config = f"-Dlog4j2.configurationFile=file:{LOG4J2_CONFIG}"
+    if " " in config:
+        config = f'"{config}"'
+    return f"-Dderby.system.home=/tmp -XX:+UseG1GC {config} -Dshopstream.spark.log.level={log_level(local=True)}"
+
 
 def spark_session(lake: LakeSettings, app_name: str, *, extra_conf: dict[str, str] | None = None):
-    """The one SparkSession builder. Locally it adds the project's jars and a local master;
-    under spark-submit (a SparkApplication) the master and the baked-in jars come from there."""
+    """The one SparkSession builder. Locally it adds the project's jars, a local master and the
+    driver's log4j2 configuration (`LOG4J2_CONFIG`); under spark-submit (a SparkApplication) the
+    master, the baked-in jars and Spark's own logging come from there, at the log-level setting
+    (WARN unless set) once the session has started."""
     from pyspark.sql import SparkSession
 
     lake.create_local_folders()
@@ -29,7 +48,8 @@ def spark_session(lake: LakeSettings, app_name: str, *, extra_conf: dict[str, st
     }
     # spark-submit starts the JVM first and hands Python its gateway; a SparkConf read before the
     # session exists cannot tell (it is empty until the JVM is reached), the gateway variable can.
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+    local = "PYSPARK_GATEWAY_PORT" not in os.environ
+    if local:
         from shopstream.runtime import SPARK_JARS, jars
 
         conf["spark.master"] = settings.SPARK_MASTER.read()
@@ -39,12 +59,12 @@ def spark_session(lake: LakeSettings, app_name: str, *, extra_conf: dict[str, st
         conf["spark.ui.showConsoleProgress"] = "false"
         # The embedded default listens on loopback only.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        conf["spark.driver.extraJavaOptions"] = "-Dderby.system.home=/tmp -XX:+UseG1GC"
+        conf["spark.driver.extraJavaOptions"] = local_driver_java_options()
     conf.update(extra_conf or {})
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(settings.SPARK_LOG_LEVEL.read() or "WARN")
+    session.sparkContext.setLogLevel(log_level(local))
     return session
 
 
