@@ -33,6 +33,14 @@ TABLE_PROPERTIES = {
     "write.metadata.previous-versions-max": "50",
     "commit.retry.num-retries": "10",
 }
+# Tables whose rows are updated in place by the stream: merge-on-read writes delete files for the
+# changed rows instead of rewriting every data file that holds one (copy-on-write).
+MERGE_ON_READ = {f"write.{op}.mode": "merge-on-read" for op in ("merge", "update", "delete")}
+TABLE_PROPERTY_OVERRIDES = {schema.SILVER_USER_SESSIONS: MERGE_ON_READ}
+
+
+def table_properties(name: str) -> dict[str, str]:
+    return {**TABLE_PROPERTIES, **TABLE_PROPERTY_OVERRIDES.get(name, {})}
 
 
 @dataclass(frozen=True)

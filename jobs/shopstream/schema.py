@@ -31,6 +31,20 @@ RATE_PRECISION, RATE_SCALE = 12, 6
 TYPES = (STRING, INT, LONG, DOUBLE, BOOLEAN, TIMESTAMP, DATE, MONEY, RATE)
 
 
+def _decimal_limit(precision: int, scale: int) -> Decimal:
+    return Decimal(10) ** (precision - scale) - Decimal(10) ** -scale
+
+
+# The lowest and highest value of each bounded numeric type. A value outside makes the cast to
+# the type fail (Spark's ANSI mode), so values are checked against these first.
+VALUE_RANGES: dict[str, tuple[Decimal, Decimal]] = {
+    INT: (Decimal(-(2**31)), Decimal(2**31 - 1)),
+    LONG: (Decimal(-(2**63)), Decimal(2**63 - 1)),
+    MONEY: (-_decimal_limit(MONEY_PRECISION, MONEY_SCALE), _decimal_limit(MONEY_PRECISION, MONEY_SCALE)),
+    RATE: (-_decimal_limit(RATE_PRECISION, RATE_SCALE), _decimal_limit(RATE_PRECISION, RATE_SCALE)),
+}
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -221,7 +235,7 @@ BRONZE = _table(
     BRONZE_EVENTS,
     (
         opt("kafka_key", STRING, "record key as UTF-8"),
-        opt("raw_value", STRING, "record value as UTF-8, untouched"),
+        opt("raw_value", STRING, "record value as UTF-8, untouched but for bytes that are not UTF-8 (U+FFFD)"),
         col("topic", STRING),
         col("kafka_partition", INT),
         col("kafka_offset", LONG),
@@ -233,7 +247,8 @@ BRONZE = _table(
         col("partition_time", TIMESTAMP, "event time, or Kafka time when unparseable"),
     ),
     "partition_time",
-    ("topic", "kafka_partition", "kafka_offset"),
+    # The Kafka time tells two incarnations of a topic apart: a recreated topic reuses offsets.
+    ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp"),
 )
 
 PAGE_VIEWS = _table(
@@ -281,7 +296,7 @@ USER_SESSIONS = _table(
         col("products_viewed", LONG, "distinct products whose page was viewed"),
         col("cart_adds", LONG),
         col("orders", LONG, "distinct order ids"),
-        col("revenue", MONEY),
+        opt("revenue", MONEY, "null when the sum does not fit decimal(12, 2)"),
         col("converted", BOOLEAN, "placed at least one order"),
         col("session_date", DATE, "UTC date of session_start"),
     ),
@@ -299,15 +314,18 @@ QUARANTINE_TABLE = _table(
         col("topic", STRING),
         col("kafka_partition", INT),
         col("kafka_offset", LONG),
+        col("kafka_timestamp", TIMESTAMP, "broker append time"),
         opt("kafka_key", STRING),
         opt("raw_value", STRING),
         opt("event_id", STRING),
         opt("event_type", STRING),
         opt("event_time", TIMESTAMP),
         col("ingest_time", TIMESTAMP, "when the streaming job read it"),
+        col("partition_time", TIMESTAMP, "event time, or Kafka time when unparseable"),
     ),
-    "ingest_time",
-    ("topic", "kafka_partition", "kafka_offset", "reason"),
+    "partition_time",
+    # A late event is one row whatever its duplicates' offsets: its key is (event_id, event_time, reason).
+    ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp", "reason"),
 )
 
 # Reason codes for quarantined records.
@@ -318,6 +336,8 @@ REASON_OUT_OF_RANGE = "out_of_range"
 REASON_UNKNOWN_TYPE = "unknown_event_type"
 REASON_UNKNOWN_VALUE = "unknown_value"
 REASON_LATE = "late_event"
+REASON_IMPLAUSIBLE_TIME = "implausible_event_time"  # too far from the record's Kafka time to be believed
+REASON_WRITE_FAILED = "write_failed"  # passed validation, but writing it failed on its data
 QUARANTINE_REASONS = (
     REASON_BAD_JSON,
     REASON_MISSING_FIELD,
@@ -326,6 +346,8 @@ QUARANTINE_REASONS = (
     REASON_UNKNOWN_TYPE,
     REASON_UNKNOWN_VALUE,
     REASON_LATE,
+    REASON_IMPLAUSIBLE_TIME,
+    REASON_WRITE_FAILED,
 )
 
 PROGRESS = _table(

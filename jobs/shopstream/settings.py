@@ -87,6 +87,24 @@ ALLOWED_LATENESS = Setting(
     "seconds an event may arrive after it happened and still count in its session; later "
     "ones stay in silver and are recorded in quarantine_events as late_event",
 )
+FAIL_ON_DATA_LOSS = Setting(
+    "SHOPSTREAM_FAIL_ON_DATA_LOSS",
+    "true",
+    "'true': stop when Kafka no longer holds records the checkpoint expects (deleted by "
+    "retention before they were read, or a recreated topic); 'false': go on from what is there",
+)
+MAX_EVENT_AGE_DAYS = Setting(
+    "SHOPSTREAM_MAX_EVENT_AGE_DAYS",
+    "365",
+    "days an event time may lie before its Kafka record's timestamp; an older one is "
+    "implausible and goes to quarantine_events as implausible_event_time",
+)
+MAX_EVENT_LEAD_SECONDS = Setting(
+    "SHOPSTREAM_MAX_EVENT_LEAD_SECONDS",
+    "3600",
+    "seconds an event time may lie after its Kafka record's timestamp (clock skew); a "
+    "later one goes to quarantine_events as implausible_event_time",
+)
 
 # -- local Spark -----------------------------------------------------------------------------------
 SPARK_MASTER = Setting("SHOPSTREAM_SPARK_MASTER", "local[*]", "Spark master of jobs run on this machine")

@@ -249,6 +249,32 @@ def test_sales_summary(silver):
     assert row.revenue_vs_trailing_7d_avg == D("5.600000")  # 32 / (40 / 7)
 
 
+def test_a_ratio_that_does_not_fit_a_rate_is_null(spark, silver):
+    values = spark.createDataFrame(
+        [(D("999999.9999994"), 1), (D("999999.9999995"), 1), (D("-2000000"), 1), (D("5"), 0)],
+        "num decimal(24,7), den long",
+    )
+    assert [r.rate for r in values.select(transforms.ratio("num", "den").alias("rate")).collect()] == [
+        D("999999.999999"),
+        None,
+        None,
+        None,
+    ]
+    # A cent of revenue the day before, a million today: both comparisons are past a rate's range.
+    day_before = DAY - dt.timedelta(days=1)
+    purchases = frame(
+        spark,
+        schema.PURCHASES,
+        [
+            purchase(1, "u1", "s1", "o1", "p1", 1, "0.01", "0.00", day=day_before),
+            purchase(2, "u1", "s1", "o2", "p1", 1, "1000000.00", "0.00"),
+        ],
+    )
+    (row,) = transforms.sales_summary(DAY, silver["page_views"], purchases, silver["sessions"]).collect()
+    assert row.revenue == D("1000000.00")
+    assert (row.revenue_change_vs_previous_day, row.revenue_vs_trailing_7d_avg) == (None, None)
+
+
 def test_sales_by_category(silver):
     rows = by(transforms.sales_by_category(DAY, silver["purchases"]).collect(), "category")
     assert {k: (v["revenue"], v["orders"], v["units"], v["unique_buyers"]) for k, v in rows.items()} == {
@@ -323,12 +349,14 @@ def test_data_quality(spark, silver):
                 "topic": t,
                 "kafka_partition": 0,
                 "kafka_offset": i,
+                "kafka_timestamp": at(DAY, 9),
                 "kafka_key": None,
                 "raw_value": "{}",
                 "event_id": f"q{i}",
                 "event_type": None,
                 "event_time": at(DAY, 9),
                 "ingest_time": at(DAY, 9),
+                "partition_time": at(DAY, 9),
             }
             for i, (r, t) in enumerate(
                 [

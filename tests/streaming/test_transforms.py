@@ -43,9 +43,16 @@ def event(event_type: str, seconds: float = 0, sent_after: float = 1, **fields) 
 
 
 def kafka_batch(spark, items):
-    """items: (topic, payload) with payload a dict (sent as JSON) or raw text."""
+    """items: (topic, payload) with payload a dict (sent as JSON), raw text or raw bytes."""
     rows = [
-        (b"u1", (json.dumps(p) if isinstance(p, dict) else p).encode(), topic, 0, offset, T0.replace(tzinfo=None))
+        (
+            b"u1",
+            p if isinstance(p, bytes) else (json.dumps(p) if isinstance(p, dict) else p).encode(),
+            topic,
+            0,
+            offset,
+            T0.replace(tzinfo=None),
+        )
         for offset, (topic, p) in enumerate(items)
     ]
     return spark.createDataFrame(rows, KAFKA_SCHEMA)
@@ -79,6 +86,7 @@ def test_every_reason_code_is_assigned(spark):
         (PV, event("page_view", page_type="home", page_url="/", event_time="yesterday afternoon")),
         (PV, {k: v for k, v in event("page_view", page_type="home", page_url="/").items() if k != "event_type"}),
         (PU, event("purchase", **{**PURCHASE, "discount": 0})),  # a zero discount is fine
+        (PV, json.dumps(event("page_view", page_type="home", page_url="/")).encode().replace(b"u1", b"u\xff")),
     ]
     got, rows = verdicts(spark, items)
     assert got == [
@@ -95,12 +103,103 @@ def test_every_reason_code_is_assigned(spark):
         (schema.REASON_BAD_TYPE, "event_time"),
         (schema.REASON_MISSING_FIELD, "event_type"),
         (None, None),
+        (schema.REASON_BAD_JSON, "payload is not UTF-8"),
     ]
     assert {reason for reason, _ in got if reason} <= set(schema.QUARANTINE_REASONS)
-    valid = rows[-1]
+    assert rows[-1].raw_value.startswith('{"event_id"') and '"u\ufffd"' in rows[-1].raw_value
+    valid = rows[-2]
     assert valid.quantity == 2 and valid.unit_price == Decimal("10.50") and valid.discount == Decimal("0.00")
     assert valid.event_time == dt.datetime(2026, 11, 1, 10, 0)  # session time zone is UTC
     assert rows[1].raw_value.startswith('{"event_id": "x"') and rows[1].kafka_offset == 1
+
+
+def test_values_are_checked_against_their_column_types_before_the_cast(spark):
+    """Each value that would make a cast fail (Spark's ANSI mode) is out_of_range, revenue included;
+    the largest values that fit are valid and land exactly."""
+    top_money = str(schema.VALUE_RANGES[schema.MONEY][1])  # 9999999999.99
+    items = [
+        (PU, event("purchase", **{**PURCHASE, "quantity": 2**31})),  # one past INT
+        (PU, event("purchase", **{**PURCHASE, "unit_price": 1e10})),  # one cent past MONEY
+        (PU, event("purchase", **{**PURCHASE, "unit_price": "9999999999.995"})),  # rounds past MONEY
+        (PU, event("purchase", **{**PURCHASE, "discount": 1e40})),  # past any decimal
+        (PV, event("add_to_cart", product_id="p1", quantity=1, unit_price="1e400")),  # past a double
+        (PU, event("purchase", **{**PURCHASE, "quantity": 1_000_000, "unit_price": 99999.99, "discount": 0})),
+        (PU, event("purchase", **{**PURCHASE, "quantity": 2**31, "unit_price": -1})),  # one name per field
+        (PU, event("purchase", **{**PURCHASE, "unit_price": "NaN"})),  # not a number at all
+        (PU, event("purchase", **{**PURCHASE, "quantity": 1, "unit_price": top_money, "discount": 0})),
+        (PU, event("purchase", **{**PURCHASE, "quantity": 2**31 - 1, "unit_price": 1, "discount": 0})),
+    ]
+    got, _ = verdicts(spark, items)
+    assert got == [
+        (schema.REASON_OUT_OF_RANGE, "quantity"),
+        (schema.REASON_OUT_OF_RANGE, "unit_price"),
+        (schema.REASON_OUT_OF_RANGE, "unit_price"),
+        (schema.REASON_OUT_OF_RANGE, "discount"),
+        (schema.REASON_OUT_OF_RANGE, "unit_price"),
+        (schema.REASON_OUT_OF_RANGE, "revenue"),
+        (schema.REASON_OUT_OF_RANGE, "quantity,unit_price"),
+        (schema.REASON_BAD_TYPE, "unit_price"),
+        (None, None),
+        (None, None),
+    ]
+    valid = transforms.parse_and_validate(kafka_batch(spark, items)).where("reason IS NULL")
+    lines = transforms.to_purchases(valid, spark.createDataFrame([], schema.spark_schema(schema.PRODUCT_COLUMNS)))
+    assert sorted(r.revenue for r in lines.collect()) == [Decimal(2**31 - 1), Decimal(top_money)]
+
+
+def test_implausible_event_times_have_their_own_reason(spark):
+    """The window is measured from each record's Kafka time (T0 here), so a replay decides the same."""
+
+    def at(when: dt.datetime) -> dict:
+        return event(
+            "page_view",
+            page_type="home",
+            page_url="/",
+            event_id=f"e-{when.isoformat()}",
+            event_time=when.isoformat().replace("+00:00", "Z"),
+        )
+
+    items = [
+        (PV, at(when))
+        for when in (
+            dt.datetime(1, 1, 1, tzinfo=UTC),
+            dt.datetime(1970, 1, 1, tzinfo=UTC),
+            dt.datetime(9999, 12, 31, tzinfo=UTC),
+            T0 + dt.timedelta(seconds=3601),
+            T0 + dt.timedelta(seconds=3600),
+            T0 - dt.timedelta(days=365),
+        )
+    ]
+
+    def reasons(window=None):
+        # Python's datetime cannot hold year 1 in every time zone: only the verdicts come back.
+        window = window or transforms.TimeWindow()
+        out = transforms.parse_and_validate(kafka_batch(spark, items), window).orderBy("kafka_offset")
+        return [(r.reason, r.detail) for r in out.select("reason", "detail").collect()]
+
+    got = reasons()
+    assert [reason for reason, _ in got] == [schema.REASON_IMPLAUSIBLE_TIME] * 4 + [None, None]
+    assert got[3][1] == (
+        "event_time 2026-11-01 11:00:01 is more than 365 days before or 3600 seconds after its "
+        "Kafka time 2026-11-01 10:00:00"
+    )
+    assert [reason for reason, _ in reasons(transforms.TimeWindow(30, 0))][-2:] == [schema.REASON_IMPLAUSIBLE_TIME] * 2
+
+
+def test_a_session_whose_revenue_does_not_fit_money_has_none(spark):
+    """Two valid lines can sum past decimal(12,2): the session keeps its counts, its revenue is null."""
+    big = {**PURCHASE, "quantity": 1, "unit_price": 6_000_000_000, "discount": 0}
+    items = [
+        (PU, event("purchase", 1, **big)),
+        (PU, event("purchase", 2, **{**big, "order_id": "o2"})),
+        (PU, event("purchase", 3, **{**big, "session_id": "s2"})),
+    ]
+    valid = transforms.parse_and_validate(kafka_batch(spark, items))
+    catalog = spark.createDataFrame([], schema.spark_schema(schema.PRODUCT_COLUMNS))
+    activity = transforms.session_activity(transforms.to_page_views(valid), transforms.to_purchases(valid, catalog))
+    rows = {r.session_id: r for r in transforms.session_rows(activity, transforms.session_events(valid)).collect()}
+    assert (rows["s1"].orders, rows["s1"].revenue, rows["s1"].converted) == (2, None, True)
+    assert rows["s2"].revenue == Decimal("6000000000.00")
 
 
 def test_purchases_revenue_discount_and_enrichment(spark):
@@ -194,11 +293,13 @@ def test_bronze_keeps_raw_and_parses_what_it_can(spark):
         [
             (schema.TOPIC_RAW_EVENTS, event("page_view", page_type="home", page_url="/")),
             (schema.TOPIC_RAW_EVENTS, "not json"),
+            (schema.TOPIC_RAW_EVENTS, b"\xff{"),
         ],
     )
     rows = transforms.to_bronze(batch).orderBy("kafka_offset").collect()
     assert rows[0].event_type == "page_view" and rows[0].event_time == dt.datetime(2026, 11, 1, 10, 0)
     assert rows[1].raw_value == "not json" and rows[1].event_type is None
+    assert rows[2].raw_value == "\ufffd{"  # a string column holds UTF-8 only, or no reader can read the table
     assert rows[1].partition_time == dt.datetime(2026, 11, 1, 10, 0)  # falls back to the Kafka time
 
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from shopstream import schema, settings
-from shopstream.lake import CATALOG, TABLE_PROPERTIES, LakeSettings, table_ref
+from shopstream.lake import CATALOG, LakeSettings, table_properties, table_ref
 
 # The driver's log4j2 configuration in a local run: the level of the log-level setting from the
 # JVM's start, and the known harmless warnings dropped at every level.
@@ -78,7 +78,7 @@ def create_table_sql(table: schema.Table) -> str:
     if table.partition_day_of:
         by = table.partition_day_of
         partition = f"\nPARTITIONED BY ({by if table.column(by).type == schema.DATE else f'days({by})'})"
-    props = ", ".join(f"'{k}'='{v}'" for k, v in TABLE_PROPERTIES.items())
+    props = ", ".join(f"'{k}'='{v}'" for k, v in table_properties(table.name).items())
     return (
         f"CREATE TABLE IF NOT EXISTS {table_ref(table.name)} (\n  {columns}\n) USING iceberg"
         f"{partition}\nTBLPROPERTIES ({props})"

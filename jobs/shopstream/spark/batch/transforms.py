@@ -31,10 +31,12 @@ def project(df: DataFrame, table: schema.Table) -> DataFrame:
     return df.select(*[F.col(c.name).cast(schema.spark_type(c.type)).alias(c.name) for c in table.columns])
 
 
-def ratio(numerator: str, denominator: str) -> Column:
-    """numerator / denominator as a rate, null when the denominator is 0 or null."""
-    num, den = F.col(numerator), F.col(denominator)
-    return F.when(den > 0, (num.cast("decimal(24,6)") / den).cast(RATE_TYPE))
+def ratio(numerator: str | Column, denominator: str) -> Column:
+    """numerator / denominator as a rate, null when the denominator is 0 or null, and null when the
+    quotient does not fit a rate (decimal(12,6): 1,000,000 or more), so no ratio can fail a job."""
+    num = F.col(numerator) if isinstance(numerator, str) else numerator
+    den = F.col(denominator)
+    return F.when(den > 0, F.try_divide(num.cast("decimal(38,6)"), den).try_cast(RATE_TYPE))
 
 
 def _product_views(page_views: DataFrame) -> DataFrame:
@@ -158,9 +160,8 @@ def sales_summary(day: dt.date, page_views: DataFrame, purchases: DataFrame, ses
             "avg_order_value": F.when(F.col("orders") > 0, (F.col("revenue") / F.col("orders")).cast(MONEY_TYPE)),
             "orders_per_session": ratio("orders", "sessions"),
             "buyers_per_visitor": ratio("unique_buyers", "unique_visitors"),
-            "revenue_change_vs_previous_day": F.when(
-                F.col("previous_day_revenue") > 0,
-                ((F.col("revenue") - F.col("previous_day_revenue")) / F.col("previous_day_revenue")).cast(RATE_TYPE),
+            "revenue_change_vs_previous_day": ratio(
+                F.col("revenue") - F.col("previous_day_revenue"), "previous_day_revenue"
             ),
             "revenue_vs_trailing_7d_avg": F.when(F.col("history_rows") > 0, ratio("revenue", "trailing_7d_avg")),
         }

@@ -2,15 +2,17 @@
 
 One query reads every topic; each micro-batch, in order:
   products topic     -> silver_products (the newest record per product wins)
-  raw-events         -> bronze_events (an append, skipped when a replay finds it committed)
+  raw-events         -> bronze_events (records not there yet, by their Kafka coordinates)
   page-views, purchases, user-sessions
                      -> silver_page_views, silver_purchases (enriched from the catalog),
                         silver_user_sessions (rebuilt for the sessions the batch touched) and
                         quarantine_events (rejected records with a reason, late events)
-Every silver write is an idempotent MERGE keyed by the event (or by the Kafka coordinates of a
-rejected record), so a micro-batch replayed after a crash writes nothing twice. One query, one
-writer thread: the embedded SQLite catalog never sees two writers. Each micro-batch's progress
-goes to ops_streaming_progress.
+Every write is an idempotent MERGE keyed by the event, or by the Kafka record (topic, partition,
+offset and Kafka timestamp) for bronze and rejected records, so replaying any offsets, with or
+without the checkpoint, writes nothing twice. A batch that fails on its data is written again in
+halves until the records at fault are found and quarantined (write_failed); no record stops the
+stream. One query, one writer thread: the embedded SQLite catalog never sees two writers. Each
+micro-batch's progress goes to ops_streaming_progress.
 
     python -m shopstream streaming --help
 """
@@ -26,7 +28,9 @@ import sys
 import threading
 import time
 
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import StreamingQueryException
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from shopstream import catalog, lake, results, schema, settings
@@ -39,6 +43,24 @@ CATCH_UP = "catch-up"
 SILVER_TOPICS = (schema.TOPIC_PAGE_VIEWS, schema.TOPIC_PURCHASES, schema.TOPIC_USER_SESSIONS)
 # Sessions are rebuilt from silver rows within this far of the batch's events; no session lasts longer.
 SESSION_SPAN_HOURS = 6
+# The plausible event-time window spans at most a century either side: wider admits times no shop
+# has, and keeps the timestamp arithmetic far from overflowing.
+MAX_WINDOW_DAYS = 36_500
+# One Kafka record of one incarnation of its topic. A recreated topic starts its offsets at 0
+# again; the record's Kafka timestamp tells the new record from the old one at the same offset.
+KAFKA_RECORD = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
+ROW = "_row"  # a micro-batch's rows numbered in Kafka order, to cut it in halves
+RECOVERY = (
+    "Idempotence: bronze_events and the rejected records in quarantine_events are keyed by the Kafka "
+    "record (topic, partition, offset, Kafka timestamp), silver by the event, so replaying any offsets, with or "
+    "without the checkpoint, adds nothing. Recovery for a recreated topic: the checkpoint's offsets belong to "
+    "the old topic (with --fail-on-data-loss true the job stops when the new topic holds fewer records than "
+    "were read; when it holds more, it cannot tell and would skip the new records below the old offsets), so "
+    "stop the job, delete <checkpoint-dir>/events and run again with --starting-offsets earliest: records "
+    "already stored are recognised and skipped, the new topic's records are added. Limit: two records at the "
+    "same topic, partition and offset with the same Kafka timestamp (to the millisecond) count as one, as when "
+    "a producer sets its records' timestamps itself and refills a recreated topic with the same ones."
+)
 
 
 def parse_trigger(text: str) -> str | None:
@@ -51,10 +73,17 @@ def parse_trigger(text: str) -> str | None:
     return f"{match.group(1)} {'minutes' if match.group(2).startswith('m') else 'seconds'}"
 
 
+def parse_flag(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use 'true' or 'false'")
+    return text.lower() == "true"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m shopstream streaming",
         description=__doc__.split("\n\n")[0] + " Every setting also reads an environment variable.",
+        epilog=RECOVERY,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     settings.KAFKA_BOOTSTRAP.add_argument(parser, "--bootstrap-servers")
@@ -62,31 +91,118 @@ def build_parser() -> argparse.ArgumentParser:
     settings.TRIGGER.add_argument(parser, "--trigger", type=parse_trigger)
     settings.MAX_OFFSETS_PER_TRIGGER.add_argument(parser, "--max-offsets-per-trigger", type=int)
     settings.STARTING_OFFSETS.add_argument(parser, "--starting-offsets", choices=["earliest", "latest"])
+    settings.FAIL_ON_DATA_LOSS.add_argument(parser, "--fail-on-data-loss", type=parse_flag, metavar="{true,false}")
     settings.ALLOWED_LATENESS.add_argument(parser, "--allowed-lateness", type=int)
+    settings.MAX_EVENT_AGE_DAYS.add_argument(parser, "--max-event-age-days", type=int)
+    settings.MAX_EVENT_LEAD_SECONDS.add_argument(parser, "--max-event-lead-seconds", type=int)
     add_result_file(parser, "the micro-batches and input rows of this run, on exit,")
     LakeSettings.add_arguments(parser)
     return parser
 
 
+# -- failures ---------------------------------------------------------------------------------
+
+
+def _java_chain(error: BaseException) -> list:
+    """The Java exceptions behind a PySpark error, outermost first; none for a Python error."""
+    chain = []
+    throwable = getattr(error, "java_exception", None) or getattr(error, "_origin", None)
+    while throwable is not None:
+        chain.append(throwable)
+        throwable = throwable.getCause()
+    return chain
+
+
+def _messages(error: BaseException) -> list[str]:
+    """The text of an error and of every error it wraps, outermost first."""
+    chain = _java_chain(error)
+    if not chain:  # a Python error, or one PySpark rebuilt from a message and a cause
+        nested = getattr(error, "_cause", None)
+        return [str(error) or type(error).__name__] + (_messages(nested) if nested is not None else [])
+    outermost = chain[0].toString() if isinstance(error, Py4JJavaError) else str(error)
+    return [outermost] + [throwable.toString() for throwable in chain[1:]]
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Spark reports a value it cannot compute, convert or store with SQLSTATE class 22, "data
+    exception"; anything else (catalog, storage, a table's schema, a bug) is no record's fault."""
+    from py4j.java_gateway import is_instance_of
+    from pyspark import SparkContext
+
+    return any(
+        is_instance_of(SparkContext._gateway, throwable, "org.apache.spark.SparkThrowable")
+        and (throwable.getSqlState() or "").startswith("22")
+        for throwable in _java_chain(error)
+    )
+
+
+def describe(error: BaseException) -> str:
+    """A failure in one line: its message and, when it wraps others, the innermost cause."""
+    texts = _messages(error)
+    first, root = (text.strip().splitlines()[0][:500] if text.strip() else "" for text in (texts[0], texts[-1]))
+    line = first if root in first else f"{first} (cause: {root})"
+    if any("KAFKA_DATA_LOSS" in text or "failOnDataLoss" in text for text in texts):
+        line += (
+            " -- Kafka no longer holds records the checkpoint expects; after a recreated topic delete the "
+            "checkpoint and rerun with --starting-offsets earliest (see --help)"
+        )
+    return line
+
+
 # -- writers (the I/O side) -------------------------------------------------------------------
 
 
+def day_runs(df, column: str) -> list[tuple[int, int]]:
+    """The UTC days of `column` in the rows of `df`, as runs of consecutive days (first, last), in
+    days since 1970-01-01: numbers hold every year a timestamp can have, Python's dates do not."""
+    days = sorted(row.day for row in df.select(F.unix_date(F.to_date(column)).alias("day")).distinct().collect())
+    runs: list[list[int]] = []
+    for day in days:
+        if runs and day == runs[-1][1] + 1:
+            runs[-1][1] = day
+        else:
+            runs.append([day, day])
+    return [(first, last) for first, last in runs]
+
+
+def within_days(column: str, runs: list[tuple[int, int]]) -> str:
+    """A predicate on the target's `column` that folds to literals: Iceberg prunes the lookup to those days."""
+    day = 86_400
+    ranges = [
+        f"(t.{column} >= timestamp_seconds({first * day}) AND t.{column} < timestamp_seconds({(last + 1) * day}))"
+        for first, last in runs
+    ]
+    return "(" + " OR ".join(ranges) + ")"
+
+
 def _merge_insert_new(df, table: str, keys: tuple[str, ...], view: str) -> None:
-    """Insert the rows whose key is not in the table yet: a replayed batch inserts nothing."""
-    if df.isEmpty():
+    """Insert the rows whose key is not in the table yet: a replayed batch inserts nothing.
+
+    Spark reads the whole target of such a MERGE (an anti-join) unless told which partitions can
+    match: the lookup reads only the day partitions of the batch's own rows. That misses nothing,
+    because a row's partition day is a function of its key (the key holds the event time, or is a
+    Kafka record, whose partition time its payload and timestamp decide), so the cost of a batch
+    does not grow with the table."""
+    day_column = schema.TABLES[table].partition_day_of
+    if day_column is None:
+        raise ValueError(f"{table} is not partitioned by day: its MERGE lookup cannot be pruned")
+    runs = day_runs(df, day_column)
+    if not runs:
         return  # no commit, no snapshot: small continuous batches stay cheap
     df.createOrReplaceTempView(view)
-    on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    on = " AND ".join([f"t.{k} = s.{k}" for k in keys] + [within_days(day_column, runs)])
     df.sparkSession.sql(f"MERGE INTO {lake.table_ref(table)} t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *")
 
 
-def _merge_sessions(rows) -> None:
-    """Upsert rebuilt sessions: counts come from the rebuild, start and end only ever widen."""
+def _merge_sessions(rows, around: str) -> None:
+    """Upsert rebuilt sessions: counts come from the rebuild, start and end only ever widen. Only
+    stored sessions that started `around` the batch's events (a BETWEEN of literals) are looked up;
+    the table is merge-on-read, so an update writes delete files, not whole data files again."""
     rows.createOrReplaceTempView("session_updates")
     start, end = "least(t.session_start, s.session_start)", "greatest(t.session_end, s.session_end)"
     rows.sparkSession.sql(f"""
         MERGE INTO {lake.table_ref(schema.SILVER_USER_SESSIONS)} t USING session_updates s
-        ON t.session_id = s.session_id
+        ON t.session_id = s.session_id AND t.session_start {around}
         WHEN MATCHED THEN UPDATE SET
           session_start = {start}, session_end = {end},
           duration_seconds = unix_seconds({end}) - unix_seconds({start}),
@@ -98,30 +214,17 @@ def _merge_sessions(rows) -> None:
     """)
 
 
-def _append_once(df, table: str, batch_id: int) -> None:
-    """Append, recording the batch id in the snapshot; a replayed batch finds it and skips."""
-    marker = "shopstream.batch-id"
-    done = (
-        df.sparkSession.sql(
-            f"SELECT max(CAST(summary['{marker}'] AS BIGINT)) AS last FROM {lake.table_ref(table)}.snapshots"
-        )
-        .first()
-        .last
-    )
-    if done is not None and done >= batch_id:
-        return
-    df.writeTo(lake.table_ref(table)).option(f"snapshot-property.{marker}", str(batch_id)).append()
-
-
 class StepTimer:
     """Seconds spent in each step of a micro-batch, printed as one line when it ends."""
 
     def __init__(self, label: str):
         self.label = label
         self.seconds: dict[str, float] = {}
+        self.current: str | None = None  # the step running, or the last one that ran
 
     @contextlib.contextmanager
     def __call__(self, step: str):
+        self.current = step
         started = time.monotonic()
         try:
             yield
@@ -133,32 +236,102 @@ class StepTimer:
 
 
 class BatchWriter:
-    """The foreachBatch body: one micro-batch of every topic into bronze and silver."""
+    """The foreachBatch body: one micro-batch of every topic into bronze and silver.
 
-    def __init__(self, allowed_lateness: int, recorder):
+    A batch that fails on its data (SQLSTATE class 22) is written again in halves, recursively, so
+    the records at fault are found and quarantined as write_failed with the error, and the stream
+    goes on instead of failing on the same offsets at every restart. Every write is idempotent, so
+    writing the rows again is safe. Any other failure stops the stream."""
+
+    def __init__(self, allowed_lateness: int, window: T.TimeWindow, recorder):
         self.allowed_lateness = allowed_lateness
+        self.window = window
         self.recorder = recorder
         self.session = None  # the query's own session: every catalog access goes through it
+        self.steps: StepTimer | None = None  # of the batch being written
+        self.failure: str | None = None  # what stopped the stream, in one line
 
     def __call__(self, batch, batch_id: int) -> None:
+        label = f"batch {batch_id}"
+        self.steps = None
+        try:
+            spark = batch.sparkSession
+            if self.session is None:
+                iceberg.ensure_tables(spark, catalog.STREAMING.writes)
+                self.session = spark
+            # Progress of earlier batches is written here, on the query's own thread (one writer).
+            self.recorder.flush(spark)
+            batch = batch.persist()
+            try:
+                self._write_isolating(batch, label)
+            finally:
+                batch.unpersist()
+        except Exception as error:
+            # Spark wraps what foreachBatch raises in its own message: keep the cause's for the exit line.
+            step = f", step {self.steps.current}" if self.steps and self.steps.current else ""
+            self.failure = f"{label}{step}: {describe(error)}"
+            raise
+
+    def _write_isolating(self, batch, label: str) -> None:
+        try:
+            self._write(batch, label)
+        except Exception as error:
+            if not is_data_error(error):
+                raise
+            print(
+                f"[{lake.STREAMING_QUERY}] {label} failed on its data: {describe(error)}; writing it in halves "
+                "to find the records at fault",
+                flush=True,
+            )
+            numbered = batch.withColumn(ROW, F.row_number().over(Window.orderBy("topic", "partition", "offset")))
+            numbered = numbered.persist()
+            try:
+                quarantined = self._bisect(numbered, 1, numbered.count() + 1, error, label)
+            finally:
+                numbered.unpersist()
+            print(
+                f"[{lake.STREAMING_QUERY}] {label}: {quarantined} record(s) quarantined as "
+                f"{schema.REASON_WRITE_FAILED}",
+                flush=True,
+            )
+
+    def _bisect(self, numbered, low: int, high: int, error: Exception, label: str) -> int:
+        """Rows [low, high) of a batch failed with `error` on their data: one row is the record at
+        fault and goes to quarantine; more are written half by half. Returns the records quarantined."""
+
+        def rows(start: int, end: int):
+            return numbered.where(F.col(ROW).between(start, end - 1)).drop(ROW)
+
+        if high - low == 1:
+            _merge_insert_new(
+                T.unwritable(rows(low, high), describe(error)),
+                schema.QUARANTINE,
+                (*KAFKA_RECORD, "reason"),
+                "unwritable_record",
+            )
+            return 1
+        middle = (low + high) // 2
+        quarantined = 0
+        for start, end in ((low, middle), (middle, high)):
+            try:
+                self._write(rows(start, end), f"{label} rows {start}-{end - 1}")
+            except Exception as half_error:
+                if not is_data_error(half_error):
+                    raise
+                quarantined += self._bisect(numbered, start, end, half_error, label)
+        return quarantined
+
+    def _write(self, batch, label: str) -> None:
         spark = batch.sparkSession
-        if self.session is None:
-            iceberg.ensure_tables(spark, catalog.STREAMING.writes)
-            self.session = spark
-        # Progress of earlier batches is written here, on the query's own thread (one writer).
-        self.recorder.flush(spark)
-        batch = batch.persist()
-        steps = StepTimer(f"[{lake.STREAMING_QUERY}] batch {batch_id}")
+        steps = self.steps = StepTimer(f"[{lake.STREAMING_QUERY}] {label}")
         try:
             with steps("products"):
                 self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
             with steps("bronze"):
-                _append_once(
-                    T.to_bronze(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS)), schema.BRONZE_EVENTS, batch_id
-                )
+                raw = batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS)
+                _merge_insert_new(T.to_bronze(raw), schema.BRONZE_EVENTS, KAFKA_RECORD, "bronze_batch")
             self._silver(spark, batch.where(F.col("topic").isin(*SILVER_TOPICS)), steps)
         finally:
-            batch.unpersist()
             steps.report()
 
     def _products(self, records) -> None:
@@ -180,9 +353,9 @@ class BatchWriter:
         """)
 
     def _silver(self, spark, typed_records, steps: StepTimer) -> None:
-        records = T.parse_and_validate(typed_records).persist()
+        records = T.parse_and_validate(typed_records, self.window).persist()
+        valid = records.where(F.col("reason").isNull()).dropDuplicates(["event_id"]).persist()
         try:
-            valid = records.where(F.col("reason").isNull()).dropDuplicates(["event_id"]).persist()
             rejected = records.where(F.col("reason").isNotNull())
             event_key = ("event_id", "event_time")
             with steps("page views"):
@@ -194,36 +367,41 @@ class BatchWriter:
                 self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)))
             with steps("quarantine"):
                 _merge_insert_new(
-                    T.to_quarantine(rejected),
-                    schema.QUARANTINE,
-                    ("topic", "kafka_partition", "kafka_offset", "reason"),
-                    "rejected_batch",
+                    T.to_quarantine(rejected), schema.QUARANTINE, (*KAFKA_RECORD, "reason"), "rejected_batch"
                 )
                 # A late event and its duplicates are one late record, whatever their offsets.
                 _merge_insert_new(
                     T.to_quarantine(T.late_records(valid, self.allowed_lateness)),
                     schema.QUARANTINE,
-                    ("event_id", "reason"),
+                    ("event_id", "event_time", "reason"),
                     "late_batch",
                 )
+        finally:  # a failed write is written again in halves: nothing stays cached meanwhile
             valid.unpersist()
-        finally:
             records.unpersist()
 
     def _rebuild_sessions(self, spark, on_time) -> None:
-        bounds = on_time.agg(F.min("event_time").alias("lo"), F.max("event_time").alias("hi")).first()
+        as_text = "yyyy-MM-dd HH:mm:ss.SSSSSS"  # read back as a literal in the session's time zone (UTC)
+        bounds = on_time.agg(
+            F.date_format(F.min("event_time"), as_text).alias("lo"),
+            F.date_format(F.max("event_time"), as_text).alias("hi"),
+        ).first()
         if bounds.lo is None:
             return
         touched = on_time.select("session_id").distinct()
-        span = F.expr(f"INTERVAL {SESSION_SPAN_HOURS} HOURS")
+        # Every event of a session lies within the span of every other, its stored start too.
+        around = (
+            f"BETWEEN TIMESTAMP '{bounds.lo}' - INTERVAL {SESSION_SPAN_HOURS} HOURS "
+            f"AND TIMESTAMP '{bounds.hi}' + INTERVAL {SESSION_SPAN_HOURS} HOURS"
+        )
 
         def silver_rows(table: str):
-            rows = spark.table(lake.table_ref(table))
-            in_window = rows.where(F.col("event_time").between(F.lit(bounds.lo) - span, F.lit(bounds.hi) + span))
+            in_window = spark.table(lake.table_ref(table)).where(f"event_time {around}")
             return in_window.where(~T.is_late(self.allowed_lateness)).join(touched, "session_id", "left_semi")
 
         activity = T.session_activity(silver_rows(schema.SILVER_PAGE_VIEWS), silver_rows(schema.SILVER_PURCHASES))
-        _merge_sessions(T.session_rows(activity.join(touched, "session_id", "right"), T.session_events(on_time)))
+        rebuilt = T.session_rows(activity.join(touched, "session_id", "right"), T.session_events(on_time))
+        _merge_sessions(rebuilt, around)
 
 
 # -- progress ---------------------------------------------------------------------------------
@@ -322,6 +500,7 @@ class StreamingApp:
             .option("subscribe", ",".join(schema.ALL_TOPICS))
             .option("startingOffsets", self.args.starting_offsets)
             .option("maxOffsetsPerTrigger", str(self.args.max_offsets_per_trigger))
+            .option("failOnDataLoss", str(self.args.fail_on_data_loss).lower())
             .load()
         )
         query = (
@@ -341,7 +520,8 @@ class StreamingApp:
         spark.streams.addListener(recorder)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
-        writer = BatchWriter(self.args.allowed_lateness, recorder)
+        window = T.TimeWindow(self.args.max_event_age_days, self.args.max_event_lead_seconds)
+        writer = BatchWriter(self.args.allowed_lateness, window, recorder)
         started = time.monotonic()
         query = self.start(spark, writer)
         try:
@@ -354,10 +534,14 @@ class StreamingApp:
             error = query.exception()
             recorder.wait_for(len(query.recentProgress))
             if writer.session is not None:
-                recorder.flush(writer.session)
+                try:
+                    recorder.flush(writer.session)
+                except Exception:
+                    if error is None:
+                        raise  # after a failure (the catalog down, say) that failure is what to report
             if error is not None:
                 # Exit non-zero: a failed stream must never look like a completed application.
-                print(f"error: streaming query failed: {str(error).splitlines()[0]}", file=sys.stderr)
+                print(f"error: streaming query failed: {writer.failure or describe(error)}", file=sys.stderr)
                 return 1
             progress = [p for p in query.recentProgress if p.numInputRows]
             results.write_result(
@@ -377,5 +561,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_offsets_per_trigger < 1 or args.allowed_lateness < 0:
         print("error: --max-offsets-per-trigger must be positive and --allowed-lateness not negative", file=sys.stderr)
+        return 2
+    max_lead = MAX_WINDOW_DAYS * 86_400
+    if not (1 <= args.max_event_age_days <= MAX_WINDOW_DAYS and 0 <= args.max_event_lead_seconds <= max_lead):
+        print(
+            f"error: --max-event-age-days must be between 1 and {MAX_WINDOW_DAYS}, --max-event-lead-seconds between "
+            f"0 and {max_lead}",
+            file=sys.stderr,
+        )
         return 2
     return StreamingApp(args).run()

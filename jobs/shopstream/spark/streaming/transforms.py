@@ -7,15 +7,21 @@ silently becoming null.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import reduce
 
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import DecimalType
 
-from shopstream import schema
+from shopstream import schema, settings
 
 ISO_INSTANT = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+# A JSON number (or its text): what a numeric field holds when it is not simply of the wrong type.
+NUMBER = r"^\s*-?\d+(\.\d+)?([eE][+-]?\d+)?\s*$"
+# Wide enough for every bound in schema.VALUE_RANGES; a number it cannot hold is out of range anyway.
+WIDE_DECIMAL = "DECIMAL(38, 18)"
 
 # Allowed values of the enumerated event fields.
 ENUMS = {
@@ -29,6 +35,21 @@ ENUMS = {
 RANGES = (("unit_price", 0, False), ("quantity", 0, False), ("discount", 0, True))
 
 EVENT_FIELDS = schema.topic_columns(schema.TOPIC_RAW_EVENTS)
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """How far an event time may lie from its Kafka record's timestamp and still be believed. The
+    Kafka time, not the clock, is the reference, so a replay decides the same."""
+
+    max_age_days: int = int(settings.MAX_EVENT_AGE_DAYS.default or 0)
+    max_lead_seconds: int = int(settings.MAX_EVENT_LEAD_SECONDS.default or 0)
+
+    def excludes(self, event_time: SparkColumn) -> SparkColumn:
+        kafka_time = F.col("kafka_timestamp")
+        return (event_time < kafka_time - F.make_dt_interval(days=F.lit(self.max_age_days))) | (
+            event_time > kafka_time + F.make_dt_interval(secs=F.lit(self.max_lead_seconds))
+        )
 
 
 CORRUPT = "_corrupt_record"
@@ -53,15 +74,37 @@ def _typed(name: str, type_: str) -> SparkColumn:
     return F.expr(f"try_cast(f.`{name}` AS {schema.spark_type(type_).simpleString()})")
 
 
+def _outside(value: SparkColumn, type_: str) -> SparkColumn:
+    """True when `value` does not fit the column type: outside its range once rounded to its scale."""
+    low, high = schema.VALUE_RANGES[type_]
+    target = schema.spark_type(type_)
+    rounded = F.round(value, target.scale) if isinstance(target, DecimalType) else value
+    return ~rounded.between(F.lit(low), F.lit(high))
+
+
+def _beyond_type(name: str, type_: str) -> SparkColumn:
+    """True when field `name` holds a number its type cannot hold; checked before the cast."""
+    wide = F.expr(f"try_cast(f.`{name}` AS {WIDE_DECIMAL})")
+    return F.when(wide.isNull(), F.col(f"f.{name}").rlike(NUMBER)).otherwise(_outside(wide, type_))
+
+
+def revenue(quantity: SparkColumn, unit_price: SparkColumn, discount: SparkColumn) -> SparkColumn:
+    """An order line's revenue. Computed exactly in a wider decimal; validation checks it fits MONEY."""
+    return quantity * unit_price - discount
+
+
 def kafka_source_columns(df: DataFrame) -> DataFrame:
-    """Kafka's key/value bytes as text plus the record's coordinates."""
+    """Kafka's key/value bytes as text plus the record's coordinates. Bytes that are not UTF-8
+    become U+FFFD: a string column holding them would break every reader of the table."""
+    key, value = F.col("key").cast("string"), F.col("value").cast("string")
     return df.select(
-        F.col("key").cast("string").alias("kafka_key"),
-        F.col("value").cast("string").alias("raw_value"),
+        F.make_valid_utf8(key).alias("kafka_key"),
+        F.make_valid_utf8(value).alias("raw_value"),
         "topic",
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
+        F.is_valid_utf8(value).alias("utf8_value"),
     )
 
 
@@ -85,11 +128,12 @@ def to_bronze(kafka_df: DataFrame) -> DataFrame:
     )
 
 
-def parse_and_validate(kafka_df: DataFrame) -> DataFrame:
+def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -> DataFrame:
     """Parse event payloads from the typed topics and decide each record's fate.
 
     The result has every event field converted to its type, plus `reason` (null for a valid
-    record, else one of schema.QUARANTINE_REASONS) and `detail` (which field failed)."""
+    record, else one of schema.QUARANTINE_REASONS) and `detail` (which field failed). A valid
+    record's values all fit their column types, its revenue too, so no later cast can fail."""
     parsed = kafka_source_columns(kafka_df).withColumn("f", _parse(EVENT_FIELDS))
     parsed = parsed.withColumn("json_ok", F.col("f").isNotNull() & F.col(f"f.{CORRUPT}").isNull())
 
@@ -114,18 +158,30 @@ def parse_and_validate(kafka_df: DataFrame) -> DataFrame:
         ]
         return F.coalesce(*per_type, F.lit(""))
 
+    def beyond_type(c: schema.Column) -> SparkColumn:
+        return _beyond_type(c.name, c.type) if c.type in schema.VALUE_RANGES else F.lit(False)
+
     missing = fields_failing(lambda c: F.col(f"f.{c.name}").isNull() if c.required else F.lit(False))
-    bad_type = fields_failing(lambda c: F.col(f"f.{c.name}").isNotNull() & _typed(c.name, c.type).isNull())
+    bad_type = fields_failing(
+        lambda c: F.col(f"f.{c.name}").isNotNull() & _typed(c.name, c.type).isNull() & ~beyond_type(c)
+    )
+    lowest = {name: (low, inclusive) for name, low, inclusive in RANGES}
+
+    def out_of_range_rule(c: schema.Column) -> SparkColumn:
+        if c.name not in lowest:
+            return F.lit(False)
+        low, inclusive = lowest[c.name]
+        return (_typed(c.name, c.type) < low) if inclusive else (_typed(c.name, c.type) <= low)
+
+    field_type = {c.name: c.type for c in EVENT_FIELDS}
+    line_revenue = revenue(*[_typed(name, field_type[name]) for name in ("quantity", "unit_price", "discount")])
+    numeric = [c for c in EVENT_FIELDS if c.type in schema.VALUE_RANGES]
     out_of_range = F.concat_ws(
         ",",
-        *[
-            F.when(
-                (_typed(name, schema.MONEY) <= low) if not inclusive else (_typed(name, schema.MONEY) < low),
-                F.lit(name),
-            )
-            for name, low, inclusive in RANGES
-        ],
+        *[F.when(beyond_type(c) | out_of_range_rule(c), F.lit(c.name)) for c in numeric],
+        F.when(_outside(line_revenue, schema.MONEY), F.lit("revenue")),
     )
+    event_time = _typed("event_time", schema.TIMESTAMP)
     unknown_value = F.concat_ws(
         ",",
         *[
@@ -134,6 +190,7 @@ def parse_and_validate(kafka_df: DataFrame) -> DataFrame:
         ],
     )
     checks = [
+        (~F.col("utf8_value"), schema.REASON_BAD_JSON, F.lit("payload is not UTF-8")),
         (~F.col("json_ok"), schema.REASON_BAD_JSON, F.lit("payload is not a JSON object")),
         (event_type.isNull(), schema.REASON_MISSING_FIELD, F.lit("event_type")),
         (
@@ -143,6 +200,17 @@ def parse_and_validate(kafka_df: DataFrame) -> DataFrame:
         ),
         (F.col("_missing") != "", schema.REASON_MISSING_FIELD, F.col("_missing")),
         (F.col("_bad_type") != "", schema.REASON_BAD_TYPE, F.col("_bad_type")),
+        (
+            window.excludes(event_time),
+            schema.REASON_IMPLAUSIBLE_TIME,
+            F.format_string(
+                "event_time %s is more than %d days before or %d seconds after its Kafka time %s",
+                event_time.cast("string"),
+                F.lit(window.max_age_days),
+                F.lit(window.max_lead_seconds),
+                F.col("kafka_timestamp").cast("string"),
+            ),
+        ),
         (F.col("_out_of_range") != "", schema.REASON_OUT_OF_RANGE, F.col("_out_of_range")),
         (F.col("_unknown_value") != "", schema.REASON_UNKNOWN_VALUE, F.col("_unknown_value")),
     ]
@@ -170,14 +238,25 @@ def parse_and_validate(kafka_df: DataFrame) -> DataFrame:
 
 
 def to_quarantine(rejected: DataFrame, read_at: SparkColumn | None = None) -> DataFrame:
-    """Rejected records in the quarantine table's shape."""
-    read_at = read_at if read_at is not None else F.current_timestamp()
+    """Rejected records in the quarantine table's shape, partitioned like bronze: by the record's
+    own time, which a replay computes again the same (the read time would not)."""
+    computed = {
+        "ingest_time": read_at if read_at is not None else F.current_timestamp(),
+        "partition_time": F.coalesce(F.col("event_time"), F.col("kafka_timestamp")),
+    }
     return rejected.select(
         *[
-            (read_at if c.name == "ingest_time" else F.col(c.name)).cast(schema.spark_type(c.type)).alias(c.name)
+            computed.get(c.name, F.col(c.name)).cast(schema.spark_type(c.type)).alias(c.name)
             for c in schema.QUARANTINE_TABLE.columns
         ]
     )
+
+
+def unwritable(kafka_df: DataFrame, error: str) -> DataFrame:
+    """Records whose write failed on their data, as quarantine rows built only from what cannot
+    fail: their Kafka coordinates, raw payload and the header fields bronze parses."""
+    failed = to_bronze(kafka_df).withColumns({"reason": F.lit(schema.REASON_WRITE_FAILED), "detail": F.lit(error)})
+    return to_quarantine(failed)
 
 
 def is_late(allowed_delay_seconds: int) -> SparkColumn:
@@ -226,11 +305,11 @@ def to_purchases(valid: DataFrame, products: DataFrame) -> DataFrame:
     """Order lines with their revenue, enriched from the product catalog as it stands now."""
     lines = valid.where(F.col("event_type") == schema.PURCHASE)
     catalog = products.select("product_id", F.col("category"), F.col("price").alias("list_price"))
-    revenue = F.col("quantity") * F.col("unit_price") - F.col("discount")
+    line_revenue = revenue(F.col("quantity"), F.col("unit_price"), F.col("discount"))
     return _project(
         lines.drop("category")
         .join(F.broadcast(catalog), "product_id", "left")
-        .withColumns({"revenue": revenue, "event_date": F.to_date("event_time")}),
+        .withColumns({"revenue": line_revenue, "event_date": F.to_date("event_time")}),
         schema.PURCHASES,
     )
 
@@ -272,6 +351,8 @@ def session_activity(page_views: DataFrame, purchases: DataFrame) -> DataFrame:
         F.count_distinct("order_id").alias("orders"),
         F.sum("revenue").alias("revenue"),
     )
+    # A sum of valid lines can still exceed MONEY: such a session's revenue is unknown (null).
+    orders = orders.withColumn("revenue", F.when(~_outside(F.col("revenue"), schema.MONEY), F.col("revenue")))
     joined = clicks.alias("c").join(orders.alias("o"), "session_id", "full")
     return joined.select(
         "session_id",
@@ -282,7 +363,10 @@ def session_activity(page_views: DataFrame, purchases: DataFrame) -> DataFrame:
         F.coalesce("products_viewed", F.lit(0)).cast("long").alias("products_viewed"),
         F.coalesce("cart_adds", F.lit(0)).cast("long").alias("cart_adds"),
         F.coalesce("orders", F.lit(0)).cast("long").alias("orders"),
-        F.coalesce("revenue", F.lit(0)).cast(schema.spark_type(schema.MONEY)).alias("revenue"),
+        F.when(F.col("orders").isNull(), F.lit(0))
+        .otherwise(F.col("revenue"))
+        .cast(schema.spark_type(schema.MONEY))
+        .alias("revenue"),
     )
 
 
@@ -308,7 +392,7 @@ def session_rows(activity: DataFrame, events: DataFrame) -> DataFrame:
                 F.coalesce(f"a.{n}", F.lit(0)).alias(n)
                 for n in ("page_views", "products_viewed", "cart_adds", "orders")
             ],
-            F.coalesce("a.revenue", F.lit(0)).alias("revenue"),
+            F.when(F.col("a.page_views").isNull(), F.lit(0)).otherwise(F.col("a.revenue")).alias("revenue"),
             (F.coalesce("a.orders", F.lit(0)) > 0).alias("converted"),
             F.to_date(start).alias("session_date"),
         ),

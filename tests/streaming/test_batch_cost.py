@@ -1,0 +1,127 @@
+"""A micro-batch costs the same however large the tables: the MERGE lookups read only the day
+partitions of the batch's own rows, and a session update writes delete files instead of whole data
+files again. In process, against the test lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from shopstream import lake, schema
+from shopstream.spark.streaming import job
+from shopstream.spark.streaming import transforms as T
+from tests.streaming.test_transforms import KAFKA_SCHEMA, PV, T0, event
+
+pytestmark = pytest.mark.spark
+
+DAY_A, DAY_B = T0.date(), T0.date() + dt.timedelta(days=4)
+# The Kafka time of these records is T0: the events of day B lie four days after it.
+WINDOW = T.TimeWindow(max_age_days=365, max_lead_seconds=10 * 86_400)
+
+
+class NoProgress:
+    def flush(self, spark) -> int:
+        return 0
+
+
+def day_batch(spark, day: dt.date, first_offset: int, names: list[str]):
+    """Page views of session `day` on `day` (each also on raw-events), one rejected and one late."""
+    seconds = (day - DAY_A).days * 86_400
+    payloads = [
+        event("page_view", seconds + n, event_id=f"{day}-{name}", session_id=f"s-{day}", page_type="home", page_url="/")
+        for n, name in enumerate(names)
+    ]
+    payloads.append(event("page_view", seconds, event_id=f"{day}-odd", page_type="basement", page_url="/"))
+    payloads.append(
+        event("page_view", seconds, sent_after=4000, event_id=f"{day}-late", page_type="home", page_url="/")
+    )
+    items = [(topic, p) for p in payloads for topic in (PV, schema.TOPIC_RAW_EVENTS)]
+    rows = [
+        (b"u1", json.dumps(p).encode(), topic, 0, first_offset + n, T0.replace(tzinfo=None))
+        for n, (topic, p) in enumerate(items)
+    ]
+    return spark.createDataFrame(rows, KAFKA_SCHEMA)
+
+
+@contextmanager
+def files_of_day_gone(spark, day: dt.date):
+    """Every data file of `day`'s partitions moved away: reading one fails, metadata still lists it."""
+    moved = []
+    for name in (schema.BRONZE_EVENTS, schema.SILVER_PAGE_VIEWS, schema.QUARANTINE, schema.SILVER_USER_SESSIONS):
+        field = f"partition.{schema.TABLES[name].partition_day_of}_day"  # Iceberg's name of a days() partition
+        files = spark.sql(f"SELECT file_path FROM {lake.table_ref(name)}.files WHERE {field} = DATE '{day}'")
+        paths = [Path(row.file_path.removeprefix("file:")) for row in files.collect()]
+        assert paths, f"{name} has no file of {day}"
+        for path in paths:
+            moved.append((path, path.with_name(path.name + ".gone")))
+            shutil.move(*moved[-1])
+    try:
+        yield
+    finally:
+        for path, aside in moved:
+            shutil.move(aside, path)
+
+
+def test_a_batch_reads_only_its_own_days_and_updates_sessions_with_delete_files(empty_lake):
+    spark = empty_lake
+    writer = job.BatchWriter(1800, WINDOW, NoProgress())
+    writer(day_batch(spark, DAY_A, 0, ["a1", "a2"]), 0)
+    day_b = day_batch(spark, DAY_B, 100, ["b1", "b2"])
+    writer(day_b, 1)
+    sessions = lake.table_ref(schema.SILVER_USER_SESSIONS)
+    with files_of_day_gone(spark, DAY_A):
+        writer(day_b.union(day_batch(spark, DAY_B, 200, ["b3"])), 2)  # a replay of day B and one more view
+
+    views = sorted(r.event_id for r in spark.table(lake.table_ref(schema.SILVER_PAGE_VIEWS)).collect())
+    assert views == [
+        f"{DAY_A}-a1",
+        f"{DAY_A}-a2",
+        f"{DAY_A}-late",
+        f"{DAY_B}-b1",
+        f"{DAY_B}-b2",
+        f"{DAY_B}-b3",
+        f"{DAY_B}-late",
+    ]
+    assert spark.table(lake.table_ref(schema.BRONZE_EVENTS)).count() == 4 + 4 + 3
+    reasons = [r.reason for r in spark.table(lake.table_ref(schema.QUARANTINE)).collect()]
+    # The day-B record rejected again at new offsets is a new Kafka record; the late event is one row.
+    assert sorted(reasons) == sorted([schema.REASON_UNKNOWN_VALUE] * 3 + [schema.REASON_LATE] * 2)
+    (session_b,) = spark.table(sessions).where(f"session_id = 's-{DAY_B}'").collect()
+    assert session_b.page_views == 3
+    (summary,) = spark.sql(f"SELECT summary FROM {sessions}.snapshots ORDER BY committed_at DESC LIMIT 1").first()
+    assert int(summary["added-delete-files"]) >= 1 and "deleted-data-files" not in summary
+
+
+def test_day_runs_make_a_predicate_of_literals(spark):
+    times = (
+        "2026-11-01 23:59:59",
+        "2026-11-02 00:00:00",
+        "2026-11-05 12:00:00",
+        "0000-01-01 00:00:00",
+        "9999-12-31 23:59:59",
+    )  # through SQL: Python's datetime holds neither year 0 nor year 1 everywhere
+    rows = spark.sql("SELECT * FROM VALUES " + ", ".join(f"(TIMESTAMP '{t}')" for t in times) + " AS v(event_time)")
+    runs = job.day_runs(rows, "event_time")
+
+    def days(date: dt.date) -> int:
+        return (date - dt.date(1970, 1, 1)).days
+
+    year_0 = days(dt.date(1, 1, 1)) - 366  # a leap year before year 1
+    assert runs == [
+        (year_0, year_0),
+        (days(dt.date(2026, 11, 1)), days(dt.date(2026, 11, 2))),
+        (days(dt.date(2026, 11, 5)),) * 2,
+        (days(dt.date(9999, 12, 31)),) * 2,
+    ]
+    predicate = job.within_days("event_time", runs)
+    assert predicate.count(" OR ") == 3 and predicate.startswith("((t.event_time >= timestamp_seconds(")
+    # Every run covers its days exactly: the row at midnight after a run is outside it.
+    rows.createOrReplaceTempView("t")
+    assert spark.sql(f"SELECT count(*) FROM t WHERE {predicate}").first()[0] == len(times)
+    after = spark.sql(f"SELECT * FROM (SELECT TIMESTAMP '2026-11-03 00:00:00' AS event_time) t WHERE {predicate}")
+    assert after.count() == 0

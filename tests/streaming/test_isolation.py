@@ -1,0 +1,66 @@
+"""A micro-batch that fails on its data: the records at fault are found by writing the batch in
+halves and quarantined; any other failure still stops the stream. In process, against the test lake."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.sql import functions as F
+
+from shopstream import lake, schema
+from shopstream.spark.streaming import job
+from shopstream.spark.streaming import transforms as T
+from tests.streaming.test_transforms import PV, event, kafka_batch
+
+pytestmark = pytest.mark.spark
+
+
+class NoProgress:
+    def flush(self, spark) -> int:
+        return 0
+
+
+def page_views(count: int, poison: int) -> list:
+    return [
+        (PV, event("page_view", n, page_type="home", page_url="/", event_id="poison" if n == poison else f"v{n}"))
+        for n in range(count)
+    ]
+
+
+def test_only_the_record_at_fault_is_quarantined_and_a_replay_adds_nothing(empty_lake, monkeypatch):
+    spark = empty_lake
+    real = T.to_page_views
+
+    def failing_on_poison(valid):
+        # A data error validation did not foresee, on one row only: the cast of the issue (SQLSTATE 22003).
+        overflow = (F.length("event_id") * F.lit(10**11)).cast(schema.spark_type(schema.MONEY))
+        return real(valid).withColumn(
+            "unit_price", F.when(F.col("event_id") == "poison", overflow).otherwise(F.col("unit_price"))
+        )
+
+    monkeypatch.setattr(T, "to_page_views", failing_on_poison)
+    batch = kafka_batch(spark, page_views(4, poison=2))
+    writer = job.BatchWriter(1800, T.TimeWindow(), NoProgress())
+    for batch_id in (0, 1):  # the second time, a replay of the same offsets
+        writer(batch, batch_id)
+        silver = spark.table(lake.table_ref(schema.SILVER_PAGE_VIEWS)).collect()
+        assert sorted(r.event_id for r in silver) == ["v0", "v1", "v3"]
+        (quarantined,) = spark.table(lake.table_ref(schema.QUARANTINE)).collect()
+        assert (quarantined.reason, quarantined.topic, quarantined.kafka_offset, quarantined.event_id) == (
+            schema.REASON_WRITE_FAILED,
+            PV,
+            2,
+            "poison",
+        )
+        assert quarantined.detail.startswith("[NUMERIC_VALUE_OUT_OF_RANGE")
+        assert len(spark.table(lake.table_ref(schema.SILVER_USER_SESSIONS)).collect()) == 1
+
+
+def test_a_failure_not_about_data_stops_the_batch_with_its_cause(empty_lake):
+    spark = empty_lake
+    writer = job.BatchWriter(1800, T.TimeWindow(), NoProgress())
+    writer(kafka_batch(spark, page_views(1, poison=-1)), 0)  # creates the tables
+    spark.sql(f"DROP TABLE {lake.table_ref(schema.SILVER_PURCHASES)}")
+    with pytest.raises(Exception) as stopped:
+        writer(kafka_batch(spark, page_views(2, poison=-1)), 1)
+    assert not job.is_data_error(stopped.value)
+    assert writer.failure.startswith("batch 1, step sessions: ") and "\n" not in writer.failure
