@@ -15,12 +15,13 @@ import datetime as dt
 import itertools
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from shopstream import lake, schema
@@ -110,6 +111,22 @@ def files_per_partition(root: Path) -> dict:
     return out
 
 
+STEP_LINE = re.compile(r"\] batch \d+.* steps: (.*)$")
+
+
+def step_seconds(job_output: str) -> dict[str, float]:
+    """Seconds per step summed over every micro-batch, from the job's step lines
+    ("[query] batch 3 steps: products 0.1s, bronze 2.0s, ...")."""
+    total: defaultdict[str, float] = defaultdict(float)
+    for line in job_output.splitlines():
+        match = STEP_LINE.search(line)
+        if match:
+            for part in match.group(1).split(", "):
+                step, seconds = part.rsplit(" ", 1)
+                total[step] += float(seconds.rstrip("s"))
+    return {step: round(seconds, 1) for step, seconds in total.items()}
+
+
 def throughput(workdir: Path, events: int, max_offsets: int) -> dict:
     broker = KafkaBroker(workdir / "kafka", port=free_port()).start()
     try:
@@ -136,11 +153,11 @@ def throughput(workdir: Path, events: int, max_offsets: int) -> dict:
         (root / "warehouse").mkdir(parents=True)
         print("streaming catch-up ...", flush=True)
         started = time.monotonic()
-        subprocess.run(
+        job = subprocess.run(
             streaming_command(root, broker.bootstrap_servers, "--max-offsets-per-trigger", str(max_offsets)),
             check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
         )
         seconds = time.monotonic() - started
         progress = catalog_for(root).load_table(schema.PROGRESS.qualified).scan().to_arrow().to_pylist()
@@ -157,6 +174,7 @@ def throughput(workdir: Path, events: int, max_offsets: int) -> dict:
             "pipeline_events_per_s": round(pipeline_rate),
             "pipeline_events_per_s_in_batches": round(summary.events / batch_seconds) if batch_seconds else None,
             "ratio_to_raw_consumer": round(pipeline_rate / raw["messages_per_s"], 4),
+            "steps": step_seconds(job.stdout),
             "files": files_per_partition(root),
         }
     finally:
