@@ -15,7 +15,7 @@ import pytest
 from shopstream import lake, schema
 from shopstream.spark.streaming import job
 from shopstream.spark.streaming import transforms as T
-from tests.streaming.test_transforms import KAFKA_SCHEMA, PV, T0, event
+from tests.streaming.test_transforms import KAFKA_SCHEMA, T0, event
 
 pytestmark = pytest.mark.spark
 
@@ -30,7 +30,8 @@ class NoProgress:
 
 
 def day_batch(spark, day: dt.date, first_offset: int, names: list[str]):
-    """Page views of session `day` on `day` (each also on raw-events), one rejected and one late."""
+    """Page views of session `day` on `day`, one rejected and one late, each on raw-events and again on
+    page-views (which the job does not read: raw-events carries every event)."""
     seconds = (day - DAY_A).days * 86_400
     payloads = [
         event("page_view", seconds + n, event_id=f"{day}-{name}", session_id=f"s-{day}", page_type="home", page_url="/")
@@ -40,7 +41,7 @@ def day_batch(spark, day: dt.date, first_offset: int, names: list[str]):
     payloads.append(
         event("page_view", seconds, sent_after=4000, event_id=f"{day}-late", page_type="home", page_url="/")
     )
-    items = [(topic, p) for p in payloads for topic in (PV, schema.TOPIC_RAW_EVENTS)]
+    items = [(topic, p) for p in payloads for topic in (schema.TOPIC_PAGE_VIEWS, schema.TOPIC_RAW_EVENTS)]
     rows = [
         (b"u1", json.dumps(p).encode(), topic, 0, first_offset + n, T0.replace(tzinfo=None))
         for n, (topic, p) in enumerate(items)
@@ -96,6 +97,66 @@ def test_a_batch_reads_only_its_own_days_and_updates_sessions_with_delete_files(
     (summary,) = spark.sql(f"SELECT summary FROM {sessions}.snapshots ORDER BY committed_at DESC LIMIT 1").first()
     assert int(summary["added-delete-files"]) >= 1 and "deleted-data-files" not in summary
 
+    # A batch of on-time page views only runs only the steps it has rows for.
+    writer(day_batch(spark, DAY_B, 300, ["b4"]).where("offset < 302"), 3)
+    assert writer.steps is not None and list(writer.steps.seconds) == [
+        "products",
+        "parse",
+        "bronze",
+        "page views",
+        "sessions",
+    ]
+
+
+def test_batch_outline_counts_each_write_per_day(spark):
+    """Two page views and an order line on day A (one of them late), a rejected record without
+    a usable time (filed under its Kafka time, day A), and a page view on day B."""
+    seconds_b = (DAY_B - DAY_A).days * 86_400
+    payloads = [
+        event("page_view", 10, page_type="home", page_url="/"),
+        event("page_view", 20, sent_after=4000, page_type="home", page_url="/"),
+        event(
+            "purchase",
+            30,
+            order_id="o1",
+            product_id="p1",
+            quantity=1,
+            unit_price=5,
+            discount=0,
+            payment_method="card",
+            currency="USD",
+        ),
+        "not json",
+        event("add_to_cart", seconds_b + 5, product_id="p1", quantity=1, unit_price=5),
+    ]
+    rows = [
+        (
+            b"u1",
+            (p if isinstance(p, str) else json.dumps(p)).encode(),
+            schema.TOPIC_RAW_EVENTS,
+            0,
+            n,
+            T0.replace(tzinfo=None),
+        )
+        for n, p in enumerate(payloads)
+    ]
+    records = T.parse_and_validate(spark.createDataFrame(rows, KAFKA_SCHEMA), WINDOW)
+    plan = job.BatchPlan.of(records, 1800)
+    day_a, day_b = ((d - dt.date(1970, 1, 1)).days for d in (DAY_A, DAY_B))
+    assert plan.days == {
+        "records": [day_a, day_b],
+        "page_views": [day_a, day_b],
+        "purchases": [day_a],
+        "rejected": [day_a],
+        "late": [day_a],
+    }
+    assert plan.runs("records") == [(day_a, day_a), (day_b, day_b)]
+    # The late page view (at T0 + 20 s) is not on time: the span runs from the first view to day B's.
+    assert (plan.first_on_time, plan.last_on_time) == (
+        (T0 + dt.timedelta(seconds=10)).strftime("%Y-%m-%d %H:%M:%S.000000"),
+        (T0 + dt.timedelta(seconds=seconds_b + 5)).strftime("%Y-%m-%d %H:%M:%S.000000"),
+    )
+
 
 def test_day_runs_make_a_predicate_of_literals(spark):
     times = (
@@ -106,7 +167,7 @@ def test_day_runs_make_a_predicate_of_literals(spark):
         "9999-12-31 23:59:59",
     )  # through SQL: Python's datetime holds neither year 0 nor year 1 everywhere
     rows = spark.sql("SELECT * FROM VALUES " + ", ".join(f"(TIMESTAMP '{t}')" for t in times) + " AS v(event_time)")
-    runs = job.day_runs(rows, "event_time")
+    runs = job.day_runs(row.day for row in rows.selectExpr("unix_date(to_date(event_time)) AS day").collect())
 
     def days(date: dt.date) -> int:
         return (date - dt.date(1970, 1, 1)).days

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from shopstream import lake, schema
 from shopstream.spark.streaming import job
 from shopstream.spark.streaming import transforms as T
-from tests.streaming.test_transforms import PV, event, kafka_batch
+from tests.streaming.test_transforms import RAW, event, kafka_batch
 
 pytestmark = pytest.mark.spark
 
@@ -21,7 +21,7 @@ class NoProgress:
 
 def page_views(count: int, poison: int) -> list:
     return [
-        (PV, event("page_view", n, page_type="home", page_url="/", event_id="poison" if n == poison else f"v{n}"))
+        (RAW, event("page_view", n, page_type="home", page_url="/", event_id="poison" if n == poison else f"v{n}"))
         for n in range(count)
     ]
 
@@ -47,7 +47,7 @@ def test_only_the_record_at_fault_is_quarantined_and_a_replay_adds_nothing(empty
         (quarantined,) = spark.table(lake.table_ref(schema.QUARANTINE)).collect()
         assert (quarantined.reason, quarantined.topic, quarantined.kafka_offset, quarantined.event_id) == (
             schema.REASON_WRITE_FAILED,
-            PV,
+            RAW,
             2,
             "poison",
         )

@@ -1,12 +1,15 @@
 """The streaming job: Kafka -> bronze and silver Iceberg tables, exactly once.
 
-One query reads every topic; each micro-batch, in order:
-  products topic     -> silver_products (the newest record per product wins)
-  raw-events         -> bronze_events (records not there yet, by their Kafka coordinates)
-  page-views, purchases, user-sessions
-                     -> silver_page_views, silver_purchases (enriched from the catalog),
+One query reads the products topic and raw-events (which carries every event; the typed topics
+carry the same events again for other consumers); each micro-batch, in order:
+  products           -> silver_products (the newest record per product wins)
+  raw-events         -> parsed and validated once, then
+                        bronze_events (records not there yet, by their Kafka coordinates),
+                        silver_page_views, silver_purchases (enriched from the catalog),
                         silver_user_sessions (rebuilt for the sessions the batch touched) and
                         quarantine_events (rejected records with a reason, late events)
+A write the batch has no rows for is skipped: one aggregate over the batch says which days each
+write touches, and each MERGE looks up only those days.
 Every write is an idempotent MERGE keyed by the event, or by the Kafka record (topic, partition,
 offset and Kafka timestamp) for bronze and rejected records, so replaying any offsets, with or
 without the checkpoint, writes nothing twice. A batch that fails on its data is written again in
@@ -27,6 +30,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import StreamingQueryException
@@ -40,7 +45,9 @@ from shopstream.spark import iceberg
 from shopstream.spark.streaming import transforms as T
 
 CATCH_UP = "catch-up"
-SILVER_TOPICS = (schema.TOPIC_PAGE_VIEWS, schema.TOPIC_PURCHASES, schema.TOPIC_USER_SESSIONS)
+# raw-events carries every event: the one source of bronze and silver, so each event is read and
+# parsed once. The typed topics carry the same events again for other consumers.
+SUBSCRIBED_TOPICS = (schema.TOPIC_RAW_EVENTS, schema.TOPIC_PRODUCTS)
 # Sessions are rebuilt from silver rows within this far of the batch's events; no session lasts longer.
 SESSION_SPAN_HOURS = 6
 # The plausible event-time window spans at most a century either side: wider admits times no shop
@@ -152,12 +159,11 @@ def describe(error: BaseException) -> str:
 # -- writers (the I/O side) -------------------------------------------------------------------
 
 
-def day_runs(df, column: str) -> list[tuple[int, int]]:
-    """The UTC days of `column` in the rows of `df`, as runs of consecutive days (first, last), in
-    days since 1970-01-01: numbers hold every year a timestamp can have, Python's dates do not."""
-    days = sorted(row.day for row in df.select(F.unix_date(F.to_date(column)).alias("day")).distinct().collect())
+def day_runs(days: Iterable[int]) -> list[tuple[int, int]]:
+    """Days (since 1970-01-01: numbers hold every year a timestamp can have, Python's dates do not)
+    as runs of consecutive days (first, last)."""
     runs: list[list[int]] = []
-    for day in days:
+    for day in sorted(set(days)):
         if runs and day == runs[-1][1] + 1:
             runs[-1][1] = day
         else:
@@ -175,20 +181,42 @@ def within_days(column: str, runs: list[tuple[int, int]]) -> str:
     return "(" + " OR ".join(ranges) + ")"
 
 
-def _merge_insert_new(df, table: str, keys: tuple[str, ...], view: str) -> None:
+@dataclass(frozen=True)
+class BatchPlan:
+    """The UTC days each write of a micro-batch touches, from one aggregate over its records: a
+    write without days is skipped (no job, no commit), the others look up only those days."""
+
+    days: dict[str, list[int]]  # per outline count (records, page_views, ...): the days it is > 0
+    first_on_time: str | None  # the span of the on-time events, as timestamp text
+    last_on_time: str | None
+
+    @classmethod
+    def of(cls, records, allowed_lateness: int) -> BatchPlan:
+        rows = T.batch_outline(records, allowed_lateness).collect()
+        counts = ("records", "page_views", "purchases", "rejected", "late")
+        return cls(
+            {count: [row.day for row in rows if row[count]] for count in counts},
+            min((row.first_on_time for row in rows if row.first_on_time), default=None),
+            max((row.last_on_time for row in rows if row.last_on_time), default=None),
+        )
+
+    def runs(self, count: str) -> list[tuple[int, int]]:
+        return day_runs(self.days[count])
+
+
+def _merge_insert_new(df, table: str, keys: tuple[str, ...], view: str, runs: list[tuple[int, int]]) -> None:
     """Insert the rows whose key is not in the table yet: a replayed batch inserts nothing.
 
     Spark reads the whole target of such a MERGE (an anti-join) unless told which partitions can
-    match: the lookup reads only the day partitions of the batch's own rows. That misses nothing,
-    because a row's partition day is a function of its key (the key holds the event time, or is a
-    Kafka record, whose partition time its payload and timestamp decide), so the cost of a batch
-    does not grow with the table."""
+    match: the lookup reads only `runs`, the day partitions of the batch's own rows. That misses
+    nothing, because a row's partition day is a function of its key (the key holds the event time,
+    or is a Kafka record, whose partition time its payload and timestamp decide), so the cost of a
+    batch does not grow with the table."""
     day_column = schema.TABLES[table].partition_day_of
     if day_column is None:
         raise ValueError(f"{table} is not partitioned by day: its MERGE lookup cannot be pruned")
-    runs = day_runs(df, day_column)
     if not runs:
-        return  # no commit, no snapshot: small continuous batches stay cheap
+        return  # no rows: no job, no commit, no snapshot
     df.createOrReplaceTempView(view)
     on = " AND ".join([f"t.{k} = s.{k}" for k in keys] + [within_days(day_column, runs)])
     df.sparkSession.sql(f"MERGE INTO {lake.table_ref(table)} t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *")
@@ -303,12 +331,9 @@ class BatchWriter:
             return numbered.where(F.col(ROW).between(start, end - 1)).drop(ROW)
 
         if high - low == 1:
-            _merge_insert_new(
-                T.unwritable(rows(low, high), describe(error)),
-                schema.QUARANTINE,
-                (*KAFKA_RECORD, "reason"),
-                "unwritable_record",
-            )
+            record = T.unwritable(rows(low, high), describe(error))
+            days = [row.day for row in record.select(F.unix_date(F.to_date("partition_time")).alias("day")).collect()]
+            _merge_insert_new(record, schema.QUARANTINE, (*KAFKA_RECORD, "reason"), "unwritable_record", day_runs(days))
             return 1
         middle = (low + high) // 2
         quarantined = 0
@@ -324,14 +349,22 @@ class BatchWriter:
     def _write(self, batch, label: str) -> None:
         spark = batch.sparkSession
         steps = self.steps = StepTimer(f"[{lake.STREAMING_QUERY}] {label}")
+        # Every payload is parsed once, into the rows that bronze, silver and quarantine are made of.
+        records = T.parse_and_validate(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS), self.window)
+        records = records.persist()
         try:
             with steps("products"):
                 self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
-            with steps("bronze"):
-                raw = batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS)
-                _merge_insert_new(T.to_bronze(raw), schema.BRONZE_EVENTS, KAFKA_RECORD, "bronze_batch")
-            self._silver(spark, batch.where(F.col("topic").isin(*SILVER_TOPICS)), steps)
+            with steps("parse"):
+                plan = BatchPlan.of(records, self.allowed_lateness)
+            if plan.days["records"]:
+                with steps("bronze"):
+                    _merge_insert_new(
+                        T.to_bronze(records), schema.BRONZE_EVENTS, KAFKA_RECORD, "bronze_batch", plan.runs("records")
+                    )
+                self._silver(spark, records, plan, steps)
         finally:
+            records.unpersist()
             steps.report()
 
     def _products(self, records) -> None:
@@ -352,47 +385,58 @@ class BatchWriter:
             WHEN MATCHED THEN UPDATE SET category = s.category, list_price = s.price
         """)
 
-    def _silver(self, spark, typed_records, steps: StepTimer) -> None:
-        records = T.parse_and_validate(typed_records, self.window).persist()
+    def _silver(self, spark, records, plan: BatchPlan, steps: StepTimer) -> None:
         valid = records.where(F.col("reason").isNull()).dropDuplicates(["event_id"]).persist()
         try:
-            rejected = records.where(F.col("reason").isNotNull())
             event_key = ("event_id", "event_time")
-            with steps("page views"):
-                _merge_insert_new(T.to_page_views(valid), schema.SILVER_PAGE_VIEWS, event_key, "page_view_batch")
-            with steps("purchases"):
-                products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
-                _merge_insert_new(T.to_purchases(valid, products), schema.SILVER_PURCHASES, event_key, "purchase_batch")
-            with steps("sessions"):
-                self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)))
-            with steps("quarantine"):
-                _merge_insert_new(
-                    T.to_quarantine(rejected), schema.QUARANTINE, (*KAFKA_RECORD, "reason"), "rejected_batch"
-                )
-                # A late event and its duplicates are one late record, whatever their offsets.
-                _merge_insert_new(
-                    T.to_quarantine(T.late_records(valid, self.allowed_lateness)),
-                    schema.QUARANTINE,
-                    ("event_id", "event_time", "reason"),
-                    "late_batch",
-                )
+            if plan.days["page_views"]:
+                with steps("page views"):
+                    _merge_insert_new(
+                        T.to_page_views(valid),
+                        schema.SILVER_PAGE_VIEWS,
+                        event_key,
+                        "page_view_batch",
+                        plan.runs("page_views"),
+                    )
+            if plan.days["purchases"]:
+                with steps("purchases"):
+                    products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
+                    _merge_insert_new(
+                        T.to_purchases(valid, products),
+                        schema.SILVER_PURCHASES,
+                        event_key,
+                        "purchase_batch",
+                        plan.runs("purchases"),
+                    )
+            if plan.first_on_time is not None:
+                with steps("sessions"):
+                    self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)), plan)
+            if plan.days["rejected"] or plan.days["late"]:
+                with steps("quarantine"):
+                    _merge_insert_new(
+                        T.to_quarantine(records.where(F.col("reason").isNotNull())),
+                        schema.QUARANTINE,
+                        (*KAFKA_RECORD, "reason"),
+                        "rejected_batch",
+                        plan.runs("rejected"),
+                    )
+                    # A late event and its duplicates are one late record, whatever their offsets.
+                    _merge_insert_new(
+                        T.to_quarantine(T.late_records(valid, self.allowed_lateness)),
+                        schema.QUARANTINE,
+                        ("event_id", "event_time", "reason"),
+                        "late_batch",
+                        plan.runs("late"),
+                    )
         finally:  # a failed write is written again in halves: nothing stays cached meanwhile
             valid.unpersist()
-            records.unpersist()
 
-    def _rebuild_sessions(self, spark, on_time) -> None:
-        as_text = "yyyy-MM-dd HH:mm:ss.SSSSSS"  # read back as a literal in the session's time zone (UTC)
-        bounds = on_time.agg(
-            F.date_format(F.min("event_time"), as_text).alias("lo"),
-            F.date_format(F.max("event_time"), as_text).alias("hi"),
-        ).first()
-        if bounds.lo is None:
-            return
+    def _rebuild_sessions(self, spark, on_time, plan: BatchPlan) -> None:
         touched = on_time.select("session_id").distinct()
         # Every event of a session lies within the span of every other, its stored start too.
         around = (
-            f"BETWEEN TIMESTAMP '{bounds.lo}' - INTERVAL {SESSION_SPAN_HOURS} HOURS "
-            f"AND TIMESTAMP '{bounds.hi}' + INTERVAL {SESSION_SPAN_HOURS} HOURS"
+            f"BETWEEN TIMESTAMP '{plan.first_on_time}' - INTERVAL {SESSION_SPAN_HOURS} HOURS "
+            f"AND TIMESTAMP '{plan.last_on_time}' + INTERVAL {SESSION_SPAN_HOURS} HOURS"
         )
 
         def silver_rows(table: str):
@@ -497,7 +541,7 @@ class StreamingApp:
         stream = (
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", self.args.bootstrap_servers)
-            .option("subscribe", ",".join(schema.ALL_TOPICS))
+            .option("subscribe", ",".join(SUBSCRIBED_TOPICS))
             .option("startingOffsets", self.args.starting_offsets)
             .option("maxOffsetsPerTrigger", str(self.args.max_offsets_per_trigger))
             .option("failOnDataLoss", str(self.args.fail_on_data_loss).lower())

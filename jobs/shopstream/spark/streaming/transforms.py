@@ -108,12 +108,16 @@ def kafka_source_columns(df: DataFrame) -> DataFrame:
     )
 
 
-def to_bronze(kafka_df: DataFrame) -> DataFrame:
-    """raw-events as received, plus the event's id, type and time where the payload allows."""
-    header = [c for c in schema.COMMON_EVENT_COLUMNS if c.name in ("event_id", "event_type", "event_time")]
-    parsed = kafka_source_columns(kafka_df).withColumn("f", _parse(header))
-    event_time = _typed("event_time", schema.TIMESTAMP)
-    return parsed.select(
+def partition_time() -> SparkColumn:
+    """The time a Kafka record is filed under in bronze and quarantine: its event time when the
+    payload has a usable one, else its Kafka time. A replay computes it again the same."""
+    return F.coalesce(F.col("event_time"), F.col("kafka_timestamp"))
+
+
+def to_bronze(records: DataFrame) -> DataFrame:
+    """raw-events as received, plus the event's id, type and time where the payload allows.
+    `records` are parse_and_validate's rows (or header_fields'): the payload is parsed once."""
+    return records.select(
         "kafka_key",
         "raw_value",
         "topic",
@@ -121,15 +125,30 @@ def to_bronze(kafka_df: DataFrame) -> DataFrame:
         "kafka_offset",
         "kafka_timestamp",
         F.current_timestamp().alias("ingest_time"),
-        F.col("f.event_id").alias("event_id"),
-        F.col("f.event_type").alias("event_type"),
-        event_time.alias("event_time"),
-        F.coalesce(event_time, F.col("kafka_timestamp")).alias("partition_time"),
+        "event_id",
+        "event_type",
+        "event_time",
+        partition_time().alias("partition_time"),
+    )
+
+
+def header_fields(kafka_df: DataFrame) -> DataFrame:
+    """Kafka records with only the event's id, type and time parsed: all that bronze needs."""
+    header = [c for c in schema.COMMON_EVENT_COLUMNS if c.name in ("event_id", "event_type", "event_time")]
+    parsed = kafka_source_columns(kafka_df).withColumn("f", _parse(header))
+    return parsed.select(
+        "kafka_key",
+        "raw_value",
+        "topic",
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_timestamp",
+        *[_typed(c.name, c.type).alias(c.name) for c in header],
     )
 
 
 def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -> DataFrame:
-    """Parse event payloads from the typed topics and decide each record's fate.
+    """Parse raw-events payloads and decide each record's fate.
 
     The result has every event field converted to its type, plus `reason` (null for a valid
     record, else one of schema.QUARANTINE_REASONS) and `detail` (which field failed). A valid
@@ -138,15 +157,6 @@ def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -
     parsed = parsed.withColumn("json_ok", F.col("f").isNotNull() & F.col(f"f.{CORRUPT}").isNull())
 
     event_type = F.col("f.event_type")
-    topic_types = F.create_map(
-        *[
-            x
-            for topic in schema.EVENT_TOPICS
-            if topic != schema.TOPIC_RAW_EVENTS
-            for x in (F.lit(topic), F.array(*[F.lit(t) for t, tp in schema.EVENT_TOPIC.items() if tp == topic]))
-        ]
-    )
-    type_allowed = F.array_contains(F.element_at(topic_types, F.col("topic")), event_type)
 
     def fields_failing(test) -> SparkColumn:
         """Names of the fields, of this record's event type, for which `test(column)` holds."""
@@ -194,9 +204,9 @@ def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -
         (~F.col("json_ok"), schema.REASON_BAD_JSON, F.lit("payload is not a JSON object")),
         (event_type.isNull(), schema.REASON_MISSING_FIELD, F.lit("event_type")),
         (
-            ~type_allowed,
+            ~event_type.isin(*schema.EVENT_TYPES),
             schema.REASON_UNKNOWN_TYPE,
-            F.concat(F.lit("event_type "), event_type, F.lit(" on topic "), F.col("topic")),
+            F.concat(F.lit("event_type "), event_type),
         ),
         (F.col("_missing") != "", schema.REASON_MISSING_FIELD, F.col("_missing")),
         (F.col("_bad_type") != "", schema.REASON_BAD_TYPE, F.col("_bad_type")),
@@ -242,7 +252,7 @@ def to_quarantine(rejected: DataFrame, read_at: SparkColumn | None = None) -> Da
     own time, which a replay computes again the same (the read time would not)."""
     computed = {
         "ingest_time": read_at if read_at is not None else F.current_timestamp(),
-        "partition_time": F.coalesce(F.col("event_time"), F.col("kafka_timestamp")),
+        "partition_time": partition_time(),
     }
     return rejected.select(
         *[
@@ -255,7 +265,9 @@ def to_quarantine(rejected: DataFrame, read_at: SparkColumn | None = None) -> Da
 def unwritable(kafka_df: DataFrame, error: str) -> DataFrame:
     """Records whose write failed on their data, as quarantine rows built only from what cannot
     fail: their Kafka coordinates, raw payload and the header fields bronze parses."""
-    failed = to_bronze(kafka_df).withColumns({"reason": F.lit(schema.REASON_WRITE_FAILED), "detail": F.lit(error)})
+    failed = to_bronze(header_fields(kafka_df)).withColumns(
+        {"reason": F.lit(schema.REASON_WRITE_FAILED), "detail": F.lit(error)}
+    )
     return to_quarantine(failed)
 
 
@@ -278,6 +290,33 @@ def late_records(valid: DataFrame, allowed_delay_seconds: int) -> DataFrame:
                 "sent %.0fs after it happened (allowed %ds); not counted in sessions", lag, F.lit(allowed_delay_seconds)
             ),
         }
+    )
+
+
+# A timestamp as text that Spark reads back as a literal in the session's time zone (UTC); its
+# text order is its time order.
+TIMESTAMP_TEXT = "yyyy-MM-dd HH:mm:ss.SSSSSS"
+
+
+def batch_outline(records: DataFrame, allowed_delay_seconds: int) -> DataFrame:
+    """What each UTC day of a batch holds, in one pass over parse_and_validate's rows: how many
+    records (bronze), valid page views and cart adds, order lines, rejected and late records, and
+    the first and last on-time event (the span of the sessions to rebuild). A valid record's
+    partition time is its event time, so these days are the partitions every write touches."""
+    valid = F.col("reason").isNull()
+    on_time = valid & ~is_late(allowed_delay_seconds)
+
+    def count_where(condition: SparkColumn) -> SparkColumn:
+        return F.count(F.when(condition, 1))
+
+    return records.groupBy(F.unix_date(F.to_date(partition_time())).alias("day")).agg(
+        F.count("*").alias("records"),
+        count_where(valid & F.col("event_type").isin(schema.PAGE_VIEW, schema.ADD_TO_CART)).alias("page_views"),
+        count_where(valid & (F.col("event_type") == schema.PURCHASE)).alias("purchases"),
+        count_where(~valid).alias("rejected"),
+        count_where(valid & is_late(allowed_delay_seconds)).alias("late"),
+        F.date_format(F.min(F.when(on_time, F.col("event_time"))), TIMESTAMP_TEXT).alias("first_on_time"),
+        F.date_format(F.max(F.when(on_time, F.col("event_time"))), TIMESTAMP_TEXT).alias("last_on_time"),
     )
 
 
