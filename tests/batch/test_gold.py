@@ -346,24 +346,26 @@ def test_data_quality(spark, silver):
             {
                 "reason": r,
                 "detail": None,
-                "topic": t,
+                "topic": schema.TOPIC_RAW_EVENTS,
                 "kafka_partition": 0,
                 "kafka_offset": i,
                 "kafka_timestamp": at(DAY, 9),
                 "kafka_key": None,
                 "raw_value": "{}",
                 "event_id": f"q{i}",
-                "event_type": None,
+                "event_type": event_type,
                 "event_time": at(DAY, 9),
                 "ingest_time": at(DAY, 9),
                 "partition_time": at(DAY, 9),
             }
-            for i, (r, t) in enumerate(
+            # A record is the table's by its event type; one without a type is no table's.
+            for i, (r, event_type) in enumerate(
                 [
-                    (schema.REASON_BAD_JSON, schema.TOPIC_PAGE_VIEWS),
-                    (schema.REASON_LATE, schema.TOPIC_PAGE_VIEWS),
-                    (schema.REASON_LATE, schema.TOPIC_PAGE_VIEWS),
-                    (schema.REASON_OUT_OF_RANGE, schema.TOPIC_PURCHASES),
+                    (schema.REASON_BAD_TYPE, schema.PAGE_VIEW),
+                    (schema.REASON_LATE, schema.ADD_TO_CART),
+                    (schema.REASON_LATE, schema.PAGE_VIEW),
+                    (schema.REASON_OUT_OF_RANGE, schema.PURCHASE),
+                    (schema.REASON_BAD_JSON, None),
                 ]
             )
         ],
@@ -384,7 +386,7 @@ def test_data_quality(spark, silver):
     )
     pv, pu, us = rows[schema.SILVER_PAGE_VIEWS], rows[schema.SILVER_PURCHASES], rows[schema.SILVER_USER_SESSIONS]
     assert (pv["row_count"], pv["duplicate_count"], pv["out_of_range_count"], pv["late_event_count"]) == (8, 1, 0, 2)
-    assert json.loads(pv["quarantine_by_reason"]) == {"bad_json": 1, "late_event": 2}
+    assert json.loads(pv["quarantine_by_reason"]) == {"bad_type": 1, "late_event": 2}
     assert pv["freshness_lag_seconds"] == 2 * 3600 - 7 * 60  # 12:00 minus the newest view at 10:07
     assert json.loads(pv["null_rates"])["event_id"] == 0.0
     assert (pu["row_count"], pu["duplicate_count"], pu["out_of_range_count"]) == (4, 0, 1)

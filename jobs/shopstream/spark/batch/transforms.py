@@ -308,8 +308,9 @@ def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame,
 
 # -- data quality -----------------------------------------------------------------------------
 
-# Per silver table: its event key, its time column, the quarantine topic it comes from, and the
-# rows out of range (the streaming job rejects these, so a non-zero count means trouble upstream).
+# Per silver table: its event key, its time column, the typed topic of its events (quarantined
+# records are told apart by their event type: all of them come from raw-events), and the rows out
+# of range (the streaming job rejects these, so a non-zero count means trouble upstream).
 QUALITY_RULES = {
     schema.SILVER_PAGE_VIEWS: (
         "event_id",
@@ -359,7 +360,8 @@ def data_quality(
                 )
             ).alias("null_rates"),
         )
-        rejected = quarantine.where(F.col("topic") == topic)
+        types = [event_type for event_type, typed_topic in schema.EVENT_TOPIC.items() if typed_topic == topic]
+        rejected = quarantine.where(F.col("event_type").isin(*types))
         by_reason = (
             rejected.groupBy("reason")
             .count()

@@ -386,7 +386,8 @@ class BatchWriter:
         """)
 
     def _silver(self, spark, records, plan: BatchPlan, steps: StepTimer) -> None:
-        valid = records.where(F.col("reason").isNull()).dropDuplicates(["event_id"]).persist()
+        # Silver keeps no Kafka record: the raw payload stays out of the shuffle of the deduplication.
+        valid = T.valid_events(records).persist()
         try:
             event_key = ("event_id", "event_time")
             if plan.days["page_views"]:
@@ -421,8 +422,9 @@ class BatchWriter:
                         plan.runs("rejected"),
                     )
                     # A late event and its duplicates are one late record, whatever their offsets.
+                    late = T.valid_events(records.where(T.is_late(self.allowed_lateness)), kafka_record=True)
                     _merge_insert_new(
-                        T.to_quarantine(T.late_records(valid, self.allowed_lateness)),
+                        T.to_quarantine(T.late_records(late, self.allowed_lateness)),
                         schema.QUARANTINE,
                         ("event_id", "event_time", "reason"),
                         "late_batch",

@@ -53,6 +53,7 @@ class TimeWindow:
 
 
 CORRUPT = "_corrupt_record"
+TYPED = "_typed_"  # prefix of a field's converted value inside parse_and_validate
 # Spark's JSON parser fills CORRUPT with the payload when it is not a JSON object; one parse
 # decides both "is it JSON" and every field's text.
 PARSE_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
@@ -154,7 +155,17 @@ def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -
     record, else one of schema.QUARANTINE_REASONS) and `detail` (which field failed). A valid
     record's values all fit their column types, its revenue too, so no later cast can fail."""
     parsed = kafka_source_columns(kafka_df).withColumn("f", _parse(EVENT_FIELDS))
-    parsed = parsed.withColumn("json_ok", F.col("f").isNotNull() & F.col(f"f.{CORRUPT}").isNull())
+    # Each field converted once, in a projection of its own: the checks below read the result
+    # several times, and Spark does not merge projections that would repeat such work.
+    parsed = parsed.withColumns(
+        {
+            "json_ok": F.col("f").isNotNull() & F.col(f"f.{CORRUPT}").isNull(),
+            **{TYPED + c.name: _typed(c.name, c.type) for c in EVENT_FIELDS},
+        }
+    )
+
+    def typed(name: str) -> SparkColumn:
+        return F.col(TYPED + name)
 
     event_type = F.col("f.event_type")
 
@@ -172,26 +183,23 @@ def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -
         return _beyond_type(c.name, c.type) if c.type in schema.VALUE_RANGES else F.lit(False)
 
     missing = fields_failing(lambda c: F.col(f"f.{c.name}").isNull() if c.required else F.lit(False))
-    bad_type = fields_failing(
-        lambda c: F.col(f"f.{c.name}").isNotNull() & _typed(c.name, c.type).isNull() & ~beyond_type(c)
-    )
+    bad_type = fields_failing(lambda c: F.col(f"f.{c.name}").isNotNull() & typed(c.name).isNull() & ~beyond_type(c))
     lowest = {name: (low, inclusive) for name, low, inclusive in RANGES}
 
     def out_of_range_rule(c: schema.Column) -> SparkColumn:
         if c.name not in lowest:
             return F.lit(False)
         low, inclusive = lowest[c.name]
-        return (_typed(c.name, c.type) < low) if inclusive else (_typed(c.name, c.type) <= low)
+        return (typed(c.name) < low) if inclusive else (typed(c.name) <= low)
 
-    field_type = {c.name: c.type for c in EVENT_FIELDS}
-    line_revenue = revenue(*[_typed(name, field_type[name]) for name in ("quantity", "unit_price", "discount")])
+    line_revenue = revenue(*[typed(name) for name in ("quantity", "unit_price", "discount")])
     numeric = [c for c in EVENT_FIELDS if c.type in schema.VALUE_RANGES]
     out_of_range = F.concat_ws(
         ",",
         *[F.when(beyond_type(c) | out_of_range_rule(c), F.lit(c.name)) for c in numeric],
         F.when(_outside(line_revenue, schema.MONEY), F.lit("revenue")),
     )
-    event_time = _typed("event_time", schema.TIMESTAMP)
+    event_time = typed("event_time")
     unknown_value = F.concat_ws(
         ",",
         *[
@@ -242,7 +250,7 @@ def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -
             "kafka_timestamp",
             "reason",
             "detail",
-            *[_typed(c.name, c.type).alias(c.name) for c in EVENT_FIELDS],
+            *[typed(c.name).alias(c.name) for c in EVENT_FIELDS],
         )
     )
 
@@ -269,6 +277,15 @@ def unwritable(kafka_df: DataFrame, error: str) -> DataFrame:
         {"reason": F.lit(schema.REASON_WRITE_FAILED), "detail": F.lit(error)}
     )
     return to_quarantine(failed)
+
+
+def valid_events(records: DataFrame, kafka_record: bool = False) -> DataFrame:
+    """parse_and_validate's valid rows, one per event (a duplicate is the same event sent again),
+    with the Kafka record they came in (key, payload, coordinates) only when asked for."""
+    valid = records.where(F.col("reason").isNull()).drop("reason", "detail")
+    if not kafka_record:
+        valid = valid.drop("kafka_key", "raw_value", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
+    return valid.dropDuplicates(["event_id"])
 
 
 def is_late(allowed_delay_seconds: int) -> SparkColumn:
