@@ -24,7 +24,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from shopstream import lake, schema
+from shopstream import lake, schema, settings
 from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.events.generator.cli import send
 from shopstream.events.generator.shop import GeneratorConfig, Shop
@@ -181,6 +181,89 @@ def throughput(workdir: Path, events: int, max_offsets: int) -> dict:
         broker.stop()
 
 
+KAFKA_ROW = "key BINARY, value BINARY, topic STRING, partition INT, offset BIGINT, timestamp TIMESTAMP"
+GROWTH_START = dt.date(2026, 10, 1)  # the filled days end before today: no event time is implausible
+
+
+class NoProgress:
+    """The batch writer's progress recorder, with no streaming query to report on."""
+
+    def flush(self, spark) -> int:
+        return 0
+
+
+def growth(workdir: Path, batch_events: int, multiples: list[int]) -> list[dict]:
+    """Seconds for one micro-batch of one day of `batch_events` events written into tables that
+    already hold `multiple` times that volume (as earlier days), for each multiple. The job's own
+    batch writer, in one warm Spark session, is fed Kafka-shaped rows straight from the generator:
+    this measures the writes, without Kafka or a JVM start in the way."""
+    from shopstream.spark import iceberg
+    from shopstream.spark.streaming import job
+    from shopstream.spark.streaming import transforms as T
+
+    root = workdir / "lake-growth"
+    (root / "warehouse").mkdir(parents=True)
+    lake_settings = lake.LakeSettings(f"jdbc:sqlite:{root / 'catalog.db'}", f"file://{root / 'warehouse'}")
+    spark = iceberg.spark_session(lake_settings, "shopstream-growth-bench")
+    writer = job.BatchWriter(settings.ALLOWED_LATENESS.read_int(), T.TimeWindow(), NoProgress())
+    kafka_time = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    offsets, batch_ids = itertools.count(), itertools.count()
+    first_day = GROWTH_START
+
+    def write_days(days: int, with_catalog: bool = False) -> float:
+        """Generate `days` days after the last ones written, as one micro-batch; its seconds."""
+        nonlocal first_day
+        shop = Shop(
+            GeneratorConfig(seed=first_day.toordinal(), start_date=first_day, days=days, events_per_day=batch_events)
+        )
+        first_day += dt.timedelta(days=days)
+        records = itertools.chain(shop.catalog() if with_catalog else (), shop.records())
+        rows = [
+            (
+                r.key,
+                r.value,
+                r.topic if r.topic == schema.TOPIC_PRODUCTS else schema.TOPIC_RAW_EVENTS,
+                0,
+                next(offsets),
+                kafka_time,
+            )
+            for r in records
+        ]
+        batch = spark.createDataFrame(rows, KAFKA_ROW).persist()
+        batch.count()  # built before the clock starts: Kafka's side is not what is measured
+        started = time.monotonic()
+        writer(batch, next(batch_ids))
+        seconds = time.monotonic() - started
+        batch.unpersist()
+        return seconds
+
+    def records_in_tables() -> int:
+        return spark.table(lake.table_ref(schema.BRONZE_EVENTS)).count()
+
+    try:
+        write_days(1, with_catalog=True)  # the catalog, and a first day that warms the session
+        out = []
+        for multiple in multiples:
+            while (missing := multiple * batch_events - records_in_tables()) > 0:
+                write_days(max(1, min(10, missing // batch_events)))
+            before = records_in_tables()
+            seconds = write_days(1)
+            out.append(
+                {
+                    "multiple": multiple,
+                    "table_events": before,
+                    "batch_events": records_in_tables() - before,
+                    "batch_seconds": round(seconds, 2),
+                }
+            )
+            print(f"growth: {out[-1]}", flush=True)
+        for row in out:
+            row["ratio_to_1x"] = round(row["batch_seconds"] / out[0]["batch_seconds"], 2)
+        return out
+    finally:
+        spark.stop()
+
+
 def freshness(workdir: Path, seconds: int, rate: float) -> dict:
     """Seconds from an event's send to the commit of the silver snapshot that made it queryable."""
     broker = KafkaBroker(workdir / "kafka-fresh", port=free_port()).start()
@@ -242,6 +325,10 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
                 lags.append((committed - row["ingest_time"]).total_seconds())
     lags.sort()
     q = statistics.quantiles(lags, n=100)
+    # The warm micro-batches of the live run: what each costs sets the floor of freshness.
+    progress = catalog_for(root).load_table(schema.PROGRESS.qualified).scan().to_arrow().to_pylist()
+    live = sorted(p["batch_duration_ms"] / 1000 for p in progress if p["num_input_rows"] > 0)[1:]  # not the first
+    records = [p["num_input_rows"] for p in progress if p["num_input_rows"] > 0]
     return {
         "events_measured": len(lags),
         "rate_events_per_s": rate,
@@ -249,6 +336,11 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
         "p50_seconds": round(q[49], 1),
         "p95_seconds": round(q[94], 1),
         "max_seconds": round(lags[-1], 1),
+        "lags_seconds": [round(lag, 2) for lag in lags],
+        "live_micro_batches": len(live),
+        "records_per_micro_batch_median": statistics.median(records) if records else None,
+        "micro_batch_seconds_p50": round(statistics.median(live), 2) if live else None,
+        "micro_batch_seconds_max": round(live[-1], 2) if live else None,
         "generator": generator.stdout.splitlines()[0],
     }
 
@@ -261,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-offsets-per-trigger", type=int, default=600_000)
     parser.add_argument("--freshness-seconds", type=int, default=180, help="0 skips the freshness run")
     parser.add_argument("--rate", type=float, default=100.0, help="live generator rate for the freshness run")
+    parser.add_argument(
+        "--growth-batch-events", type=int, default=20_000, help="events per batch of the growth run; 0 skips it"
+    )
+    parser.add_argument(
+        "--growth-multiples", type=int, nargs="+", default=[1, 10, 30], help="table sizes, in batches, to measure at"
+    )
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="shopstream-bench-") as tmp:
@@ -268,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         result: dict[str, object] = {"machine_cores": os.cpu_count()}
         if args.events:
             result["throughput"] = throughput(Path(tmp), args.events, args.max_offsets_per_trigger)
+        if args.growth_batch_events:
+            result["growth"] = growth(Path(tmp), args.growth_batch_events, args.growth_multiples)
         if args.freshness_seconds:
             result["freshness"] = freshness(Path(tmp), args.freshness_seconds, args.rate)
     (RESULTS / ("streaming.json" if args.events else "streaming-freshness.json")).write_text(
