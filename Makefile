@@ -57,12 +57,14 @@ $(STAMP): pyproject.toml $(LOCK)
 	@touch $@
 
 # uv's universal resolution: one lock for Python 3.11 (the floor of requires-python) to 3.13 on
-# every platform, with the hashes of every file of each release. Pins already in the lock are kept
+# every platform, with the hashes of every file of each release, and one version of each package for
+# all of them (--fork-strategy fewest; by default uv adds a newer numpy for 3.12+ alone, and
+# tests/test_lock.py wants one line per package). Pins already in the lock are kept
 # unless pyproject.toml moves them (LOCK_ARGS=--upgrade takes the newest allowed);
 # tests/test_lock.py fails while the two disagree.
 lock: $(STAMP)
 	$(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
-	  | $(VENV)/bin/uv pip compile -q pyproject.toml - --extra orchestration --extra dev --universal \
+	  | $(VENV)/bin/uv pip compile -q pyproject.toml - --extra orchestration --extra dev --universal --fork-strategy fewest \
 	      --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' -o $(LOCK) $(LOCK_ARGS)
 
 # The static checks, configured in pyproject.toml; all three run, and any failure fails the target.
