@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: demo test lint lock ui kafka-up kafka-down jars prereqs browser tools bench clean help
+.PHONY: demo test lint lock ui kafka-up kafka-down jars prereqs browser tools bench bench-charts clean help
 GO_TOOLS := etcd kube-apiserver helm spark-operator minio skaffold
 
 help:
@@ -27,7 +27,8 @@ help:
 	@echo "make tools       build the Go test tools (etcd, kube-apiserver, helm, Spark operator, MinIO, skaffold; needs Go 1.25+)"
 	@echo "make kafka-up    start the local Kafka broker in the background (state in ./.demo/kafka)"
 	@echo "make kafka-down  stop it"
-	@echo "make bench       run the benchmarks in bench/"
+	@echo "make bench       run the benchmarks in bench/ and draw their charts (results in bench/results/)"
+	@echo "make bench-charts redraw the charts from the results already in bench/results/"
 	@echo "make clean       remove ./.demo and the virtualenv (caches in ~/.cache are kept)"
 
 # Java 17+ and Maven come from the OS; install them when missing (root) or say what is needed.
@@ -99,9 +100,16 @@ kafka-up: jars
 kafka-down: $(STAMP)
 	$(PY) -m shopstream.events.broker down
 
+# The charts go beside the JSON and into bench/charts/, the committed copy bench/README.md shows.
+CHARTS := $(PY) bench/charts.py --out bench/results --out bench/charts
+
 bench: jars
 	$(PY) bench/streaming_bench.py
 	$(PY) bench/batch_bench.py
+	$(CHARTS)
+
+bench-charts: $(STAMP)
+	$(CHARTS)
 
 clean:
 	-@test -x $(PY) && $(PY) -m shopstream.events.broker down >/dev/null 2>&1
