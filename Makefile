@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 LOCK_ARGS ?=
 
-.PHONY: demo test lint lock ui kafka-up kafka-down jars prereqs browser tools bench clean help
+.PHONY: demo test lint lock ui kafka-up kafka-down jars prereqs browser tools bench bench-charts clean help
 GO_TOOLS := etcd kube-apiserver helm spark-operator minio skaffold
 
 help:
@@ -27,7 +27,8 @@ help:
 	@echo "make tools       build the Go test tools (etcd, kube-apiserver, helm, Spark operator, MinIO, skaffold; needs Go 1.25+)"
 	@echo "make kafka-up    start the local Kafka broker in the background (state in ./.demo/kafka)"
 	@echo "make kafka-down  stop it"
-	@echo "make bench       run the benchmarks in bench/"
+	@echo "make bench       run the benchmarks in bench/ and draw their charts (results in bench/results/)"
+	@echo "make bench-charts redraw the charts from the results already in bench/results/"
 	@echo "make clean       remove ./.demo and the virtualenv (caches in ~/.cache are kept)"
 
 # Java 17+ and Maven come from the OS; install them when missing (root) or say what is needed.
@@ -57,12 +58,14 @@ $(STAMP): pyproject.toml $(LOCK)
 	@touch $@
 
 # uv's universal resolution: one lock for Python 3.11 (the floor of requires-python) to 3.13 on
-# every platform, with the hashes of every file of each release. Pins already in the lock are kept
+# every platform, with the hashes of every file of each release, and one version of each package for
+# all of them (--fork-strategy fewest; by default uv adds a newer numpy for 3.12+ alone, and
+# tests/test_lock.py wants one line per package). Pins already in the lock are kept
 # unless pyproject.toml moves them (LOCK_ARGS=--upgrade takes the newest allowed);
 # tests/test_lock.py fails while the two disagree.
 lock: $(STAMP)
 	$(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
-	  | $(VENV)/bin/uv pip compile -q pyproject.toml - --extra orchestration --extra dev --universal \
+	  | $(VENV)/bin/uv pip compile -q pyproject.toml - --extra orchestration --extra dev --universal --fork-strategy fewest \
 	      --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' -o $(LOCK) $(LOCK_ARGS)
 
 # The static checks, configured in pyproject.toml; all three run, and any failure fails the target.
@@ -97,9 +100,16 @@ kafka-up: jars
 kafka-down: $(STAMP)
 	$(PY) -m shopstream.events.broker down
 
+# The charts go beside the JSON and into bench/charts/, the committed copy bench/README.md shows.
+CHARTS := $(PY) bench/charts.py --out bench/results --out bench/charts
+
 bench: jars
 	$(PY) bench/streaming_bench.py
 	$(PY) bench/batch_bench.py
+	$(CHARTS)
+
+bench-charts: $(STAMP)
+	$(CHARTS)
 
 clean:
 	-@test -x $(PY) && $(PY) -m shopstream.events.broker down >/dev/null 2>&1
