@@ -210,8 +210,9 @@ def growth(workdir: Path, batch_events: int, multiples: list[int]) -> list[dict]
     offsets, batch_ids = itertools.count(), itertools.count()
     first_day = GROWTH_START
 
-    def write_days(days: int, with_catalog: bool = False) -> float:
-        """Generate `days` days after the last ones written, as one micro-batch; its seconds."""
+    def write_days(days: int, with_catalog: bool = False, limit: int | None = None) -> float:
+        """Generate `days` days after the last ones written (their first `limit` records), as one
+        micro-batch; its seconds."""
         nonlocal first_day
         shop = Shop(
             GeneratorConfig(seed=first_day.toordinal(), start_date=first_day, days=days, events_per_day=batch_events)
@@ -227,7 +228,7 @@ def growth(workdir: Path, batch_events: int, multiples: list[int]) -> list[dict]
                 next(offsets),
                 kafka_time,
             )
-            for r in records
+            for r in itertools.islice(records, limit)
         ]
         batch = spark.createDataFrame(rows, KAFKA_ROW).persist()
         batch.count()  # built before the clock starts: Kafka's side is not what is measured
@@ -247,7 +248,7 @@ def growth(workdir: Path, batch_events: int, multiples: list[int]) -> list[dict]
             while (missing := multiple * batch_events - records_in_tables()) > 0:
                 write_days(max(1, min(10, missing // batch_events)))
             before = records_in_tables()
-            seconds = write_days(1)
+            seconds = write_days(1, limit=batch_events)  # days differ in volume: every measured batch is the same
             out.append(
                 {
                     "multiple": multiple,
