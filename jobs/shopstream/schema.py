@@ -383,7 +383,7 @@ CUSTOMER_ANALYTICS = _table(
         col("page_views", LONG),
         col("products_viewed", LONG),
         col("cart_adds", LONG),
-        col("orders", LONG),
+        col("orders", LONG, "orders placed that day (the day of an order's first line)"),
         col("units", LONG),
         col("revenue", MONEY),
         opt("avg_order_value", MONEY, "null without orders"),
@@ -405,7 +405,7 @@ SALES_SUMMARY = _table(
     (
         col("date", DATE),
         col("revenue", MONEY),
-        col("orders", LONG),
+        col("orders", LONG, "orders placed that day (the day of an order's first line)"),
         col("units", LONG),
         opt("avg_order_value", MONEY),
         col("unique_buyers", LONG),

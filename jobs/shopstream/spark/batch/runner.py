@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from shopstream import catalog, lake, results, schema
 from shopstream.cli import add_result_file, iso_date
 from shopstream.lake import LakeSettings
+from shopstream.rules import ORDER_SPAN_DAYS
 from shopstream.spark import iceberg
 
 
@@ -40,11 +41,18 @@ class Inputs:
     def page_views(self) -> DataFrame:
         return self.table(schema.SILVER_PAGE_VIEWS).where(F.col("event_date") == F.lit(self.day))
 
-    def purchases(self, days_before: int | None = 0) -> DataFrame:
-        """The day's purchases and those of `days_before` days before it (None: all history)."""
-        rows = self.table(schema.SILVER_PURCHASES).where(F.col("event_date") <= F.lit(self.day))
+    def purchases(self) -> DataFrame:
+        """The order lines that happened on the day."""
+        return self.table(schema.SILVER_PURCHASES).where(F.col("event_date") == F.lit(self.day))
+
+    def order_lines(self, days_before: int | None = 0) -> DataFrame:
+        """Every line of the orders placed on the day and on the `days_before` days before it (None:
+        all history): the lines of those days and of ORDER_SPAN_DAYS more on either side, where an
+        order's first line or its last lines may lie."""
+        day = F.lit(self.day)
+        rows = self.table(schema.SILVER_PURCHASES).where(F.col("event_date") <= F.date_add(day, ORDER_SPAN_DAYS))
         if days_before is not None:
-            rows = rows.where(F.col("event_date") >= F.date_sub(F.lit(self.day), days_before))
+            rows = rows.where(F.col("event_date") >= F.date_sub(day, days_before + ORDER_SPAN_DAYS))
         return rows
 
     def sessions(self) -> DataFrame:

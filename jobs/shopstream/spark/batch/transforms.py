@@ -47,13 +47,26 @@ def _cart_adds(page_views: DataFrame) -> DataFrame:
     return page_views.where(F.col("event_type") == schema.ADD_TO_CART)
 
 
+def with_order_date(purchases: DataFrame) -> DataFrame:
+    """Order lines with `order_date`: the day of the order's first line, on which every line of the
+    order counts, so an order whose lines straddle midnight counts once."""
+    return purchases.withColumn("order_date", F.min("event_date").over(Window.partitionBy("order_id")))
+
+
+def orders_of(day: dt.date, purchases: DataFrame) -> DataFrame:
+    """The lines of the orders placed on `day`, whatever day each line itself falls on."""
+    return with_order_date(purchases).where(F.col("order_date") == F.lit(day))
+
+
 # -- customers --------------------------------------------------------------------------------
 
 
 def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame, sessions: DataFrame) -> DataFrame:
     """One row per customer active on `day`. `page_views` and `sessions` hold that day's rows,
-    `purchases` every purchase up to and including the day (for lifetime figures)."""
+    `purchases` every order line up to the day after (for lifetime figures and orders that
+    straddle midnight)."""
     date = F.lit(day)
+    lines = with_order_date(purchases)
     clicks = page_views.groupBy("user_id").agg(
         F.count(F.when(F.col("event_type") == schema.PAGE_VIEW, 1)).alias("page_views"),
         F.count_distinct(
@@ -63,7 +76,7 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
         F.min("event_time").alias("clicks_first"),
         F.max("event_time").alias("clicks_last"),
     )
-    today = purchases.where(F.col("event_date") == date)
+    today = lines.where(F.col("order_date") == date)
     bought = today.groupBy("user_id").agg(
         F.count_distinct("order_id").alias("orders"),
         F.sum("quantity").alias("units"),
@@ -76,10 +89,14 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
         F.min("session_start").alias("sessions_first"),
         F.max("session_end").alias("sessions_last"),
     )
-    lifetime = purchases.groupBy("user_id").agg(
-        F.sum("revenue").alias("lifetime_revenue"),
-        F.count_distinct("order_id").alias("lifetime_orders"),
-        F.max(F.when(F.col("event_date") < date, F.col("event_date"))).alias("previous_purchase_date"),
+    lifetime = (
+        lines.where(F.col("order_date") <= date)
+        .groupBy("user_id")
+        .agg(
+            F.sum("revenue").alias("lifetime_revenue"),
+            F.count_distinct("order_id").alias("lifetime_orders"),
+            F.max(F.when(F.col("order_date") < date, F.col("order_date"))).alias("previous_purchase_date"),
+        )
     )
     users = clicks.select("user_id").union(bought.select("user_id")).union(visits.select("user_id")).distinct()
     rows = (
@@ -128,19 +145,21 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
 
 
 def sales_summary(day: dt.date, page_views: DataFrame, purchases: DataFrame, sessions: DataFrame) -> DataFrame:
-    """One row for `day`. `purchases` holds the day and the 7 days before it (for the revenue
-    comparisons); `page_views` and `sessions` hold the day."""
+    """One row for `day`. `purchases` holds the order lines of the day and of the 7 days before it
+    (for the revenue comparisons), one day more either side (for orders that straddle midnight);
+    `page_views` and `sessions` hold the day."""
     date = F.lit(day)
-    today = purchases.where(F.col("event_date") == date)
+    lines = with_order_date(purchases)
+    today = lines.where(F.col("order_date") == date)
     totals = today.agg(
         F.coalesce(F.sum("revenue"), F.lit(0)).cast(MONEY_TYPE).alias("revenue"),
         F.count_distinct("order_id").alias("orders"),
         F.coalesce(F.sum("quantity"), F.lit(0)).alias("units"),
         F.count_distinct("user_id").alias("unique_buyers"),
     )
-    earlier = purchases.where((F.col("event_date") < date) & (F.col("event_date") >= F.date_sub(date, 7)))
+    earlier = lines.where((F.col("order_date") < date) & (F.col("order_date") >= F.date_sub(date, 7)))
     history = earlier.agg(
-        F.sum(F.when(F.col("event_date") == F.date_sub(date, 1), F.col("revenue"))).alias("previous_day_revenue"),
+        F.sum(F.when(F.col("order_date") == F.date_sub(date, 1), F.col("revenue"))).alias("previous_day_revenue"),
         (F.coalesce(F.sum("revenue"), F.lit(0)) / 7).alias("trailing_7d_avg"),
         F.count("*").alias("history_rows"),
     )
@@ -170,8 +189,9 @@ def sales_summary(day: dt.date, page_views: DataFrame, purchases: DataFrame, ses
 
 
 def sales_by_category(day: dt.date, purchases: DataFrame) -> DataFrame:
-    """Revenue, orders, units and buyers of `day` per product category."""
-    today = purchases.where(F.col("event_date") == F.lit(day))
+    """Revenue, orders, units and buyers of the orders of `day` per product category; `purchases`
+    holds the order lines of the day, one day more either side."""
+    today = orders_of(day, purchases)
     rows = today.groupBy(F.coalesce("category", F.lit("unknown")).alias("category")).agg(
         F.sum("revenue").alias("revenue"),
         F.count_distinct("order_id").alias("orders"),
@@ -226,7 +246,9 @@ def _together(baskets: DataFrame, basket: str) -> DataFrame:
 
 
 def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame, products: DataFrame) -> DataFrame:
-    """One row per product viewed, carted or bought on `day` (all inputs hold that day)."""
+    """One row per product viewed, carted or bought on `day`. `page_views` holds the day,
+    `purchases` the order lines of the day, one day more either side."""
+    purchases = orders_of(day, purchases)
     views = _product_views(page_views)
     carts = _cart_adds(page_views)
     viewing = views.select("product_id", "session_id").distinct()
