@@ -186,9 +186,10 @@ def sales_revenue_arithmetic(data: Lake, day: dt.date) -> Verdict:
 
 
 def sales_order_consistency(data: Lake, day: dt.date) -> Verdict:
-    """Orders equal silver's distinct orders of the date; buyers ≤ orders ≤ units; device and
-    referrer breakdowns add up to the sessions, less those silver has no device or referrer for (a
-    session whose start event was quarantined)."""
+    """Orders equal silver's distinct orders of the date; converted sessions equal the date's
+    silver sessions with an order line; buyers ≤ orders ≤ units; device and referrer breakdowns
+    add up to the sessions, less those silver has no device or referrer for (a session whose
+    start event was quarantined)."""
     summary = data.gold(schema.GOLD_SALES_SUMMARY, day)
     if len(summary) != 1:
         return Verdict(
@@ -196,11 +197,16 @@ def sales_order_consistency(data: Lake, day: dt.date) -> Verdict:
         )
     row = summary[0]
     orders = {r["order_id"] for r in data.order_lines(day)}
-    sessions = data.rows(schema.SILVER_USER_SESSIONS, day, "session_date", ("device", "referrer"))
+    sessions = data.rows(schema.SILVER_USER_SESSIONS, day, "session_date", ("session_id", "device", "referrer"))
     no_device = sum(1 for r in sessions if r["device"] not in schema.DEVICES)
     no_referrer = sum(1 for r in sessions if r["referrer"] not in schema.REFERRERS)
+    # A session lasts minutes: its order lines lie within a day of its start.
+    a_day = dt.timedelta(days=1)
+    ordering = data.rows(schema.SILVER_PURCHASES, day - a_day, "event_date", ("session_id",), through=day + a_day)
+    converted = {r["session_id"] for r in sessions} & {r["session_id"] for r in ordering}
     failures = {
         "difference_from_silver_orders": abs(row["orders"] - len(orders)),
+        "difference_from_silver_converted_sessions": abs(row["converted_sessions"] - len(converted)),
         "buyers_orders_units_out_of_order": int(not row["unique_buyers"] <= row["orders"] <= row["units"]),
         "sessions_by_device_difference": abs(
             row["sessions"] - no_device - sum(row[f"sessions_{d}"] for d in schema.DEVICES)
@@ -216,6 +222,8 @@ def sales_order_consistency(data: Lake, day: dt.date) -> Verdict:
         {
             "orders": row["orders"],
             "silver_orders": len(orders),
+            "converted_sessions": row["converted_sessions"],
+            "silver_converted_sessions": len(converted),
             "sessions_without_device": no_device,
             "sessions_without_referrer": no_referrer,
         },

@@ -17,6 +17,9 @@ HIGH_VALUE_LIFETIME_REVENUE = Decimal("1000")
 LOYAL_LIFETIME_ORDERS = 3
 AT_RISK_DAYS = 30
 
+# The days before a date whose revenue the sales summary compares it with.
+TRAILING_DAYS = 7
+
 # An order is placed within seconds, one purchase event per line, so its lines lie at most this many
 # days from its first line's: a gold date reads order lines from the day before to the day after.
 ORDER_SPAN_DAYS = 1

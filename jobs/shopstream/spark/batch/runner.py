@@ -55,8 +55,12 @@ class Inputs:
             rows = rows.where(F.col("event_date") >= F.date_sub(day, days_before + ORDER_SPAN_DAYS))
         return rows
 
-    def sessions(self) -> DataFrame:
-        return self.table(schema.SILVER_USER_SESSIONS).where(F.col("session_date") == F.lit(self.day))
+    def sessions(self, days_before: int = 0) -> DataFrame:
+        """The sessions started on the day and on the `days_before` days before it."""
+        day = F.lit(self.day)
+        return self.table(schema.SILVER_USER_SESSIONS).where(
+            (F.col("session_date") <= day) & (F.col("session_date") >= F.date_sub(day, days_before))
+        )
 
     def products(self) -> DataFrame:
         return self.table(schema.SILVER_PRODUCTS)

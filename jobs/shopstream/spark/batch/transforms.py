@@ -20,6 +20,7 @@ from shopstream.rules import (
     RECOMMENDATIONS,
     SCORE_CAP,
     SCORE_WEIGHTS,
+    TRAILING_DAYS,
 )
 
 MONEY_TYPE = schema.spark_type(schema.MONEY)
@@ -145,9 +146,10 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
 
 
 def sales_summary(day: dt.date, page_views: DataFrame, purchases: DataFrame, sessions: DataFrame) -> DataFrame:
-    """One row for `day`. `purchases` holds the order lines of the day and of the 7 days before it
-    (for the revenue comparisons), one day more either side (for orders that straddle midnight);
-    `page_views` and `sessions` hold the day."""
+    """One row for `day`. `purchases` holds the order lines of the day and of the TRAILING_DAYS
+    before it, one day more either side (for orders that straddle midnight); `sessions` holds the
+    day and the TRAILING_DAYS before it (a day with sessions but no orders has history: a
+    revenue of 0); `page_views` holds the day."""
     date = F.lit(day)
     lines = with_order_date(purchases)
     today = lines.where(F.col("order_date") == date)
@@ -157,32 +159,51 @@ def sales_summary(day: dt.date, page_views: DataFrame, purchases: DataFrame, ses
         F.coalesce(F.sum("quantity"), F.lit(0)).alias("units"),
         F.count_distinct("user_id").alias("unique_buyers"),
     )
-    earlier = lines.where((F.col("order_date") < date) & (F.col("order_date") >= F.date_sub(date, 7)))
+    first_trailing_day = F.date_sub(date, TRAILING_DAYS)
+    earlier = lines.where((F.col("order_date") < date) & (F.col("order_date") >= first_trailing_day))
     history = earlier.agg(
         F.sum(F.when(F.col("order_date") == F.date_sub(date, 1), F.col("revenue"))).alias("previous_day_revenue"),
-        (F.coalesce(F.sum("revenue"), F.lit(0)) / 7).alias("trailing_7d_avg"),
-        F.count("*").alias("history_rows"),
+        F.coalesce(F.sum("revenue"), F.lit(0)).alias("trailing_revenue"),
     )
+    earlier_visits = sessions.where((F.col("session_date") < date) & (F.col("session_date") >= first_trailing_day))
+    history_days = (
+        earlier.select(F.col("order_date").alias("day"))
+        .union(earlier_visits.select(F.col("session_date").alias("day")))
+        .agg(F.count_distinct("day").alias("trailing_7d_days"))
+    )
+    visits = sessions.where(F.col("session_date") == date)
     visitors = (
         page_views.select("user_id")
-        .union(sessions.select("user_id"))
+        .union(visits.select("user_id"))
         .agg(F.count_distinct("user_id").alias("unique_visitors"))
     )
-    traffic = sessions.agg(
+    # A session converts with any order line, late ones included (silver's own `converted` flag
+    # leaves out events too late for sessionization); its order may count on the next day.
+    converted = visits.join(purchases.select("session_id").distinct(), "session_id", "left_semi")
+    traffic = visits.agg(
         F.count("*").alias("sessions"),
         *[F.count(F.when(F.col("device") == d, 1)).alias(f"sessions_{d}") for d in schema.DEVICES],
         *[F.count(F.when(F.col("referrer") == r, 1)).alias(f"sessions_{r}") for r in schema.REFERRERS],
-    )
-    row = totals.crossJoin(history).crossJoin(visitors).crossJoin(traffic).withColumn("date", date)
+    ).crossJoin(converted.agg(F.count("*").alias("converted_sessions")))
+    row = totals.crossJoin(history).crossJoin(history_days).crossJoin(visitors).crossJoin(traffic)
+    # The mean of the days of history only: a shop two days old is compared with two days, not seven.
+    trailing_mean = F.when(F.col("trailing_7d_days") > 0, F.col("trailing_revenue") / F.col("trailing_7d_days"))
     row = row.withColumns(
         {
+            "date": date,
             "avg_order_value": F.when(F.col("orders") > 0, (F.col("revenue") / F.col("orders")).cast(MONEY_TYPE)),
             "orders_per_session": ratio("orders", "sessions"),
+            "session_conversion_rate": ratio("converted_sessions", "sessions"),
             "buyers_per_visitor": ratio("unique_buyers", "unique_visitors"),
             "revenue_change_vs_previous_day": ratio(
                 F.col("revenue") - F.col("previous_day_revenue"), "previous_day_revenue"
             ),
-            "revenue_vs_trailing_7d_avg": F.when(F.col("history_rows") > 0, ratio("revenue", "trailing_7d_avg")),
+            "trailing_7d_avg_revenue": trailing_mean.cast(MONEY_TYPE),
+            # revenue / (trailing revenue / days), without rounding the mean first
+            "revenue_vs_trailing_7d_avg": F.when(
+                F.col("trailing_7d_days") > 0,
+                ratio(F.col("revenue") * F.col("trailing_7d_days"), "trailing_revenue"),
+            ),
         }
     )
     return project(row, schema.SALES_SUMMARY)
