@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+from dataclasses import dataclass, field
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
@@ -351,22 +352,42 @@ def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame,
 
 # -- data quality -----------------------------------------------------------------------------
 
-# Per silver table: its event key, its time column, the quarantine topic it comes from, and the
-# rows out of range (the streaming job rejects these, so a non-zero count means trouble upstream).
+
+@dataclass(frozen=True)
+class QualityRule:
+    """How the data-quality report reads one silver table."""
+
+    key: str  # the event (or session) key
+    time_column: str  # the newest value measures freshness
+    topic: str  # the topic whose quarantined records count for the table
+    # Rows breaking a range rule: the streaming job rejects these, so a non-zero count means trouble upstream.
+    out_of_range: str
+    # Optional columns that only some rows carry: the rows where a value is expected. Every other
+    # column's null rate is over all rows.
+    expected_where: dict[str, str] = field(default_factory=dict)
+
+
 QUALITY_RULES = {
-    schema.SILVER_PAGE_VIEWS: (
+    schema.SILVER_PAGE_VIEWS: QualityRule(
         "event_id",
         "event_time",
         schema.TOPIC_PAGE_VIEWS,
         "(quantity IS NOT NULL AND quantity <= 0) OR (unit_price IS NOT NULL AND unit_price <= 0)",
+        {
+            "page_url": f"event_type = '{schema.PAGE_VIEW}'",
+            "product_id": "page_type = 'product'",  # product pages and cart adds
+            "category": f"event_type = '{schema.PAGE_VIEW}' AND page_type IN ('category', 'product')",
+            "quantity": f"event_type = '{schema.ADD_TO_CART}'",
+            "unit_price": f"event_type = '{schema.ADD_TO_CART}'",
+        },
     ),
-    schema.SILVER_PURCHASES: (
+    schema.SILVER_PURCHASES: QualityRule(
         "event_id",
         "event_time",
         schema.TOPIC_PURCHASES,
         "quantity <= 0 OR unit_price <= 0 OR discount < 0 OR revenue < 0",
     ),
-    schema.SILVER_USER_SESSIONS: (
+    schema.SILVER_USER_SESSIONS: QualityRule(
         "session_id",
         "session_start",
         schema.TOPIC_USER_SESSIONS,
@@ -375,34 +396,32 @@ QUALITY_RULES = {
 }
 
 
-def data_quality(
-    day: dt.date, silver: dict[str, DataFrame], quarantine: DataFrame, report_time: dt.datetime
-) -> DataFrame:
-    """One row per silver table for `day`: volume, null rates of required columns, duplicates,
-    out-of-range rows, late events and quarantined records by reason, and freshness."""
+def _null_rate(column: str, expected_where: str | None) -> Column:
+    """Share of the rows expecting a value in `column` that have none; null when no row expects one."""
+    expected = F.expr(expected_where) if expected_where else F.lit(True)
+    missing = F.count(F.when(expected & F.col(column).isNull(), 1))
+    return F.round(F.try_divide(missing, F.count(F.when(expected, 1))), 6)
+
+
+def data_quality(day: dt.date, silver: dict[str, DataFrame], quarantine: DataFrame) -> DataFrame:
+    """One row per silver table for `day`: volume, null rates of every column, duplicates,
+    out-of-range rows, late events and quarantined records by reason, and how far the newest
+    event lies before the day's end (from the data alone, so a rerun gives the same row)."""
+    day_end = F.lit(int(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()))
     rows: list[DataFrame] = []
-    for name, (key, time_column, topic, out_of_range) in QUALITY_RULES.items():
+    for name, rule in QUALITY_RULES.items():
         df = silver[name]
-        required = [c.name for c in schema.TABLES[name].columns if c.required]
+        columns = schema.TABLES[name].names
         stats = df.agg(
             F.count("*").alias("row_count"),
-            (F.count("*") - F.count_distinct(key)).alias("duplicate_count"),
-            F.count(F.when(F.expr(out_of_range), 1)).alias("out_of_range_count"),
-            F.max(time_column).alias("newest"),
+            (F.count("*") - F.count_distinct(rule.key)).alias("duplicate_count"),
+            F.count(F.when(F.expr(rule.out_of_range), 1)).alias("out_of_range_count"),
+            F.max(rule.time_column).alias("newest"),
             F.to_json(
-                F.create_map(
-                    *[
-                        x
-                        for c in required
-                        for x in (
-                            F.lit(c),
-                            F.coalesce(F.round(F.count(F.when(F.col(c).isNull(), 1)) / F.count("*"), 6), F.lit(0.0)),
-                        )
-                    ]
-                )
+                F.create_map(*[x for c in columns for x in (F.lit(c), _null_rate(c, rule.expected_where.get(c)))])
             ).alias("null_rates"),
         )
-        rejected = quarantine.where(F.col("topic") == topic)
+        rejected = quarantine.where(F.col("topic") == rule.topic)
         by_reason = (
             rejected.groupBy("reason")
             .count()
@@ -424,7 +443,7 @@ def data_quality(
             "out_of_range_count",
             "late_event_count",
             F.coalesce("quarantine_by_reason", F.lit("{}")).alias("quarantine_by_reason"),
-            (F.lit(int(report_time.timestamp())) - F.unix_seconds("newest")).alias("freshness_lag_seconds"),
+            (day_end - F.unix_seconds("newest")).alias("freshness_lag_seconds"),
         )
         rows.append(row)
     return project(reduce(DataFrame.unionByName, rows), schema.DATA_QUALITY)
