@@ -12,7 +12,7 @@ import datetime as dt
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -30,10 +30,12 @@ class MissingTable(RuntimeError):
 
 @dataclass(frozen=True)
 class Inputs:
-    """The silver rows a job may read for `day`, each as a lazy DataFrame."""
+    """The silver rows a job may read for `day`, each as a lazy DataFrame, and the job's own
+    options (its arguments beyond the date and the lake)."""
 
     spark: SparkSession
     day: dt.date
+    options: argparse.Namespace = field(default_factory=argparse.Namespace)
 
     def table(self, name: str) -> DataFrame:
         return self.spark.table(lake.table_ref(name))
@@ -80,6 +82,7 @@ class BatchJob:
     job: catalog.Job
     build: Callable[[Inputs], tuple[DataFrame, ...]]  # the outputs, in the order of `job.writes`
     totals: Callable[[dict[str, DataFrame]], dict]  # key figures for the result file
+    add_options: Callable[[argparse.ArgumentParser], None] = lambda parser: None  # the job's own arguments
 
     @property
     def name(self) -> str:
@@ -94,14 +97,18 @@ class BatchJob:
         parser.add_argument("--date", required=True, type=iso_date, help="the day to compute, YYYY-MM-DD (UTC)")
         add_result_file(parser, "the run's result (rows, totals, duration)")
         LakeSettings.add_arguments(parser)
+        self.add_options(parser)
         return parser
 
-    def run(self, spark: SparkSession, day: dt.date) -> dict:
+    def run(self, spark: SparkSession, day: dt.date, options: argparse.Namespace | None = None) -> dict:
+        """Compute and write `day`; `options` are the parsed arguments (default: the job's defaults)."""
         started = time.monotonic()
         for name in self.job.reads:
             if not iceberg.table_exists(spark, name):
                 raise MissingTable(f"silver table {lake.table_ref(name)} does not exist; run the streaming job first")
-        inputs = Inputs(spark, day)
+        if options is None:
+            options = self.parser().parse_args(["--date", day.isoformat()])
+        inputs = Inputs(spark, day, options)
         written = {name: 0 for name in self.writes}
         totals: dict = {}
         if inputs.has_activity():
@@ -128,7 +135,7 @@ class BatchJob:
         settings = LakeSettings.from_args(args)
         spark = iceberg.spark_session(settings, f"shopstream-{self.name}")
         try:
-            result = self.run(spark, args.date)
+            result = self.run(spark, args.date, args)
         except MissingTable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -226,16 +226,18 @@ def sales_by_category(day: dt.date, purchases: DataFrame) -> DataFrame:
 # -- products ---------------------------------------------------------------------------------
 
 
-def _together(baskets: DataFrame, basket: str) -> DataFrame:
-    """For each product: the products most often in the same basket, as a JSON list with
-    support (baskets with both / all baskets) and confidence (baskets with both / baskets
-    with the product)."""
+def _together(baskets: DataFrame, basket: str, min_baskets: int) -> DataFrame:
+    """For each product: the products most often in the same basket, as a JSON list with the
+    baskets they share, support (baskets with both / all baskets) and confidence (baskets with
+    both / baskets with the product). A pair sharing fewer than `min_baskets` baskets is left
+    out: one shared basket would otherwise give a confidence of 1.0 to a coincidence."""
     pairs = (
         baskets.alias("a")
         .join(baskets.alias("b"), basket)
         .where(F.col("a.product_id") != F.col("b.product_id"))
         .groupBy(F.col("a.product_id").alias("product_id"), F.col("b.product_id").alias("other"))
         .agg(F.count("*").alias("both"))
+        .where(F.col("both") >= min_baskets)
     )
     per_product = baskets.groupBy("product_id").agg(F.count("*").alias("with_product"))
     total = baskets.agg(F.count_distinct(basket).alias("baskets"))
@@ -245,6 +247,7 @@ def _together(baskets: DataFrame, basket: str) -> DataFrame:
         .select(
             "product_id",
             "other",
+            "both",
             F.round(F.col("both") / F.col("baskets"), 6).alias("support"),
             F.round(F.col("both") / F.col("with_product"), 6).alias("confidence"),
         )
@@ -255,10 +258,11 @@ def _together(baskets: DataFrame, basket: str) -> DataFrame:
         F.to_json(
             F.transform(
                 F.array_sort(
-                    F.collect_list(F.struct("n", F.col("other").alias("product_id"), "support", "confidence"))
+                    F.collect_list(F.struct("n", F.col("other").alias("product_id"), "both", "support", "confidence"))
                 ),
                 lambda item: F.struct(
                     item["product_id"].alias("product_id"),
+                    item["both"].alias("baskets"),
                     item["support"].alias("support"),
                     item["confidence"].alias("confidence"),
                 ),
@@ -267,9 +271,12 @@ def _together(baskets: DataFrame, basket: str) -> DataFrame:
     )
 
 
-def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame, products: DataFrame) -> DataFrame:
+def product_analytics(
+    day: dt.date, page_views: DataFrame, purchases: DataFrame, products: DataFrame, together_min_baskets: int
+) -> DataFrame:
     """One row per product viewed, carted or bought on `day`. `page_views` holds the day,
-    `purchases` the order lines of the day, one day more either side."""
+    `purchases` the order lines of the day, one day more either side; `together_min_baskets` is
+    the fewest baskets two products must share to be listed together."""
     purchases = orders_of(day, purchases)
     views = _product_views(page_views)
     carts = _cart_adds(page_views)
@@ -295,8 +302,10 @@ def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame,
         return a.join(b, ["product_id", "session_id"]).groupBy("product_id").agg(F.count("*").alias(name))
 
     orders = purchases.select("order_id", "product_id").distinct()
-    bought_with = _together(orders, "order_id").withColumnRenamed("together", "bought_together")
-    viewed_with = _together(viewing, "session_id").withColumnRenamed("together", "viewed_together")
+    bought_with = _together(orders, "order_id", together_min_baskets).withColumnRenamed("together", "bought_together")
+    viewed_with = _together(viewing, "session_id", together_min_baskets).withColumnRenamed(
+        "together", "viewed_together"
+    )
 
     ids = (
         view_stats.select("product_id")
