@@ -274,15 +274,15 @@ def _together(baskets: DataFrame, basket: str, min_baskets: int) -> DataFrame:
 def product_analytics(
     day: dt.date, page_views: DataFrame, purchases: DataFrame, products: DataFrame, together_min_baskets: int
 ) -> DataFrame:
-    """One row per product viewed, carted or bought on `day`. `page_views` holds the day,
-    `purchases` the order lines of the day, one day more either side; `together_min_baskets` is
-    the fewest baskets two products must share to be listed together."""
-    purchases = orders_of(day, purchases)
+    """One row per product viewed or carted on `day`, or bought in an order of `day`. `page_views`
+    holds the day, `purchases` the order lines of the day, one day more either side;
+    `together_min_baskets` is the fewest baskets two products must share to be listed together."""
+    bought = orders_of(day, purchases)
     views = _product_views(page_views)
     carts = _cart_adds(page_views)
     viewing = views.select("product_id", "session_id").distinct()
     carting = carts.select("product_id", "session_id").distinct()
-    buying = purchases.select("product_id", "session_id").distinct()
+    buying = bought.select("product_id", "session_id").distinct()
     view_stats = views.groupBy("product_id").agg(
         F.count("*").alias("views"),
         F.count_distinct("user_id").alias("unique_viewers"),
@@ -291,7 +291,7 @@ def product_analytics(
     cart_stats = carts.groupBy("product_id").agg(
         F.count("*").alias("cart_adds"), F.count_distinct("session_id").alias("carting_sessions")
     )
-    buy_stats = purchases.groupBy("product_id").agg(
+    buy_stats = bought.groupBy("product_id").agg(
         F.count("*").alias("purchases"),
         F.sum("quantity").alias("units"),
         F.sum("revenue").alias("revenue"),
@@ -301,7 +301,7 @@ def product_analytics(
     def overlap(a: DataFrame, b: DataFrame, name: str) -> DataFrame:
         return a.join(b, ["product_id", "session_id"]).groupBy("product_id").agg(F.count("*").alias(name))
 
-    orders = purchases.select("order_id", "product_id").distinct()
+    orders = bought.select("order_id", "product_id").distinct()
     bought_with = _together(orders, "order_id", together_min_baskets).withColumnRenamed("together", "bought_together")
     viewed_with = _together(viewing, "session_id", together_min_baskets).withColumnRenamed(
         "together", "viewed_together"
