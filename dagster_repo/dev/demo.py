@@ -284,6 +284,7 @@ def print_sales_summary(settings: lake.LakeSettings) -> None:
         "avg_order_value",
         "unique_buyers",
         "sessions",
+        "session_conversion_rate",
         "orders_per_session",
     )
     rows = sorted(table.scan(selected_fields=columns).to_arrow().to_pylist(), key=lambda r: r["date"])

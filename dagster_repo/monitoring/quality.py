@@ -31,13 +31,31 @@ class Lake:
     def __init__(self, settings: LakeSettings):
         self.catalog = lake.iceberg_catalog(settings)
 
-    def rows(self, table: str, day: dt.date, day_column: str, columns: tuple[str, ...] = ()) -> list[dict]:
+    def rows(
+        self, table: str, day: dt.date, day_column: str, columns: tuple[str, ...] = (), through: dt.date | None = None
+    ) -> list[dict]:
+        """The rows whose `day_column` is `day`, or from `day` through `through`."""
         loaded = self.catalog.load_table(schema.TABLES[table].qualified)
-        scan = loaded.scan(row_filter=f"{day_column} == '{day.isoformat()}'", selected_fields=columns or ("*",))
+        days = f"{day_column} >= '{day.isoformat()}' and {day_column} <= '{(through or day).isoformat()}'"
+        scan = loaded.scan(row_filter=days, selected_fields=columns or ("*",))
         return scan.to_arrow().to_pylist()
 
     def gold(self, table: str, day: dt.date, columns: tuple[str, ...] = ()) -> list[dict]:
         return self.rows(table, day, "date", columns)
+
+    def order_lines(self, day: dt.date, columns: tuple[str, ...] = ()) -> list[dict]:
+        """The silver lines of the orders placed on `day` (the day of each order's first line),
+        read from the days around it where their lines may lie."""
+        span = dt.timedelta(days=rules.ORDER_SPAN_DAYS)
+        lines = self.rows(
+            schema.SILVER_PURCHASES,
+            day - span,
+            "event_date",
+            tuple(dict.fromkeys(("order_id", "event_date", *columns))),
+            through=day + span,
+        )
+        placed = rules.order_dates((r["order_id"], r["event_date"]) for r in lines)
+        return [r for r in lines if placed[r["order_id"]] == day]
 
 
 def judge(passed_text: str, failed_text: str, failures: dict[str, int], info: dict) -> Verdict:
@@ -55,10 +73,11 @@ def _sum(rows, column) -> Decimal:
 
 
 def customer_completeness(data: Lake, day: dt.date) -> Verdict:
-    """Every customer active in silver on the date has exactly one row, and no row is invented."""
+    """Every customer active in silver on the date (a page view, a cart add or a session that day,
+    or an order placed that day) has exactly one row, and no row is invented."""
     gold = data.gold(schema.GOLD_CUSTOMER_ANALYTICS, day, ("user_id", "segment"))
     active = {r["user_id"] for r in data.rows(schema.SILVER_PAGE_VIEWS, day, "event_date", ("user_id",))}
-    active |= {r["user_id"] for r in data.rows(schema.SILVER_PURCHASES, day, "event_date", ("user_id",))}
+    active |= {r["user_id"] for r in data.order_lines(day, ("user_id",))}
     active |= {r["user_id"] for r in data.rows(schema.SILVER_USER_SESSIONS, day, "session_date", ("user_id",))}
     per_user = Counter(r["user_id"] for r in gold)
     failures = {
@@ -76,9 +95,9 @@ def customer_completeness(data: Lake, day: dt.date) -> Verdict:
 
 
 def customer_revenue_consistency(data: Lake, day: dt.date) -> Verdict:
-    """Customer revenue adds up to the revenue of the date's order lines in silver."""
+    """Customer revenue adds up to the revenue of the date's orders in silver."""
     gold = _sum(data.gold(schema.GOLD_CUSTOMER_ANALYTICS, day, ("revenue",)), "revenue")
-    silver = _sum(data.rows(schema.SILVER_PURCHASES, day, "event_date", ("revenue",)), "revenue")
+    silver = _sum(data.order_lines(day, ("revenue",)), "revenue")
     return judge(
         "customer revenue equals silver revenue",
         "customer revenue differs from silver",
@@ -140,11 +159,11 @@ def customer_segment_logic(data: Lake, day: dt.date) -> Verdict:
 
 
 def sales_revenue_arithmetic(data: Lake, day: dt.date) -> Verdict:
-    """Revenue equals silver's and the per-category breakdown's sum; average order value equals
-    revenue / orders."""
+    """Revenue equals that of the date's orders in silver and the per-category breakdown's sum;
+    average order value equals revenue / orders."""
     summary = data.gold(schema.GOLD_SALES_SUMMARY, day)
     categories = data.gold(schema.GOLD_SALES_BY_CATEGORY, day, ("revenue",))
-    silver = _sum(data.rows(schema.SILVER_PURCHASES, day, "event_date", ("revenue",)), "revenue")
+    silver = _sum(data.order_lines(day, ("revenue",)), "revenue")
     if len(summary) != 1:
         return Verdict(
             False, f"expected one summary row for {day}, found {len(summary)}", {"summary_rows": len(summary)}
@@ -167,21 +186,27 @@ def sales_revenue_arithmetic(data: Lake, day: dt.date) -> Verdict:
 
 
 def sales_order_consistency(data: Lake, day: dt.date) -> Verdict:
-    """Orders equal silver's distinct orders; buyers ≤ orders ≤ units; device and referrer
-    breakdowns add up to the sessions, less those silver has no device or referrer for (a session
-    whose start event was quarantined)."""
+    """Orders equal silver's distinct orders of the date; converted sessions equal the date's
+    silver sessions with an order line; buyers ≤ orders ≤ units; device and referrer breakdowns
+    add up to the sessions, less those silver has no device or referrer for (a session whose
+    start event was quarantined)."""
     summary = data.gold(schema.GOLD_SALES_SUMMARY, day)
     if len(summary) != 1:
         return Verdict(
             False, f"expected one summary row for {day}, found {len(summary)}", {"summary_rows": len(summary)}
         )
     row = summary[0]
-    orders = {r["order_id"] for r in data.rows(schema.SILVER_PURCHASES, day, "event_date", ("order_id",))}
-    sessions = data.rows(schema.SILVER_USER_SESSIONS, day, "session_date", ("device", "referrer"))
+    orders = {r["order_id"] for r in data.order_lines(day)}
+    sessions = data.rows(schema.SILVER_USER_SESSIONS, day, "session_date", ("session_id", "device", "referrer"))
     no_device = sum(1 for r in sessions if r["device"] not in schema.DEVICES)
     no_referrer = sum(1 for r in sessions if r["referrer"] not in schema.REFERRERS)
+    # A session lasts minutes: its order lines lie within a day of its start.
+    a_day = dt.timedelta(days=1)
+    ordering = data.rows(schema.SILVER_PURCHASES, day - a_day, "event_date", ("session_id",), through=day + a_day)
+    converted = {r["session_id"] for r in sessions} & {r["session_id"] for r in ordering}
     failures = {
         "difference_from_silver_orders": abs(row["orders"] - len(orders)),
+        "difference_from_silver_converted_sessions": abs(row["converted_sessions"] - len(converted)),
         "buyers_orders_units_out_of_order": int(not row["unique_buyers"] <= row["orders"] <= row["units"]),
         "sessions_by_device_difference": abs(
             row["sessions"] - no_device - sum(row[f"sessions_{d}"] for d in schema.DEVICES)
@@ -197,6 +222,8 @@ def sales_order_consistency(data: Lake, day: dt.date) -> Verdict:
         {
             "orders": row["orders"],
             "silver_orders": len(orders),
+            "converted_sessions": row["converted_sessions"],
+            "silver_converted_sessions": len(converted),
             "sessions_without_device": no_device,
             "sessions_without_referrer": no_referrer,
         },

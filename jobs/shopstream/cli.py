@@ -19,3 +19,14 @@ def add_result_file(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--result-file", help=f"write {what} here as JSON: a local path or a URI in the warehouse's storage (s3://...)"
     )
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value

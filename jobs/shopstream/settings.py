@@ -106,6 +106,14 @@ MAX_EVENT_LEAD_SECONDS = Setting(
     "later one goes to quarantine_events as implausible_event_time",
 )
 
+# -- the gold jobs ---------------------------------------------------------------------------------
+TOGETHER_MIN_BASKETS = Setting(
+    "SHOPSTREAM_TOGETHER_MIN_BASKETS",
+    "2",
+    "fewest baskets (orders, or viewing sessions) two products must share on a day to be listed in "
+    "gold_product_analytics' bought_together or viewed_together",
+)
+
 # -- local Spark -----------------------------------------------------------------------------------
 SPARK_MASTER = Setting("SHOPSTREAM_SPARK_MASTER", "local[*]", "Spark master of jobs run on this machine")
 DRIVER_MEMORY = Setting("SHOPSTREAM_DRIVER_MEMORY", "2g", "driver memory of jobs run on this machine")

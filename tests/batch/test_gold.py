@@ -1,15 +1,27 @@
 """Gold metrics against values worked out by hand on a small silver day.
 
-The day, 2026-11-02:
+The day, 2026-11-02 (D), in UTC:
   u1  session s1 (desktop, search): home, product p1 twice, product p2, a cart add of p1;
       order o1: p1 x2 at 10.00 with 2.00 off (18.00) and p2 x1 at 5.00 (5.00).
       Bought before: o0 on 2026-10-20, 50.00.
-  u2  session s2 (mobile, direct) with no page views at all, and a first-ever order o2:
-      p1 x1 at 10.00 with 1.00 off (9.00).
-  u3  session s3 (mobile, social): product p2, product p3; buys nothing.
-      Bought before: o9 on 2026-09-01, 100.00.
-  u4  not active that day; bought o8 on 2026-11-01 for 40.00.
+  u2  session s2 (mobile, direct) with no page views at all, and two first-ever orders:
+      o2, p1 x1 at 10.00 with 1.00 off (9.00), and o4, p3 x1 at 7.00.
+  u3  session s3 (mobile, social): product p2, product p3 (its category missing); buys nothing.
+      Bought before: o9 on 2026-09-01, 100.00. A session s10 on 2026-10-30, no order.
+  u5  session s5 (tablet, email) from 23:50, and a first-ever order o5 across midnight: p2 x1 at
+      20.00 at 23:59 on D, p1 x1 at 10.00 at 00:01 on D + 1. It counts once, on D: 30.00.
+  u7  session s7 whose start event was lost (no device, referrer, country), and an order o6:
+      p2 x2 at 5.00 at 22:00 on D, sent at 00:30 on D + 1: late, so silver left it out of the
+      session (converted false there), but it is an order of D.
+  u6  not active on D: order o7 across the previous midnight, p2 x1 at 15.00 at 23:58 on D - 1
+      and p1 x1 at 12.00 at 00:00:30 on D (27.00, an order of D - 1), in session s6 of D - 1.
+  u4  not active on D: o8 on D - 1 for 40.00, and o10 across midnight at the start of D - 8:
+      p3 x1 at 3.00 at 23:59 on 2026-10-25 and again at 00:00:30 on 2026-10-26 (an order of
+      D - 8, just outside the 7 days before D).
 Catalog: p1 and p3 are books, p2 is toys.
+
+Orders of D: o1, o2, o4, o5, o6 = 79.00 (23 + 9 + 7 + 30 + 10), 9 units; counting lines by their
+own day instead would give 81.00 (o5's second line leaves, o7's second line comes in).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from decimal import Decimal
 
 import pytest
 
+from dagster_repo.monitoring import quality
 from shopstream import lake, schema
 from shopstream.spark import iceberg
 from shopstream.spark.batch import transforms
@@ -36,11 +49,13 @@ pytestmark = pytest.mark.spark
 
 UTC = dt.UTC
 DAY = dt.date(2026, 11, 2)
+DAY_BEFORE, DAY_AFTER = DAY - dt.timedelta(days=1), DAY + dt.timedelta(days=1)
 D = Decimal
+CATEGORIES = {"p1": "books", "p2": "toys", "p3": "books"}
 
 
-def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(hour, minute), UTC)
+def at(day: dt.date, hour: int, minute: int = 0, second: int = 0) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour, minute, second), UTC)
 
 
 def page_view(
@@ -57,20 +72,20 @@ def page_view(
         "page_type": page_type,
         "page_url": f"/p/{product}" if product else "/",
         "product_id": product,
-        "category": None,
+        "category": CATEGORIES.get(product) if event_type == schema.PAGE_VIEW else None,
         "quantity": quantity,
         "unit_price": price,
         "event_date": DAY,
     }
 
 
-def purchase(n, user, session, order, product, qty, price, discount, day=DAY, category=None):
-    t = at(day, 11, n)
+def purchase(n, user, session, order, product, qty, price, discount, t, sent=None, in_catalog=True):
+    """An order line at `t` (UTC), sent at `sent` (default: at once); its dates follow from `t`."""
     return {
         "event_id": f"pu{n}",
         "event_type": schema.PURCHASE,
         "event_time": t,
-        "ingest_time": t,
+        "ingest_time": sent or t,
         "user_id": user,
         "session_id": session,
         "order_id": order,
@@ -81,29 +96,29 @@ def purchase(n, user, session, order, product, qty, price, discount, day=DAY, ca
         "payment_method": "card",
         "currency": "USD",
         "revenue": D(price) * qty - D(discount),
-        "category": category,
-        "list_price": D(price),
-        "event_date": day,
+        "category": CATEGORIES[product] if in_catalog else None,
+        "list_price": D(price) if in_catalog else None,
+        "event_date": t.date(),
     }
 
 
-def session(sid, user, device, referrer, start_minute, end_minute, **counts):
+def session(sid, user, device, referrer, start, end, page_views=0, converted=False):
     return {
         "session_id": sid,
         "user_id": user,
-        "session_start": at(DAY, 10, start_minute),
-        "session_end": at(DAY, 11, end_minute),
-        "duration_seconds": 0,
+        "session_start": start,
+        "session_end": end,
+        "duration_seconds": int((end - start).total_seconds()),
         "device": device,
         "referrer": referrer,
-        "country": "US",
-        "page_views": counts.get("pv", 0),
+        "country": "US" if device else None,
+        "page_views": page_views,
         "products_viewed": 0,
         "cart_adds": 0,
-        "orders": 0,
+        "orders": int(converted),
         "revenue": D("0"),
-        "converted": False,
-        "session_date": DAY,
+        "converted": converted,
+        "session_date": start.date(),
     }
 
 
@@ -114,20 +129,32 @@ PAGE_VIEWS = [
     page_view(4, "u1", "s1", 4, "product", "p2"),
     page_view(5, "u1", "s1", 5, "product", "p1", schema.ADD_TO_CART, 2, D("10.00")),
     page_view(6, "u3", "s3", 6, "product", "p2"),
-    page_view(7, "u3", "s3", 7, "product", "p3"),
+    {**page_view(7, "u3", "s3", 7, "product", "p3"), "category": None},
 ]
 PURCHASES = [
-    purchase(1, "u1", "s1", "o1", "p1", 2, "10.00", "2.00", category="books"),
-    purchase(2, "u1", "s1", "o1", "p2", 1, "5.00", "0.00", category="toys"),
-    purchase(3, "u2", "s2", "o2", "p1", 1, "10.00", "1.00", category="books"),
-    purchase(4, "u1", "s0", "o0", "p3", 1, "50.00", "0.00", day=dt.date(2026, 10, 20), category="books"),
-    purchase(5, "u3", "s9", "o9", "p3", 1, "100.00", "0.00", day=dt.date(2026, 9, 1), category="books"),
-    purchase(6, "u4", "s8", "o8", "p2", 1, "40.00", "0.00", day=dt.date(2026, 11, 1), category="toys"),
+    purchase(1, "u1", "s1", "o1", "p1", 2, "10.00", "2.00", at(DAY, 11, 1)),
+    purchase(2, "u1", "s1", "o1", "p2", 1, "5.00", "0.00", at(DAY, 11, 2)),
+    purchase(3, "u2", "s2", "o2", "p1", 1, "10.00", "1.00", at(DAY, 11, 3)),
+    purchase(4, "u2", "s2", "o4", "p3", 1, "7.00", "0.00", at(DAY, 11, 4)),
+    purchase(5, "u5", "s5", "o5", "p2", 1, "20.00", "0.00", at(DAY, 23, 59)),
+    purchase(6, "u5", "s5", "o5", "p1", 1, "10.00", "0.00", at(DAY_AFTER, 0, 1)),
+    purchase(7, "u7", "s7", "o6", "p2", 2, "5.00", "0.00", at(DAY, 22), sent=at(DAY_AFTER, 0, 30)),
+    purchase(8, "u6", "s6", "o7", "p2", 1, "15.00", "0.00", at(DAY_BEFORE, 23, 58)),
+    purchase(9, "u6", "s6", "o7", "p1", 1, "12.00", "0.00", at(DAY, 0, 0, 30)),
+    purchase(10, "u4", "s8", "o8", "p2", 1, "40.00", "0.00", at(DAY_BEFORE, 11)),
+    purchase(11, "u4", "s11", "o10", "p3", 1, "3.00", "0.00", at(dt.date(2026, 10, 25), 23, 59)),
+    purchase(12, "u4", "s11", "o10", "p3", 1, "3.00", "0.00", at(dt.date(2026, 10, 26), 0, 0, 30)),
+    purchase(13, "u1", "s0", "o0", "p3", 1, "50.00", "0.00", at(dt.date(2026, 10, 20), 11)),
+    purchase(14, "u3", "s9", "o9", "p3", 1, "100.00", "0.00", at(dt.date(2026, 9, 1), 11)),
 ]
 SESSIONS = [
-    session("s1", "u1", "desktop", "search", 0, 30, pv=4),
-    session("s2", "u2", "mobile", "direct", 20, 40),
-    session("s3", "u3", "mobile", "social", 5, 10, pv=2),
+    session("s1", "u1", "desktop", "search", at(DAY, 10), at(DAY, 11, 30), page_views=4, converted=True),
+    session("s2", "u2", "mobile", "direct", at(DAY, 10, 20), at(DAY, 11, 40), converted=True),
+    session("s3", "u3", "mobile", "social", at(DAY, 10, 5), at(DAY, 11, 10), page_views=2),
+    session("s5", "u5", "tablet", "email", at(DAY, 23, 50), at(DAY_AFTER, 0, 2), converted=True),
+    session("s7", "u7", None, None, at(DAY, 21, 50), at(DAY, 22, 10)),  # its late order line left out
+    session("s6", "u6", "desktop", "ads", at(DAY_BEFORE, 23, 40), at(DAY, 0, 1), converted=True),
+    session("s10", "u3", "mobile", "search", at(dt.date(2026, 10, 30), 12), at(dt.date(2026, 10, 30), 12, 10)),
 ]
 PRODUCTS = [
     {
@@ -139,7 +166,7 @@ PRODUCTS = [
         "currency": "USD",
         "updated_at": at(DAY, 0),
     }
-    for p, c in (("p1", "books"), ("p2", "toys"), ("p3", "books"))
+    for p, c in CATEGORIES.items()
 ]
 
 
@@ -149,10 +176,13 @@ def frame(spark, table, rows):
 
 @pytest.fixture(scope="module")
 def silver(spark):
+    """Every silver row above; `sessions_of_day` only those started on D."""
+    sessions = frame(spark, schema.USER_SESSIONS, SESSIONS)
     return {
         "page_views": frame(spark, schema.PAGE_VIEWS, PAGE_VIEWS),
         "purchases": frame(spark, schema.PURCHASES, PURCHASES),
-        "sessions": frame(spark, schema.USER_SESSIONS, SESSIONS),
+        "sessions": sessions,
+        "sessions_of_day": sessions.where(f"session_date = '{DAY}'"),
         "products": frame(spark, schema.PRODUCTS, PRODUCTS),
     }
 
@@ -163,11 +193,14 @@ def by(rows, key):
 
 def test_customer_analytics(silver):
     rows = by(
-        transforms.customer_analytics(DAY, silver["page_views"], silver["purchases"], silver["sessions"]).collect(),
+        transforms.customer_analytics(
+            DAY, silver["page_views"], silver["purchases"], silver["sessions_of_day"]
+        ).collect(),
         "user_id",
     )
-    assert set(rows) == {"u1", "u2", "u3"}, "only customers active that day"
-    u1, u2, u3 = rows["u1"], rows["u2"], rows["u3"]
+    # u6's order line after midnight belongs to its order of D - 1: it makes nobody active on D.
+    assert set(rows) == {"u1", "u2", "u3", "u5", "u7"}, "only customers active that day"
+    u1, u2, u3, u5, u7 = (rows[u] for u in ("u1", "u2", "u3", "u5", "u7"))
     assert (u1["sessions"], u1["page_views"], u1["products_viewed"], u1["cart_adds"], u1["orders"], u1["units"]) == (
         1,
         4,
@@ -189,25 +222,61 @@ def test_customer_analytics(silver):
         dt.datetime(2026, 11, 2, 10, 0),
         dt.datetime(2026, 11, 2, 11, 30),
     )  # UTC
-    # A session without page views, and a customer's first purchase.
-    assert (u2["sessions"], u2["page_views"], u2["orders"], u2["revenue"]) == (1, 0, 1, D("9.00"))
-    assert (
-        u2["segment"] == "new"
-        and u2["days_since_previous_purchase"] is None
-        and u2["engagement_score"] == D("20.000000")
+    # A session without page views, and two first-ever orders on one day.
+    assert (u2["sessions"], u2["page_views"], u2["orders"], u2["units"], u2["revenue"]) == (1, 0, 2, 2, D("16.00"))
+    assert (u2["avg_order_value"], u2["lifetime_orders"], u2["lifetime_revenue"]) == (D("8.00"), 2, D("16.00"))
+    assert u2["segment"] == "new" and u2["days_since_previous_purchase"] is None
+    assert u2["engagement_score"] == D("40.000000")  # 20 x 2
+    # Views but no purchase, last order 62 days ago; the session of 2026-10-30 is not D's.
+    assert (u3["sessions"], u3["orders"], u3["revenue"], u3["avg_order_value"], u3["converted"]) == (
+        1,
+        0,
+        D("0.00"),
+        None,
+        False,
     )
-    # Views but no purchase, last order 62 days ago.
-    assert (u3["orders"], u3["revenue"], u3["avg_order_value"], u3["converted"]) == (0, D("0.00"), None, False)
     assert u3["days_since_previous_purchase"] == 62 and u3["segment"] == "at_risk"
     assert u3["engagement_score"] == D("6.000000")
+    # The order across midnight counts whole on D, the day of its first line.
+    assert (u5["orders"], u5["units"], u5["revenue"], u5["lifetime_orders"], u5["segment"]) == (
+        1,
+        2,
+        D("30.00"),
+        1,
+        "new",
+    )
+    assert (u5["first_seen"], u5["last_seen"]) == (
+        dt.datetime(2026, 11, 2, 23, 50),
+        dt.datetime(2026, 11, 3, 0, 2),
+    )
+    # A late order line counts on the day it happened.
+    assert (u7["orders"], u7["revenue"], u7["segment"]) == (1, D("10.00"), "new")
+
+
+def test_an_order_across_midnight_counts_once_and_its_customer_is_new_once(silver):
+    """On D + 1 the second line of o5 belongs to D's order: no order, no new customer, no
+    activity; on D - 1, o7 counts whole, its line of D included."""
+    next_day = transforms.customer_analytics(
+        DAY_AFTER,
+        silver["page_views"].where(f"event_date = '{DAY_AFTER}'"),
+        silver["purchases"],
+        silver["sessions"].where(f"session_date = '{DAY_AFTER}'"),
+    )
+    assert next_day.count() == 0
+    assert transforms.sales_by_category(DAY_AFTER, silver["purchases"]).count() == 0
+    rows = by(transforms.sales_by_category(DAY_BEFORE, silver["purchases"]).collect(), "category")
+    assert {k: (v["revenue"], v["orders"], v["units"], v["unique_buyers"]) for k, v in rows.items()} == {
+        "toys": (D("55.00"), 2, 2, 2),  # o8's 40.00 and o7's first line, 15.00
+        "books": (D("12.00"), 1, 1, 1),  # o7's line of 00:00:30 on D
+    }
 
 
 def test_segment_rules_in_order(spark):
     history = [
-        purchase(i, "big", f"h{i}", f"h{i}", "p1", 1, "600.00", "0", day=dt.date(2026, 10, 1 + i)) for i in range(2)
+        purchase(i, "big", f"h{i}", f"h{i}", "p1", 1, "600.00", "0", at(dt.date(2026, 10, 1 + i), 12)) for i in range(2)
     ]
     history += [
-        purchase(10 + i, "regular", f"r{i}", f"r{i}", "p1", 1, "10.00", "0", day=dt.date(2026, 10, 1 + i))
+        purchase(10 + i, "regular", f"r{i}", f"r{i}", "p1", 1, "10.00", "0", at(dt.date(2026, 10, 1 + i), 12))
         for i in range(3)
     ]
     views = [
@@ -231,22 +300,53 @@ def test_segment_rules_in_order(spark):
 
 
 def test_sales_summary(silver):
-    (row,) = transforms.sales_summary(
-        DAY, silver["page_views"], silver["purchases"].where("event_date >= '2026-10-26'"), silver["sessions"]
-    ).collect()
-    assert (row.revenue, row.orders, row.units, row.avg_order_value) == (D("32.00"), 2, 4, D("16.00"))
-    assert (row.unique_buyers, row.unique_visitors, row.sessions) == (2, 3, 3)
-    assert row.orders_per_session == D("0.666667") and row.buyers_per_visitor == D("0.666667")
-    assert (row.sessions_desktop, row.sessions_mobile, row.sessions_tablet) == (1, 2, 0)
+    (row,) = transforms.sales_summary(DAY, silver["page_views"], silver["purchases"], silver["sessions"]).collect()
+    assert (row.revenue, row.orders, row.units, row.avg_order_value) == (D("79.00"), 5, 9, D("15.80"))
+    assert (row.unique_buyers, row.unique_visitors, row.sessions) == (4, 5, 5)
+    # s1, s2, s5 and s7 (its only order line late: silver's flag says not converted) have an
+    # order, s3 has none; s2 has two, so there are as many orders as sessions.
+    assert (row.converted_sessions, row.session_conversion_rate, row.orders_per_session) == (
+        4,
+        D("0.800000"),
+        D("1.000000"),
+    )
+    assert row.buyers_per_visitor == D("0.800000")  # u1, u2, u5, u7 of u1, u2, u3, u5, u7
+    # s7 has no device or referrer
+    assert (row.sessions_desktop, row.sessions_mobile, row.sessions_tablet) == (1, 2, 1)
     assert (row.sessions_direct, row.sessions_search, row.sessions_social, row.sessions_email, row.sessions_ads) == (
         1,
         1,
         1,
-        0,
+        1,
         0,
     )
-    assert row.revenue_change_vs_previous_day == D("-0.200000")  # (32 - 40) / 40
-    assert row.revenue_vs_trailing_7d_avg == D("5.600000")  # 32 / (40 / 7)
+    # D - 1: o8 and o7, 67.00. The 7 days before (10-26 … 11-01) have history on two: 11-01 with
+    # orders, 10-30 with a session and no order (revenue 0); o10, whose second line falls on
+    # 10-26, is an order of 10-25 and stays out.
+    assert row.revenue_change_vs_previous_day == D("0.179104")  # (79 - 67) / 67 = 0.1791044...
+    assert (row.trailing_7d_days, row.trailing_7d_avg_revenue) == (2, D("33.50"))  # 67.00 / 2
+    assert row.revenue_vs_trailing_7d_avg == D("2.358209")  # 79 / 33.5 = 2.3582089...
+
+
+def test_trailing_mean_without_history_is_null(silver):
+    (row,) = transforms.sales_summary(
+        dt.date(2026, 9, 1),
+        silver["page_views"].limit(0),
+        silver["purchases"],
+        silver["sessions"],
+    ).collect()
+    assert (row.revenue, row.orders, row.trailing_7d_days) == (D("100.00"), 1, 0)
+    assert (row.trailing_7d_avg_revenue, row.revenue_vs_trailing_7d_avg, row.revenue_change_vs_previous_day) == (
+        None,
+        None,
+        None,
+    )
+    assert (row.sessions, row.converted_sessions, row.session_conversion_rate, row.orders_per_session) == (
+        0,
+        0,
+        None,
+        None,
+    )
 
 
 def test_a_ratio_that_does_not_fit_a_rate_is_null(spark, silver):
@@ -261,50 +361,54 @@ def test_a_ratio_that_does_not_fit_a_rate_is_null(spark, silver):
         None,
     ]
     # A cent of revenue the day before, a million today: both comparisons are past a rate's range.
-    day_before = DAY - dt.timedelta(days=1)
     purchases = frame(
         spark,
         schema.PURCHASES,
         [
-            purchase(1, "u1", "s1", "o1", "p1", 1, "0.01", "0.00", day=day_before),
-            purchase(2, "u1", "s1", "o2", "p1", 1, "1000000.00", "0.00"),
+            purchase(1, "u1", "s1", "o1", "p1", 1, "0.01", "0.00", at(DAY_BEFORE, 12)),
+            purchase(2, "u1", "s1", "o2", "p1", 1, "1000000.00", "0.00", at(DAY, 12)),
         ],
     )
     (row,) = transforms.sales_summary(DAY, silver["page_views"], purchases, silver["sessions"]).collect()
-    assert row.revenue == D("1000000.00")
+    assert (row.revenue, row.trailing_7d_days, row.trailing_7d_avg_revenue) == (D("1000000.00"), 2, D("0.01"))
     assert (row.revenue_change_vs_previous_day, row.revenue_vs_trailing_7d_avg) == (None, None)
 
 
 def test_sales_by_category(silver):
     rows = by(transforms.sales_by_category(DAY, silver["purchases"]).collect(), "category")
     assert {k: (v["revenue"], v["orders"], v["units"], v["unique_buyers"]) for k, v in rows.items()} == {
-        "books": (D("27.00"), 2, 3, 2),
-        "toys": (D("5.00"), 1, 1, 1),
+        "books": (D("44.00"), 4, 5, 3),  # o1 18, o2 9, o4 7, o5's line after midnight 10
+        "toys": (D("35.00"), 3, 4, 3),  # o1 5, o5 20, o6 10
     }
 
 
 def test_product_analytics(silver):
-    today = silver["purchases"].where(f"event_date = '{DAY}'")
     rows = by(
-        transforms.product_analytics(DAY, silver["page_views"], today, silver["products"]).collect(), "product_id"
+        transforms.product_analytics(
+            DAY, silver["page_views"], silver["purchases"], silver["products"], together_min_baskets=2
+        ).collect(),
+        "product_id",
     )
     p1, p2, p3 = rows["p1"], rows["p2"], rows["p3"]
+    # p1: o1 x2 (18.00), o2 x1 (9.00), o5's line after midnight x1 (10.00); not o7's line of D.
     assert (p1["views"], p1["unique_viewers"], p1["cart_adds"], p1["purchases"], p1["units"], p1["revenue"]) == (
         2,
         1,
         1,
-        2,
         3,
-        D("27.00"),
+        4,
+        D("37.00"),
     )
     assert (p1["view_to_cart_rate"], p1["cart_to_purchase_rate"], p1["view_to_purchase_rate"]) == (D("1.000000"),) * 3
     assert (p1["revenue_rank"], p1["category_revenue_rank"], p1["category"]) == (1, 1, "books")
-    assert (p2["views"], p2["unique_viewers"], p2["cart_adds"], p2["purchases"], p2["revenue"]) == (
+    # p2: o1 x1 (5.00), o5 x1 (20.00), o6 x2 (10.00)
+    assert (p2["views"], p2["unique_viewers"], p2["cart_adds"], p2["purchases"], p2["units"], p2["revenue"]) == (
         2,
         2,
         0,
-        1,
-        D("5.00"),
+        3,
+        4,
+        D("35.00"),
     )
     assert (p2["view_to_cart_rate"], p2["cart_to_purchase_rate"], p2["view_to_purchase_rate"]) == (
         D("0.000000"),
@@ -315,83 +419,147 @@ def test_product_analytics(silver):
         2,
         1,
         2,
-        1,
+        3,
     )
-    # Views but no purchases.
+    # Viewed in s3, bought in s2 (o4).
     assert (p3["views"], p3["purchases"], p3["revenue"], p3["view_to_purchase_rate"]) == (
         1,
-        0,
-        D("0.00"),
+        1,
+        D("7.00"),
         D("0.000000"),
     )
-    assert (p3["revenue_rank"], p3["category_revenue_rank"], p3["bought_together"]) == (3, 2, "[]")
-    assert json.loads(p1["bought_together"]) == [{"product_id": "p2", "support": 0.5, "confidence": 0.5}]
-    assert json.loads(p2["bought_together"]) == [{"product_id": "p1", "support": 0.5, "confidence": 1.0}]
-    assert json.loads(p1["viewed_together"]) == [{"product_id": "p2", "support": 0.5, "confidence": 1.0}]
-    assert json.loads(p2["viewed_together"]) == [
-        {"product_id": "p1", "support": 0.5, "confidence": 0.5},
-        {"product_id": "p3", "support": 0.5, "confidence": 0.5},
+    assert (p3["revenue_rank"], p3["category_revenue_rank"]) == (3, 2)
+    # Orders of D: o1 {p1, p2}, o2 {p1}, o4 {p3}, o5 {p2, p1}, o6 {p2}. p1 and p2 share two.
+    assert json.loads(p1["bought_together"]) == [
+        {"product_id": "p2", "baskets": 2, "support": 0.4, "confidence": 0.666667}  # 2 of 5; 2 of p1's 3
     ]
+    assert json.loads(p2["bought_together"]) == [
+        {"product_id": "p1", "baskets": 2, "support": 0.4, "confidence": 0.666667}  # 2 of p2's 3
+    ]
+    assert p3["bought_together"] == "[]"
+    # Viewing sessions s1 {p1, p2} and s3 {p2, p3}: no pair shares two.
+    assert {p: r["viewed_together"] for p, r in rows.items()} == {"p1": "[]", "p2": "[]", "p3": "[]"}
 
 
-def test_data_quality(spark, silver):
-    duplicate = dict(PAGE_VIEWS[0])
-    broken = purchase(7, "u5", "s5", "o5", "p1", 1, "10.00", "12.00")  # a discount larger than the line
-    page_views = frame(spark, schema.PAGE_VIEWS, [*PAGE_VIEWS, duplicate])
-    purchases = frame(spark, schema.PURCHASES, [p for p in PURCHASES if p["event_date"] == DAY] + [broken])
-    quarantine = frame(
+def test_a_single_shared_basket_is_enough_at_a_minimum_of_one(silver):
+    rows = by(
+        transforms.product_analytics(
+            DAY, silver["page_views"], silver["purchases"], silver["products"], together_min_baskets=1
+        ).collect(),
+        "product_id",
+    )
+    assert json.loads(rows["p1"]["viewed_together"]) == [
+        {"product_id": "p2", "baskets": 1, "support": 0.5, "confidence": 1.0}
+    ]
+    assert json.loads(rows["p2"]["viewed_together"]) == [
+        {"product_id": "p1", "baskets": 1, "support": 0.5, "confidence": 0.5},
+        {"product_id": "p3", "baskets": 1, "support": 0.5, "confidence": 0.5},
+    ]
+    assert json.loads(rows["p3"]["bought_together"]) == []  # o4 holds p3 alone
+
+
+def quarantined(spark, records):
+    """Quarantine rows of (reason, event type, event time, ingest time), all from raw-events."""
+    return frame(
         spark,
         schema.QUARANTINE_TABLE,
         [
             {
-                "reason": r,
+                "reason": reason,
                 "detail": None,
                 "topic": schema.TOPIC_RAW_EVENTS,
                 "kafka_partition": 0,
                 "kafka_offset": i,
-                "kafka_timestamp": at(DAY, 9),
+                "kafka_timestamp": sent,
                 "kafka_key": None,
                 "raw_value": "{}",
                 "event_id": f"q{i}",
                 "event_type": event_type,
-                "event_time": at(DAY, 9),
-                "ingest_time": at(DAY, 9),
-                "partition_time": at(DAY, 9),
+                "event_time": happened,
+                "ingest_time": sent,
+                "partition_time": happened or sent,
             }
-            # A record is the table's by its event type; one without a type is no table's.
-            for i, (r, event_type) in enumerate(
-                [
-                    (schema.REASON_BAD_TYPE, schema.PAGE_VIEW),
-                    (schema.REASON_LATE, schema.ADD_TO_CART),
-                    (schema.REASON_LATE, schema.PAGE_VIEW),
-                    (schema.REASON_OUT_OF_RANGE, schema.PURCHASE),
-                    (schema.REASON_BAD_JSON, None),
-                ]
-            )
+            for i, (reason, event_type, happened, sent) in enumerate(records)
         ],
     )
-    report_time = at(DAY, 12)
-    rows = by(
-        transforms.data_quality(
-            DAY,
-            {
-                schema.SILVER_PAGE_VIEWS: page_views,
-                schema.SILVER_PURCHASES: purchases,
-                schema.SILVER_USER_SESSIONS: silver["sessions"],
-            },
-            quarantine,
-            report_time,
-        ).collect(),
-        "table_name",
+
+
+def test_data_quality(spark, silver):
+    duplicate = dict(PAGE_VIEWS[0])
+    # a discount larger than the line, on a product the catalog does not know
+    broken = purchase(20, "u9", "s9", "o99", "p1", 1, "10.00", "12.00", at(DAY, 12), in_catalog=False)
+    page_views = frame(spark, schema.PAGE_VIEWS, [*PAGE_VIEWS, duplicate])
+    purchases = frame(spark, schema.PURCHASES, [p for p in PURCHASES if p["event_date"] == DAY] + [broken])
+    quarantine = quarantined(
+        spark,
+        [
+            (schema.REASON_BAD_TYPE, schema.PAGE_VIEW, None, at(DAY, 9)),
+            (schema.REASON_LATE, schema.PAGE_VIEW, at(DAY, 9), at(DAY, 10)),
+            (schema.REASON_LATE, schema.ADD_TO_CART, at(DAY, 9), at(DAY, 10)),
+            (schema.REASON_OUT_OF_RANGE, schema.PURCHASE, at(DAY, 9), at(DAY, 9)),
+            (schema.REASON_LATE, schema.PURCHASE, at(DAY, 22), at(DAY_AFTER, 0, 30)),  # o6's line
+            (schema.REASON_BAD_JSON, None, None, at(DAY, 9)),  # no event type: no table's
+        ],
     )
+    silver_of_day = {
+        schema.SILVER_PAGE_VIEWS: page_views,
+        schema.SILVER_PURCHASES: purchases,
+        schema.SILVER_USER_SESSIONS: silver["sessions_of_day"],
+    }
+    report = transforms.data_quality(DAY, silver_of_day, quarantine)
+    rows = by(report.collect(), "table_name")
     pv, pu, us = rows[schema.SILVER_PAGE_VIEWS], rows[schema.SILVER_PURCHASES], rows[schema.SILVER_USER_SESSIONS]
     assert (pv["row_count"], pv["duplicate_count"], pv["out_of_range_count"], pv["late_event_count"]) == (8, 1, 0, 2)
     assert json.loads(pv["quarantine_by_reason"]) == {"bad_type": 1, "late_event": 2}
-    assert pv["freshness_lag_seconds"] == 2 * 3600 - 7 * 60  # 12:00 minus the newest view at 10:07
-    assert json.loads(pv["null_rates"])["event_id"] == 0.0
-    assert (pu["row_count"], pu["duplicate_count"], pu["out_of_range_count"]) == (4, 0, 1)
-    assert json.loads(pu["quarantine_by_reason"]) == {"out_of_range": 1}
-    assert (us["row_count"], us["late_event_count"], us["quarantine_by_reason"]) == (3, 0, "{}")
+    # Optional columns over the rows that should carry them: the category of the 5 product
+    # pages (p3's is missing), the product of the 6 product pages and cart adds, the page of the
+    # 7 page views, quantity and price of the one cart add.
+    assert json.loads(pv["null_rates"]) == {
+        **{c: 0.0 for c in schema.PAGE_VIEWS.names},
+        "category": 0.2,
+    }
+    # The newest view, 10:07, lies 13 h 53 min before the day's end.
+    assert pv["freshness_lag_seconds"] == 24 * 3600 - (10 * 3600 + 7 * 60)
+    # 8 lines of D: o1 x2, o2, o4, o5's first, o6 (late), o7's second, and the broken one, whose
+    # product is unknown to the catalog (no category, no list price).
+    assert (pu["row_count"], pu["duplicate_count"], pu["out_of_range_count"], pu["late_event_count"]) == (8, 0, 1, 1)
+    assert json.loads(pu["null_rates"]) == {
+        **{c: 0.0 for c in schema.PURCHASES.names},
+        "category": 0.125,
+        "list_price": 0.125,
+    }
+    assert json.loads(pu["quarantine_by_reason"]) == {"out_of_range": 1, "late_event": 1}
+    assert pu["freshness_lag_seconds"] == 60  # o5's first line at 23:59
+    # 5 sessions of D; s7's start event was lost.
+    assert (us["row_count"], us["late_event_count"], us["quarantine_by_reason"]) == (5, 0, "{}")
+    assert json.loads(us["null_rates"]) == {
+        **{c: 0.0 for c in schema.USER_SESSIONS.names},
+        "device": 0.2,
+        "referrer": 0.2,
+        "country": 0.2,
+    }
+    assert us["freshness_lag_seconds"] == 600  # s5 started at 23:50
+
+
+def test_a_null_rate_with_no_row_to_have_a_value_is_null(spark, silver):
+    """A day without cart adds: their quantity and price have no rate, rather than a rate of 0."""
+    views = frame(spark, schema.PAGE_VIEWS, [r for r in PAGE_VIEWS if r["event_type"] == schema.PAGE_VIEW])
+    no_purchases = frame(spark, schema.PURCHASES, [])
+    report = transforms.data_quality(
+        DAY,
+        {
+            schema.SILVER_PAGE_VIEWS: views,
+            schema.SILVER_PURCHASES: no_purchases,
+            schema.SILVER_USER_SESSIONS: silver["sessions_of_day"],
+        },
+        quarantined(spark, []),
+    )
+    rows = by(report.collect(), "table_name")
+    null_rates = json.loads(rows[schema.SILVER_PAGE_VIEWS]["null_rates"])
+    assert (null_rates["quantity"], null_rates["unit_price"], null_rates["product_id"]) == (None, None, 0.0)
+    purchases = rows[schema.SILVER_PURCHASES]
+    assert (purchases["row_count"], purchases["freshness_lag_seconds"]) == (0, None)
+    assert set(json.loads(purchases["null_rates"]).values()) == {None}
 
 
 # -- the jobs against the lake ----------------------------------------------------------------
@@ -421,16 +589,16 @@ def gold(spark, name):
     return spark.table(lake.table_ref(name)).orderBy(*schema.TABLES[name].identifier).collect()
 
 
-def test_jobs_are_idempotent_and_touch_only_their_date(empty_lake):
+def test_jobs_are_idempotent_and_touch_only_their_date(empty_lake, lake_settings):
     spark = empty_lake
     write_silver(spark)
-    other_day = dt.date(2026, 11, 1)
-    first = {job.name: job.run(spark, DAY) for job in (CUSTOMER_JOB, SALES_JOB, PRODUCT_JOB, QUALITY_JOB)}
-    other = SALES_JOB.run(spark, other_day)
-    assert first[CUSTOMER_JOB.name]["rows_written"] == {schema.GOLD_CUSTOMER_ANALYTICS: 3}
-    assert first[SALES_JOB.name]["totals"] == {"revenue": "32.00", "orders": 2}
+    jobs = (CUSTOMER_JOB, SALES_JOB, PRODUCT_JOB, QUALITY_JOB)
+    first = {job.name: job.run(spark, DAY) for job in jobs}
+    other = SALES_JOB.run(spark, DAY_BEFORE)
+    assert first[CUSTOMER_JOB.name]["rows_written"] == {schema.GOLD_CUSTOMER_ANALYTICS: 5}
+    assert first[SALES_JOB.name]["totals"] == {"revenue": "79.00", "orders": 5}
     assert first[PRODUCT_JOB.name]["rows_written"] == {schema.GOLD_PRODUCT_ANALYTICS: 3}
-    assert other["totals"]["revenue"] == "40.00"
+    assert other["totals"] == {"revenue": "67.00", "orders": 2}  # o8 and o7, its line of D included
     before = {
         name: gold(spark, name)
         for name in (
@@ -438,22 +606,40 @@ def test_jobs_are_idempotent_and_touch_only_their_date(empty_lake):
             schema.GOLD_SALES_SUMMARY,
             schema.GOLD_SALES_BY_CATEGORY,
             schema.GOLD_PRODUCT_ANALYTICS,
+            schema.SILVER_DATA_QUALITY_REPORT,
         )
     }
-    for job in (CUSTOMER_JOB, SALES_JOB, PRODUCT_JOB):
+    for job in jobs:
         job.run(spark, DAY)
     after = {name: gold(spark, name) for name in before}
-    assert after == before, "a rerun replaces the date's partition with identical rows"
-    assert [r.date for r in after[schema.GOLD_SALES_SUMMARY]] == [other_day, DAY], "the other date is untouched"
-    # Cross-check: gold revenue of the day equals silver revenue of the day, three ways.
-    silver_revenue = (
+    assert after == before, "a rerun replaces the date's partition with identical rows, the quality report's too"
+    assert [r.date for r in after[schema.GOLD_SALES_SUMMARY]] == [DAY_BEFORE, DAY], "the other date is untouched"
+    # Gold revenue of the day is the revenue of its orders, three ways, read from the lake: their
+    # lines of D + 1 in, the line of D that belongs to an order of D - 1 out.
+    lines_of_day = (
         spark.table(lake.table_ref(schema.SILVER_PURCHASES))
         .where(f"event_date = '{DAY}'")
         .agg({"revenue": "sum"})
         .first()[0]
     )
+    assert lines_of_day == D("81.00")
     for name in (schema.GOLD_CUSTOMER_ANALYTICS, schema.GOLD_SALES_BY_CATEGORY, schema.GOLD_PRODUCT_ANALYTICS):
-        assert sum(r.revenue for r in after[name] if r.date == DAY) == silver_revenue == D("32.00")
+        assert sum(r.revenue for r in after[name] if r.date == DAY) == D("79.00"), name
+    (summary,) = (r for r in after[schema.GOLD_SALES_SUMMARY] if r.date == DAY)
+    assert (summary.trailing_7d_days, summary.trailing_7d_avg_revenue) == (2, D("33.50"))
+    # The asset checks compare gold with silver by the same rules: orders by their first line's day,
+    # a session converted by any order line.
+    data = quality.Lake(lake_settings)
+    for rule in (
+        quality.customer_completeness,
+        quality.customer_revenue_consistency,
+        quality.sales_revenue_arithmetic,
+        quality.sales_order_consistency,
+    ):
+        verdict = rule(data, DAY)
+        assert verdict.passed, (rule.__name__, verdict.summary)
+    assert quality.sales_order_consistency(data, DAY).counts["silver_converted_sessions"] == 4
+    assert quality.customer_revenue_consistency(data, DAY).counts["silver_revenue"] == "79.00"
 
 
 def test_empty_date_writes_nothing(empty_lake):
@@ -476,15 +662,29 @@ def test_cli_usage_errors(capsys):
     with pytest.raises(SystemExit) as exc:
         SALES_JOB.parser().parse_args([])
     assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        PRODUCT_JOB.parser().parse_args(["--date", str(DAY), "--together-min-baskets", "0"])
+    assert exc.value.code == 2 and "not a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_the_minimum_of_shared_baskets_is_a_setting(monkeypatch):
+    assert PRODUCT_JOB.parser().parse_args(["--date", str(DAY)]).together_min_baskets == 2
+    monkeypatch.setenv("SHOPSTREAM_TOGETHER_MIN_BASKETS", "5")
+    assert PRODUCT_JOB.parser().parse_args(["--date", str(DAY)]).together_min_baskets == 5
+    monkeypatch.setenv("SHOPSTREAM_TOGETHER_MIN_BASKETS", "none")
+    with pytest.raises(SystemExit, match="SHOPSTREAM_TOGETHER_MIN_BASKETS"):
+        PRODUCT_JOB.parser()
 
 
 def test_inputs_read_the_right_days(empty_lake):
     write_silver(empty_lake)
     inputs = Inputs(empty_lake, DAY)
-    assert inputs.purchases().count() == 3
-    assert inputs.purchases(days_before=1).count() == 4
-    assert inputs.purchases(days_before=None).count() == 6
-    assert inputs.page_views().count() == 7 and inputs.sessions().count() == 3
+    assert inputs.purchases().count() == 7, "the lines of D"
+    assert inputs.order_lines().count() == 10, "and of D - 1 (o7, o8) and D + 1 (o5's second line)"
+    assert inputs.order_lines(days_before=7).count() == 12, "from D - 8 (o10) on"
+    assert inputs.order_lines(days_before=None).count() == 14
+    assert inputs.page_views().count() == 7 and inputs.sessions().count() == 5
+    assert inputs.sessions(days_before=7).count() == 7
 
 
 def test_cli_run_writes_its_result_file(empty_lake, lake_settings, tmp_path):
@@ -514,5 +714,5 @@ def test_cli_run_writes_its_result_file(empty_lake, lake_settings, tmp_path):
     result = json.loads(result_file.read_text())
     assert result["job"] == schema.GOLD_SALES_SUMMARY and result["date"] == "2026-11-02"
     assert result["rows_written"] == {schema.GOLD_SALES_SUMMARY: 1, schema.GOLD_SALES_BY_CATEGORY: 2}
-    assert result["totals"] == {"revenue": "32.00", "orders": 2} and result["duration_seconds"] > 0
+    assert result["totals"] == {"revenue": "79.00", "orders": 5} and result["duration_seconds"] > 0
     assert "wrote gold_daily_sales_summary 1" in done.stdout

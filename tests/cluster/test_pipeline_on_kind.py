@@ -30,7 +30,7 @@ from dagster_repo.defs.assets import iceberg_table_maintenance
 from dagster_repo.defs.launcher import KubernetesSparkLauncher
 from dagster_repo.defs.resources import LakeResource, SparkApplicationsClient
 from dagster_repo.kube import spark_application as sa
-from shopstream import lake, schema
+from shopstream import lake, rules, schema
 from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
 from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
 from tests.cluster.conftest import DAGSTER_TEST_VALUES, chart_image_values
@@ -92,6 +92,7 @@ class Expected:
         self.quarantined = Counter()
         self.products = set()
         self.days: dict[dt.date, dict] = defaultdict(lambda: {"revenue": Decimal("0"), "orders": set(), "units": 0})
+        lines: list[tuple[str, dt.date, dict]] = []
         for config in configs:
             shop = Shop(config)
             for record in itertools.chain(shop.catalog(), shop.records()):
@@ -110,10 +111,14 @@ class Expected:
                 if table:
                     self.silver[table] += 1
                 if record.event_type == schema.PURCHASE:
-                    day = self.days[record.event_time.date()]
-                    day["revenue"] += event["quantity"] * event["unit_price"] - event["discount"]
-                    day["orders"].add(event["order_id"])
-                    day["units"] += event["quantity"]
+                    lines.append((event["order_id"], record.event_time.date(), event))
+        # Gold counts every line of an order on the day of its first line.
+        placed = rules.order_dates((order_id, day) for order_id, day, _ in lines)
+        for order_id, _, event in lines:
+            day = self.days[placed[order_id]]
+            day["revenue"] += event["quantity"] * event["unit_price"] - event["discount"]
+            day["orders"].add(order_id)
+            day["units"] += event["quantity"]
 
 
 def send(cluster, name: str, config: GeneratorConfig, wait: bool = True) -> None:

@@ -187,8 +187,8 @@ def test_catch_up_then_rerun_adds_nothing(topics, tmp_path):
     assert_exactly_once(tmp_path, records, summary)
     progress = read(tmp_path, schema.STREAMING_PROGRESS)
     # Every event once (from raw-events; its copy on the typed topic is not read) and every product.
-    read = summary["events_sent"] + summary["products"]
-    assert progress and sum(p["num_input_rows"] for p in progress) == read
+    records_read = summary["events_sent"] + summary["products"]
+    assert progress and sum(p["num_input_rows"] for p in progress) == records_read
     offsets = json.loads(max(progress, key=lambda p: p["batch_id"])["end_offsets"])
     assert set(offsets) == {schema.TOPIC_RAW_EVENTS, schema.TOPIC_PRODUCTS}  # raw-events carries every event
     # Late events inside the allowed delay were counted (some exist in this fixture).

@@ -7,7 +7,7 @@ from shopstream.spark.batch.runner import BatchJob, sum_of
 JOB = BatchJob(
     catalog.CUSTOMER_ANALYTICS,
     build=lambda i: (
-        transforms.customer_analytics(i.day, i.page_views(), i.purchases(days_before=None), i.sessions()),
+        transforms.customer_analytics(i.day, i.page_views(), i.order_lines(days_before=None), i.sessions()),
     ),
     totals=lambda out: {
         "customers": out[schema.GOLD_CUSTOMER_ANALYTICS].count(),

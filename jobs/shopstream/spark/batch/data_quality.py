@@ -1,7 +1,5 @@
 """silver_data_quality_report: one row per (date, silver table)."""
 
-import datetime as dt
-
 from shopstream import catalog, schema
 from shopstream.spark.batch import transforms
 from shopstream.spark.batch.runner import BatchJob, Inputs
@@ -13,7 +11,7 @@ def build(inputs: Inputs):
         schema.SILVER_PURCHASES: inputs.purchases(),
         schema.SILVER_USER_SESSIONS: inputs.sessions(),
     }
-    return (transforms.data_quality(inputs.day, silver, inputs.quarantine(), dt.datetime.now(dt.UTC)),)
+    return (transforms.data_quality(inputs.day, silver, inputs.quarantine()),)
 
 
 JOB = BatchJob(

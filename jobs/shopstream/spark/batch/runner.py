@@ -12,7 +12,7 @@ import datetime as dt
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from shopstream import catalog, lake, results, schema
 from shopstream.cli import add_result_file, iso_date
 from shopstream.lake import LakeSettings
+from shopstream.rules import ORDER_SPAN_DAYS
 from shopstream.spark import iceberg
 
 
@@ -29,10 +30,12 @@ class MissingTable(RuntimeError):
 
 @dataclass(frozen=True)
 class Inputs:
-    """The silver rows a job may read for `day`, each as a lazy DataFrame."""
+    """The silver rows a job may read for `day`, each as a lazy DataFrame, and the job's own
+    options (its arguments beyond the date and the lake)."""
 
     spark: SparkSession
     day: dt.date
+    options: argparse.Namespace = field(default_factory=argparse.Namespace)
 
     def table(self, name: str) -> DataFrame:
         return self.spark.table(lake.table_ref(name))
@@ -40,15 +43,26 @@ class Inputs:
     def page_views(self) -> DataFrame:
         return self.table(schema.SILVER_PAGE_VIEWS).where(F.col("event_date") == F.lit(self.day))
 
-    def purchases(self, days_before: int | None = 0) -> DataFrame:
-        """The day's purchases and those of `days_before` days before it (None: all history)."""
-        rows = self.table(schema.SILVER_PURCHASES).where(F.col("event_date") <= F.lit(self.day))
+    def purchases(self) -> DataFrame:
+        """The order lines that happened on the day."""
+        return self.table(schema.SILVER_PURCHASES).where(F.col("event_date") == F.lit(self.day))
+
+    def order_lines(self, days_before: int | None = 0) -> DataFrame:
+        """Every line of the orders placed on the day and on the `days_before` days before it (None:
+        all history): the lines of those days and of ORDER_SPAN_DAYS more on either side, where an
+        order's first line or its last lines may lie."""
+        day = F.lit(self.day)
+        rows = self.table(schema.SILVER_PURCHASES).where(F.col("event_date") <= F.date_add(day, ORDER_SPAN_DAYS))
         if days_before is not None:
-            rows = rows.where(F.col("event_date") >= F.date_sub(F.lit(self.day), days_before))
+            rows = rows.where(F.col("event_date") >= F.date_sub(day, days_before + ORDER_SPAN_DAYS))
         return rows
 
-    def sessions(self) -> DataFrame:
-        return self.table(schema.SILVER_USER_SESSIONS).where(F.col("session_date") == F.lit(self.day))
+    def sessions(self, days_before: int = 0) -> DataFrame:
+        """The sessions started on the day and on the `days_before` days before it."""
+        day = F.lit(self.day)
+        return self.table(schema.SILVER_USER_SESSIONS).where(
+            (F.col("session_date") <= day) & (F.col("session_date") >= F.date_sub(day, days_before))
+        )
 
     def products(self) -> DataFrame:
         return self.table(schema.SILVER_PRODUCTS)
@@ -68,6 +82,7 @@ class BatchJob:
     job: catalog.Job
     build: Callable[[Inputs], tuple[DataFrame, ...]]  # the outputs, in the order of `job.writes`
     totals: Callable[[dict[str, DataFrame]], dict]  # key figures for the result file
+    add_options: Callable[[argparse.ArgumentParser], None] = lambda parser: None  # the job's own arguments
 
     @property
     def name(self) -> str:
@@ -82,14 +97,18 @@ class BatchJob:
         parser.add_argument("--date", required=True, type=iso_date, help="the day to compute, YYYY-MM-DD (UTC)")
         add_result_file(parser, "the run's result (rows, totals, duration)")
         LakeSettings.add_arguments(parser)
+        self.add_options(parser)
         return parser
 
-    def run(self, spark: SparkSession, day: dt.date) -> dict:
+    def run(self, spark: SparkSession, day: dt.date, options: argparse.Namespace | None = None) -> dict:
+        """Compute and write `day`; `options` are the parsed arguments (default: the job's defaults)."""
         started = time.monotonic()
         for name in self.job.reads:
             if not iceberg.table_exists(spark, name):
                 raise MissingTable(f"silver table {lake.table_ref(name)} does not exist; run the streaming job first")
-        inputs = Inputs(spark, day)
+        if options is None:
+            options = self.parser().parse_args(["--date", day.isoformat()])
+        inputs = Inputs(spark, day, options)
         written = {name: 0 for name in self.writes}
         totals: dict = {}
         if inputs.has_activity():
@@ -116,7 +135,7 @@ class BatchJob:
         settings = LakeSettings.from_args(args)
         spark = iceberg.spark_session(settings, f"shopstream-{self.name}")
         try:
-            result = self.run(spark, args.date)
+            result = self.run(spark, args.date, args)
         except MissingTable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+from dataclasses import dataclass, field
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
@@ -20,6 +21,7 @@ from shopstream.rules import (
     RECOMMENDATIONS,
     SCORE_CAP,
     SCORE_WEIGHTS,
+    TRAILING_DAYS,
 )
 
 MONEY_TYPE = schema.spark_type(schema.MONEY)
@@ -47,13 +49,26 @@ def _cart_adds(page_views: DataFrame) -> DataFrame:
     return page_views.where(F.col("event_type") == schema.ADD_TO_CART)
 
 
+def with_order_date(purchases: DataFrame) -> DataFrame:
+    """Order lines with `order_date`: the day of the order's first line, on which every line of the
+    order counts, so an order whose lines straddle midnight counts once."""
+    return purchases.withColumn("order_date", F.min("event_date").over(Window.partitionBy("order_id")))
+
+
+def orders_of(day: dt.date, purchases: DataFrame) -> DataFrame:
+    """The lines of the orders placed on `day`, whatever day each line itself falls on."""
+    return with_order_date(purchases).where(F.col("order_date") == F.lit(day))
+
+
 # -- customers --------------------------------------------------------------------------------
 
 
 def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame, sessions: DataFrame) -> DataFrame:
     """One row per customer active on `day`. `page_views` and `sessions` hold that day's rows,
-    `purchases` every purchase up to and including the day (for lifetime figures)."""
+    `purchases` every order line up to the day after (for lifetime figures and orders that
+    straddle midnight)."""
     date = F.lit(day)
+    lines = with_order_date(purchases)
     clicks = page_views.groupBy("user_id").agg(
         F.count(F.when(F.col("event_type") == schema.PAGE_VIEW, 1)).alias("page_views"),
         F.count_distinct(
@@ -63,7 +78,7 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
         F.min("event_time").alias("clicks_first"),
         F.max("event_time").alias("clicks_last"),
     )
-    today = purchases.where(F.col("event_date") == date)
+    today = lines.where(F.col("order_date") == date)
     bought = today.groupBy("user_id").agg(
         F.count_distinct("order_id").alias("orders"),
         F.sum("quantity").alias("units"),
@@ -76,10 +91,14 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
         F.min("session_start").alias("sessions_first"),
         F.max("session_end").alias("sessions_last"),
     )
-    lifetime = purchases.groupBy("user_id").agg(
-        F.sum("revenue").alias("lifetime_revenue"),
-        F.count_distinct("order_id").alias("lifetime_orders"),
-        F.max(F.when(F.col("event_date") < date, F.col("event_date"))).alias("previous_purchase_date"),
+    lifetime = (
+        lines.where(F.col("order_date") <= date)
+        .groupBy("user_id")
+        .agg(
+            F.sum("revenue").alias("lifetime_revenue"),
+            F.count_distinct("order_id").alias("lifetime_orders"),
+            F.max(F.when(F.col("order_date") < date, F.col("order_date"))).alias("previous_purchase_date"),
+        )
     )
     users = clicks.select("user_id").union(bought.select("user_id")).union(visits.select("user_id")).distinct()
     rows = (
@@ -128,50 +147,73 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
 
 
 def sales_summary(day: dt.date, page_views: DataFrame, purchases: DataFrame, sessions: DataFrame) -> DataFrame:
-    """One row for `day`. `purchases` holds the day and the 7 days before it (for the revenue
-    comparisons); `page_views` and `sessions` hold the day."""
+    """One row for `day`. `purchases` holds the order lines of the day and of the TRAILING_DAYS
+    before it, one day more either side (for orders that straddle midnight); `sessions` holds the
+    day and the TRAILING_DAYS before it (a day with sessions but no orders has history: a
+    revenue of 0); `page_views` holds the day."""
     date = F.lit(day)
-    today = purchases.where(F.col("event_date") == date)
+    lines = with_order_date(purchases)
+    today = lines.where(F.col("order_date") == date)
     totals = today.agg(
         F.coalesce(F.sum("revenue"), F.lit(0)).cast(MONEY_TYPE).alias("revenue"),
         F.count_distinct("order_id").alias("orders"),
         F.coalesce(F.sum("quantity"), F.lit(0)).alias("units"),
         F.count_distinct("user_id").alias("unique_buyers"),
     )
-    earlier = purchases.where((F.col("event_date") < date) & (F.col("event_date") >= F.date_sub(date, 7)))
+    first_trailing_day = F.date_sub(date, TRAILING_DAYS)
+    earlier = lines.where((F.col("order_date") < date) & (F.col("order_date") >= first_trailing_day))
     history = earlier.agg(
-        F.sum(F.when(F.col("event_date") == F.date_sub(date, 1), F.col("revenue"))).alias("previous_day_revenue"),
-        (F.coalesce(F.sum("revenue"), F.lit(0)) / 7).alias("trailing_7d_avg"),
-        F.count("*").alias("history_rows"),
+        F.sum(F.when(F.col("order_date") == F.date_sub(date, 1), F.col("revenue"))).alias("previous_day_revenue"),
+        F.coalesce(F.sum("revenue"), F.lit(0)).alias("trailing_revenue"),
     )
+    earlier_visits = sessions.where((F.col("session_date") < date) & (F.col("session_date") >= first_trailing_day))
+    history_days = (
+        earlier.select(F.col("order_date").alias("day"))
+        .union(earlier_visits.select(F.col("session_date").alias("day")))
+        .agg(F.count_distinct("day").alias("trailing_7d_days"))
+    )
+    visits = sessions.where(F.col("session_date") == date)
     visitors = (
         page_views.select("user_id")
-        .union(sessions.select("user_id"))
+        .union(visits.select("user_id"))
         .agg(F.count_distinct("user_id").alias("unique_visitors"))
     )
-    traffic = sessions.agg(
+    # A session converts with any order line, late ones included (silver's own `converted` flag
+    # leaves out events too late for sessionization); its order may count on the next day.
+    converted = visits.join(purchases.select("session_id").distinct(), "session_id", "left_semi")
+    traffic = visits.agg(
         F.count("*").alias("sessions"),
         *[F.count(F.when(F.col("device") == d, 1)).alias(f"sessions_{d}") for d in schema.DEVICES],
         *[F.count(F.when(F.col("referrer") == r, 1)).alias(f"sessions_{r}") for r in schema.REFERRERS],
-    )
-    row = totals.crossJoin(history).crossJoin(visitors).crossJoin(traffic).withColumn("date", date)
+    ).crossJoin(converted.agg(F.count("*").alias("converted_sessions")))
+    row = totals.crossJoin(history).crossJoin(history_days).crossJoin(visitors).crossJoin(traffic)
+    # The mean of the days of history only: a shop two days old is compared with two days, not seven.
+    trailing_mean = F.when(F.col("trailing_7d_days") > 0, F.col("trailing_revenue") / F.col("trailing_7d_days"))
     row = row.withColumns(
         {
+            "date": date,
             "avg_order_value": F.when(F.col("orders") > 0, (F.col("revenue") / F.col("orders")).cast(MONEY_TYPE)),
             "orders_per_session": ratio("orders", "sessions"),
+            "session_conversion_rate": ratio("converted_sessions", "sessions"),
             "buyers_per_visitor": ratio("unique_buyers", "unique_visitors"),
             "revenue_change_vs_previous_day": ratio(
                 F.col("revenue") - F.col("previous_day_revenue"), "previous_day_revenue"
             ),
-            "revenue_vs_trailing_7d_avg": F.when(F.col("history_rows") > 0, ratio("revenue", "trailing_7d_avg")),
+            "trailing_7d_avg_revenue": trailing_mean.cast(MONEY_TYPE),
+            # revenue / (trailing revenue / days), without rounding the mean first
+            "revenue_vs_trailing_7d_avg": F.when(
+                F.col("trailing_7d_days") > 0,
+                ratio(F.col("revenue") * F.col("trailing_7d_days"), "trailing_revenue"),
+            ),
         }
     )
     return project(row, schema.SALES_SUMMARY)
 
 
 def sales_by_category(day: dt.date, purchases: DataFrame) -> DataFrame:
-    """Revenue, orders, units and buyers of `day` per product category."""
-    today = purchases.where(F.col("event_date") == F.lit(day))
+    """Revenue, orders, units and buyers of the orders of `day` per product category; `purchases`
+    holds the order lines of the day, one day more either side."""
+    today = orders_of(day, purchases)
     rows = today.groupBy(F.coalesce("category", F.lit("unknown")).alias("category")).agg(
         F.sum("revenue").alias("revenue"),
         F.count_distinct("order_id").alias("orders"),
@@ -184,16 +226,18 @@ def sales_by_category(day: dt.date, purchases: DataFrame) -> DataFrame:
 # -- products ---------------------------------------------------------------------------------
 
 
-def _together(baskets: DataFrame, basket: str) -> DataFrame:
-    """For each product: the products most often in the same basket, as a JSON list with
-    support (baskets with both / all baskets) and confidence (baskets with both / baskets
-    with the product)."""
+def _together(baskets: DataFrame, basket: str, min_baskets: int) -> DataFrame:
+    """For each product: the products most often in the same basket, as a JSON list with the
+    baskets they share, support (baskets with both / all baskets) and confidence (baskets with
+    both / baskets with the product). A pair sharing fewer than `min_baskets` baskets is left
+    out: one shared basket would otherwise give a confidence of 1.0 to a coincidence."""
     pairs = (
         baskets.alias("a")
         .join(baskets.alias("b"), basket)
         .where(F.col("a.product_id") != F.col("b.product_id"))
         .groupBy(F.col("a.product_id").alias("product_id"), F.col("b.product_id").alias("other"))
         .agg(F.count("*").alias("both"))
+        .where(F.col("both") >= min_baskets)
     )
     per_product = baskets.groupBy("product_id").agg(F.count("*").alias("with_product"))
     total = baskets.agg(F.count_distinct(basket).alias("baskets"))
@@ -203,6 +247,7 @@ def _together(baskets: DataFrame, basket: str) -> DataFrame:
         .select(
             "product_id",
             "other",
+            "both",
             F.round(F.col("both") / F.col("baskets"), 6).alias("support"),
             F.round(F.col("both") / F.col("with_product"), 6).alias("confidence"),
         )
@@ -213,10 +258,11 @@ def _together(baskets: DataFrame, basket: str) -> DataFrame:
         F.to_json(
             F.transform(
                 F.array_sort(
-                    F.collect_list(F.struct("n", F.col("other").alias("product_id"), "support", "confidence"))
+                    F.collect_list(F.struct("n", F.col("other").alias("product_id"), "both", "support", "confidence"))
                 ),
                 lambda item: F.struct(
                     item["product_id"].alias("product_id"),
+                    item["both"].alias("baskets"),
                     item["support"].alias("support"),
                     item["confidence"].alias("confidence"),
                 ),
@@ -225,13 +271,18 @@ def _together(baskets: DataFrame, basket: str) -> DataFrame:
     )
 
 
-def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame, products: DataFrame) -> DataFrame:
-    """One row per product viewed, carted or bought on `day` (all inputs hold that day)."""
+def product_analytics(
+    day: dt.date, page_views: DataFrame, purchases: DataFrame, products: DataFrame, together_min_baskets: int
+) -> DataFrame:
+    """One row per product viewed or carted on `day`, or bought in an order of `day`. `page_views`
+    holds the day, `purchases` the order lines of the day, one day more either side;
+    `together_min_baskets` is the fewest baskets two products must share to be listed together."""
+    bought = orders_of(day, purchases)
     views = _product_views(page_views)
     carts = _cart_adds(page_views)
     viewing = views.select("product_id", "session_id").distinct()
     carting = carts.select("product_id", "session_id").distinct()
-    buying = purchases.select("product_id", "session_id").distinct()
+    buying = bought.select("product_id", "session_id").distinct()
     view_stats = views.groupBy("product_id").agg(
         F.count("*").alias("views"),
         F.count_distinct("user_id").alias("unique_viewers"),
@@ -240,7 +291,7 @@ def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame,
     cart_stats = carts.groupBy("product_id").agg(
         F.count("*").alias("cart_adds"), F.count_distinct("session_id").alias("carting_sessions")
     )
-    buy_stats = purchases.groupBy("product_id").agg(
+    buy_stats = bought.groupBy("product_id").agg(
         F.count("*").alias("purchases"),
         F.sum("quantity").alias("units"),
         F.sum("revenue").alias("revenue"),
@@ -250,9 +301,11 @@ def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame,
     def overlap(a: DataFrame, b: DataFrame, name: str) -> DataFrame:
         return a.join(b, ["product_id", "session_id"]).groupBy("product_id").agg(F.count("*").alias(name))
 
-    orders = purchases.select("order_id", "product_id").distinct()
-    bought_with = _together(orders, "order_id").withColumnRenamed("together", "bought_together")
-    viewed_with = _together(viewing, "session_id").withColumnRenamed("together", "viewed_together")
+    orders = bought.select("order_id", "product_id").distinct()
+    bought_with = _together(orders, "order_id", together_min_baskets).withColumnRenamed("together", "bought_together")
+    viewed_with = _together(viewing, "session_id", together_min_baskets).withColumnRenamed(
+        "together", "viewed_together"
+    )
 
     ids = (
         view_stats.select("product_id")
@@ -308,23 +361,44 @@ def product_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame,
 
 # -- data quality -----------------------------------------------------------------------------
 
-# Per silver table: its event key, its time column, the typed topic of its events (quarantined
-# records are told apart by their event type: all of them come from raw-events), and the rows out
-# of range (the streaming job rejects these, so a non-zero count means trouble upstream).
+
+@dataclass(frozen=True)
+class QualityRule:
+    """How the data-quality report reads one silver table."""
+
+    key: str  # the event (or session) key
+    time_column: str  # the newest value measures freshness
+    # The typed topic of the table's events. Every record comes from raw-events: a quarantined one
+    # counts for the table when its event type is one this topic carries.
+    topic: str
+    # Rows breaking a range rule: the streaming job rejects these, so a non-zero count means trouble upstream.
+    out_of_range: str
+    # Optional columns that only some rows carry: the rows where a value is expected. Every other
+    # column's null rate is over all rows.
+    expected_where: dict[str, str] = field(default_factory=dict)
+
+
 QUALITY_RULES = {
-    schema.SILVER_PAGE_VIEWS: (
+    schema.SILVER_PAGE_VIEWS: QualityRule(
         "event_id",
         "event_time",
         schema.TOPIC_PAGE_VIEWS,
         "(quantity IS NOT NULL AND quantity <= 0) OR (unit_price IS NOT NULL AND unit_price <= 0)",
+        {
+            "page_url": f"event_type = '{schema.PAGE_VIEW}'",
+            "product_id": "page_type = 'product'",  # product pages and cart adds
+            "category": f"event_type = '{schema.PAGE_VIEW}' AND page_type IN ('category', 'product')",
+            "quantity": f"event_type = '{schema.ADD_TO_CART}'",
+            "unit_price": f"event_type = '{schema.ADD_TO_CART}'",
+        },
     ),
-    schema.SILVER_PURCHASES: (
+    schema.SILVER_PURCHASES: QualityRule(
         "event_id",
         "event_time",
         schema.TOPIC_PURCHASES,
         "quantity <= 0 OR unit_price <= 0 OR discount < 0 OR revenue < 0",
     ),
-    schema.SILVER_USER_SESSIONS: (
+    schema.SILVER_USER_SESSIONS: QualityRule(
         "session_id",
         "session_start",
         schema.TOPIC_USER_SESSIONS,
@@ -333,34 +407,32 @@ QUALITY_RULES = {
 }
 
 
-def data_quality(
-    day: dt.date, silver: dict[str, DataFrame], quarantine: DataFrame, report_time: dt.datetime
-) -> DataFrame:
-    """One row per silver table for `day`: volume, null rates of required columns, duplicates,
-    out-of-range rows, late events and quarantined records by reason, and freshness."""
+def _null_rate(column: str, expected_where: str | None) -> Column:
+    """Share of the rows expecting a value in `column` that have none; null when no row expects one."""
+    expected = F.expr(expected_where) if expected_where else F.lit(True)
+    missing = F.count(F.when(expected & F.col(column).isNull(), 1))
+    return F.round(F.try_divide(missing, F.count(F.when(expected, 1))), 6)
+
+
+def data_quality(day: dt.date, silver: dict[str, DataFrame], quarantine: DataFrame) -> DataFrame:
+    """One row per silver table for `day`: volume, null rates of every column, duplicates,
+    out-of-range rows, late events and quarantined records by reason, and how far the newest
+    event lies before the day's end (from the data alone, so a rerun gives the same row)."""
+    day_end = F.lit(int(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC).timestamp()))
     rows: list[DataFrame] = []
-    for name, (key, time_column, topic, out_of_range) in QUALITY_RULES.items():
+    for name, rule in QUALITY_RULES.items():
         df = silver[name]
-        required = [c.name for c in schema.TABLES[name].columns if c.required]
+        columns = schema.TABLES[name].names
         stats = df.agg(
             F.count("*").alias("row_count"),
-            (F.count("*") - F.count_distinct(key)).alias("duplicate_count"),
-            F.count(F.when(F.expr(out_of_range), 1)).alias("out_of_range_count"),
-            F.max(time_column).alias("newest"),
+            (F.count("*") - F.count_distinct(rule.key)).alias("duplicate_count"),
+            F.count(F.when(F.expr(rule.out_of_range), 1)).alias("out_of_range_count"),
+            F.max(rule.time_column).alias("newest"),
             F.to_json(
-                F.create_map(
-                    *[
-                        x
-                        for c in required
-                        for x in (
-                            F.lit(c),
-                            F.coalesce(F.round(F.count(F.when(F.col(c).isNull(), 1)) / F.count("*"), 6), F.lit(0.0)),
-                        )
-                    ]
-                )
+                F.create_map(*[x for c in columns for x in (F.lit(c), _null_rate(c, rule.expected_where.get(c)))])
             ).alias("null_rates"),
         )
-        types = [event_type for event_type, typed_topic in schema.EVENT_TOPIC.items() if typed_topic == topic]
+        types = [event_type for event_type, typed_topic in schema.EVENT_TOPIC.items() if typed_topic == rule.topic]
         rejected = quarantine.where(F.col("event_type").isin(*types))
         by_reason = (
             rejected.groupBy("reason")
@@ -383,7 +455,7 @@ def data_quality(
             "out_of_range_count",
             "late_event_count",
             F.coalesce("quarantine_by_reason", F.lit("{}")).alias("quarantine_by_reason"),
-            (F.lit(int(report_time.timestamp())) - F.unix_seconds("newest")).alias("freshness_lag_seconds"),
+            (day_end - F.unix_seconds("newest")).alias("freshness_lag_seconds"),
         )
         rows.append(row)
     return project(reduce(DataFrame.unionByName, rows), schema.DATA_QUALITY)
