@@ -100,6 +100,7 @@ def test_a_batch_reads_only_its_own_days_and_updates_sessions_with_delete_files(
     # A batch of on-time page views only runs only the steps it has rows for.
     writer(day_batch(spark, DAY_B, 300, ["b4"]).where("offset < 302"), 3)
     assert writer.steps is not None and list(writer.steps.seconds) == [
+        "read",
         "products",
         "parse",
         "bronze",

@@ -209,17 +209,18 @@ def test_catch_up_then_rerun_adds_nothing(topics, tmp_path):
 def test_sigkill_mid_run_then_restart_loses_and_duplicates_nothing(topics, tmp_path):
     broker, records, summary = topics
     commits = tmp_path / "checkpoints" / "events" / "commits"
-    # Small micro-batches; killed right after the second one committed, while the third is in flight.
+    # Small micro-batches (about a quarter of the day's events each); killed right after the second
+    # one committed, while the third is in flight.
     run_job(
         tmp_path,
         broker.bootstrap_servers,
         "--max-offsets-per-trigger",
-        "2500",
+        "1000",
         kill_when=lambda: commits.exists() and len([p for p in commits.iterdir() if p.name.isdigit()]) >= 2,
     )
     half = read(tmp_path, schema.SILVER_PAGE_VIEWS)
     assert 0 < len(half) < summary["valid_by_type"][schema.PAGE_VIEW] + summary["valid_by_type"][schema.ADD_TO_CART]
-    done = run_job(tmp_path, broker.bootstrap_servers, "--max-offsets-per-trigger", "2500")
+    done = run_job(tmp_path, broker.bootstrap_servers, "--max-offsets-per-trigger", "1000")
     assert done.returncode == 0, done.stdout[-3000:]
     assert_exactly_once(tmp_path, records, summary)
 

@@ -353,6 +353,8 @@ class BatchWriter:
         records = T.parse_and_validate(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS), self.window)
         records = records.persist()
         try:
+            with steps("read"):
+                batch.count()  # the batch's records fetched from Kafka and cached, once for every step
             with steps("products"):
                 self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
             with steps("parse"):
