@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SHOPSTREAM_HOME"] = tmp
         # A small first pass warms the JVM (class loading, JIT), which would otherwise be charged
         # to the first volume and hide how time grows with volume.
-        out["spark_cold_start_seconds"] = measure(WARM_UP_EVENTS, Path(tmp))["spark_startup_seconds"]
+        out["spark_cold_start_seconds"] = measure(WARM_UP_EVENTS, Path(tmp) / "warm-up")["spark_startup_seconds"]
         for volume in args.volumes:
             print(f"volume {volume:,} events/day ...", file=sys.stderr, flush=True)
             runs[str(volume)] = measure(volume, Path(tmp))
