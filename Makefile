@@ -100,6 +100,7 @@ kafka-down: $(STAMP)
 bench: jars
 	$(PY) bench/streaming_bench.py
 	$(PY) bench/batch_bench.py
+	$(PY) bench/compaction_bench.py
 
 clean:
 	-@test -x $(PY) && $(PY) -m shopstream.events.broker down >/dev/null 2>&1
