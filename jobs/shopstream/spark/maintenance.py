@@ -14,9 +14,10 @@ an orphan.
 In a cluster (PostgreSQL catalog) maintenance runs while the stream commits. A commit that loses
 to one of the stream's (a late session update writing delete files into a closed day, a manifest
 merged away) is done again from the new table state, after a pause that doubles, a few times at
-most; then the run fails with one line naming the table and the cause. Compaction commits day by
-day (partial progress), so a conflict costs only its own day's work. On the embedded SQLite catalog
-one writer at a time stays the rule: run maintenance while no local stream is running.
+most; then the run fails with one line naming the table and the cause. Compaction commits part by
+part (partial progress: up to ten commits, no file group spanning two days), so a conflict costs
+only its part's work. On the embedded SQLite catalog one writer at a time stays the rule: run
+maintenance while no local stream is running.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from shopstream.spark import errors, iceberg
 COMPACTED = {name: table.partition_day_of for name, table in schema.TABLES.items() if table.partition_day_of}
 # The stream commits to these every micro-batch, each commit adding a manifest.
 MANIFESTS_REWRITTEN = frozenset(catalog.STREAMING.writes)
-# Partial progress commits the compacted files group by group (a group never spans two days), so a
-# conflict loses only its own group; allowing no failed group turns the lost ones into an error,
-# which the retry answers by compacting what is still small.
+# Partial progress commits the compacted file groups (a group never spans two days) in up to ten
+# commits, so a conflict loses only its own commit's groups; allowing no failed commit turns the
+# lost ones into an error, which the retry answers by compacting what is still small.
 COMPACTION_OPTIONS = {
     "min-input-files": "2",
     "partial-progress.enabled": "true",
