@@ -106,6 +106,7 @@ CHARTS := $(PY) bench/charts.py --out bench/results --out bench/charts
 bench: jars
 	$(PY) bench/streaming_bench.py
 	$(PY) bench/batch_bench.py
+	$(PY) bench/compaction_bench.py
 	$(CHARTS)
 
 bench-charts: $(STAMP)

@@ -174,7 +174,8 @@ class MaintenanceConfig(SparkJobConfig):
     kinds={"spark", "iceberg"},
     deps=[*SILVER_TABLES, *GOLD_TABLES],
     description="Iceberg maintenance: compacts the small files of closed day partitions (never the days the "
-    "streaming job may still write), expires old snapshots, removes orphan files.",
+    "streaming job may still write) and the streaming tables' manifests, expires old snapshots, removes orphan "
+    "files; a commit that conflicts with the stream's is retried.",
 )
 def iceberg_table_maintenance(
     context: dg.AssetExecutionContext, config: MaintenanceConfig, spark_launcher: SparkLauncher

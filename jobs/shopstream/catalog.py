@@ -78,7 +78,8 @@ DATA_QUALITY_REPORT = Job(
 MAINTENANCE = Job(
     "maintenance",
     "shopstream.spark.maintenance",
-    "Iceberg maintenance: compact closed day partitions, expire old snapshots, remove orphan files.",
+    "Iceberg maintenance: compact closed day partitions and the streaming tables' manifests, expire old "
+    "snapshots, remove orphan files.",
 )
 
 JOBS: dict[str, Job] = {

@@ -14,8 +14,9 @@ Every write is an idempotent MERGE keyed by the event, or by the Kafka record (t
 offset and Kafka timestamp) for bronze and rejected records, so replaying any offsets, with or
 without the checkpoint, writes nothing twice. A batch that fails on its data is written again in
 halves until the records at fault are found and quarantined (write_failed); no record stops the
-stream. One query, one writer thread: the embedded SQLite catalog never sees two writers. Each
-micro-batch's progress goes to ops_streaming_progress.
+stream. A batch whose commit conflicts with maintenance's (in a cluster) is written again. One
+query, one writer thread: the embedded SQLite catalog never sees two writers. Each micro-batch's
+progress goes to ops_streaming_progress.
 
     python -m shopstream streaming --help
 """
@@ -33,7 +34,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from py4j.protocol import Py4JJavaError
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import Window
 from pyspark.sql import functions as F
@@ -41,7 +41,7 @@ from pyspark.sql import functions as F
 from shopstream import catalog, lake, results, schema, settings
 from shopstream.cli import add_result_file
 from shopstream.lake import LakeSettings
-from shopstream.spark import iceberg
+from shopstream.spark import errors, iceberg
 from shopstream.spark.streaming import transforms as T
 
 CATCH_UP = "catch-up"
@@ -57,6 +57,8 @@ MAX_WINDOW_DAYS = 36_500
 # again; the record's Kafka timestamp tells the new record from the old one at the same offset.
 KAFKA_RECORD = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
 ROW = "_row"  # a micro-batch's rows numbered in Kafka order, to cut it in halves
+# A batch whose commit lost to maintenance's is written again soon: the stream's freshness waits.
+COMMIT_CONFLICT_RETRY = errors.ConflictRetry(attempts=4, first_pause=1.0)
 RECOVERY = (
     "Idempotence: bronze_events and the rejected records in quarantine_events are keyed by the Kafka "
     "record (topic, partition, offset, Kafka timestamp), silver by the event, so replaying any offsets, with or "
@@ -110,26 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
 # -- failures ---------------------------------------------------------------------------------
 
 
-def _java_chain(error: BaseException) -> list:
-    """The Java exceptions behind a PySpark error, outermost first; none for a Python error."""
-    chain = []
-    throwable = getattr(error, "java_exception", None) or getattr(error, "_origin", None)
-    while throwable is not None:
-        chain.append(throwable)
-        throwable = throwable.getCause()
-    return chain
-
-
-def _messages(error: BaseException) -> list[str]:
-    """The text of an error and of every error it wraps, outermost first."""
-    chain = _java_chain(error)
-    if not chain:  # a Python error, or one PySpark rebuilt from a message and a cause
-        nested = getattr(error, "_cause", None)
-        return [str(error) or type(error).__name__] + (_messages(nested) if nested is not None else [])
-    outermost = chain[0].toString() if isinstance(error, Py4JJavaError) else str(error)
-    return [outermost] + [throwable.toString() for throwable in chain[1:]]
-
-
 def is_data_error(error: BaseException) -> bool:
     """Spark reports a value it cannot compute, convert or store with SQLSTATE class 22, "data
     exception"; anything else (catalog, storage, a table's schema, a bug) is no record's fault."""
@@ -139,16 +121,14 @@ def is_data_error(error: BaseException) -> bool:
     return any(
         is_instance_of(SparkContext._gateway, throwable, "org.apache.spark.SparkThrowable")
         and (throwable.getSqlState() or "").startswith("22")
-        for throwable in _java_chain(error)
+        for throwable in errors.java_chain(error)
     )
 
 
 def describe(error: BaseException) -> str:
     """A failure in one line: its message and, when it wraps others, the innermost cause."""
-    texts = _messages(error)
-    first, root = (text.strip().splitlines()[0][:500] if text.strip() else "" for text in (texts[0], texts[-1]))
-    line = first if root in first else f"{first} (cause: {root})"
-    if any("KAFKA_DATA_LOSS" in text or "failOnDataLoss" in text for text in texts):
+    line = errors.one_line(error)
+    if any("KAFKA_DATA_LOSS" in text or "failOnDataLoss" in text for text in errors.messages(error)):
         line += (
             " -- Kafka no longer holds records the checkpoint expects; after a recreated topic delete the "
             "checkpoint and rerun with --starting-offsets earliest (see --help)"
@@ -291,7 +271,14 @@ class BatchWriter:
             self.recorder.flush(spark)
             batch = batch.persist()
             try:
-                self._write_isolating(batch, label)
+                # Maintenance may compact a closed day while a late session update writes delete
+                # files into it: whichever commits second conflicts. Every write is idempotent, so
+                # the batch is simply written again.
+                errors.retry_on_conflict(
+                    lambda: self._write_isolating(batch, label),
+                    f"[{lake.STREAMING_QUERY}] {label}",
+                    COMMIT_CONFLICT_RETRY,
+                )
             finally:
                 batch.unpersist()
         except Exception as error:
