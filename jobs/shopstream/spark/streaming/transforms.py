@@ -35,6 +35,8 @@ ENUMS = {
 RANGES = (("unit_price", 0, False), ("quantity", 0, False), ("discount", 0, True))
 
 EVENT_FIELDS = schema.topic_columns(schema.TOPIC_RAW_EVENTS)
+# A Kafka record as kafka_source_columns gives it: what bronze and quarantine keep of each record.
+KAFKA_RECORD_COLUMNS = ("kafka_key", "raw_value", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
 
 
 @dataclass(frozen=True)
@@ -119,12 +121,7 @@ def to_bronze(records: DataFrame) -> DataFrame:
     """raw-events as received, plus the event's id, type and time where the payload allows.
     `records` are parse_and_validate's rows (or header_fields'): the payload is parsed once."""
     return records.select(
-        "kafka_key",
-        "raw_value",
-        "topic",
-        "kafka_partition",
-        "kafka_offset",
-        "kafka_timestamp",
+        *KAFKA_RECORD_COLUMNS,
         F.current_timestamp().alias("ingest_time"),
         "event_id",
         "event_type",
@@ -138,12 +135,7 @@ def header_fields(kafka_df: DataFrame) -> DataFrame:
     header = [c for c in schema.COMMON_EVENT_COLUMNS if c.name in ("event_id", "event_type", "event_time")]
     parsed = kafka_source_columns(kafka_df).withColumn("f", _parse(header))
     return parsed.select(
-        "kafka_key",
-        "raw_value",
-        "topic",
-        "kafka_partition",
-        "kafka_offset",
-        "kafka_timestamp",
+        *KAFKA_RECORD_COLUMNS,
         *[_typed(c.name, c.type).alias(c.name) for c in header],
     )
 
@@ -242,12 +234,7 @@ def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -
         )
         .withColumns({"reason": reason, "detail": detail})
         .select(
-            "kafka_key",
-            "raw_value",
-            "topic",
-            "kafka_partition",
-            "kafka_offset",
-            "kafka_timestamp",
+            *KAFKA_RECORD_COLUMNS,
             "reason",
             "detail",
             *[typed(c.name).alias(c.name) for c in EVENT_FIELDS],
@@ -284,7 +271,7 @@ def valid_events(records: DataFrame, kafka_record: bool = False) -> DataFrame:
     with the Kafka record they came in (key, payload, coordinates) only when asked for."""
     valid = records.where(F.col("reason").isNull()).drop("reason", "detail")
     if not kafka_record:
-        valid = valid.drop("kafka_key", "raw_value", "topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
+        valid = valid.drop(*KAFKA_RECORD_COLUMNS)
     return valid.dropDuplicates(["event_id"])
 
 
