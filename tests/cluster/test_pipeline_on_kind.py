@@ -25,6 +25,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from dagster._daemon.controller import RELOAD_WORKSPACE_INTERVAL, THREAD_CHECK_INTERVAL
 
 from dagster_repo.defs.assets import iceberg_table_maintenance
 from dagster_repo.defs.launcher import KubernetesSparkLauncher
@@ -621,6 +622,7 @@ def test_a_new_app_image_reloads_the_code_location_and_the_health_sensor_alerts(
     cluster.retag(cluster.images["app"], new_image)
     cluster.load(new_image)
     cluster.install_dagster(new_image, *DAGSTER_TEST_VALUES)
+    wait_for_the_daemon_to_reload(cluster, new_image)
     with dagster_webserver(cluster) as webserver:
         alerts_before = {r["runId"] for r in webserver.runs("streaming_health_alert")}
         cluster.install_platform(cluster.values_files, "streaming.enabled=false", upgrade=True)
@@ -645,6 +647,19 @@ def test_a_new_app_image_reloads_the_code_location_and_the_health_sensor_alerts(
     assert alert["status"] == "FAILURE", said
     assert tags(alert)["dagster/image"] == new_image
     assert tags(alert)["shopstream/alert"] == "streaming"
+
+
+def wait_for_the_daemon_to_reload(cluster, image: str) -> None:
+    """The daemon's new pod may start while the old code server still answers behind the service;
+    it then keeps the old location (and image) until its next periodic workspace reload. Dagster
+    documents no signal for that reload, so: until the old code server is gone, then one interval."""
+
+    def old_code_servers_gone():
+        pods = cluster.kubectl_json("get", "pods", "-l", "component=user-deployments")["items"]
+        return all(c["image"].endswith(image) for pod in pods for c in pod["spec"]["containers"])
+
+    cluster.wait_for(old_code_servers_gone, "the old code server pods to go", 300)
+    time.sleep(RELOAD_WORKSPACE_INTERVAL + 2 * THREAD_CHECK_INTERVAL)
 
 
 def test_skaffold_builds_from_local_bases_loads_into_kind_and_deploys_the_platform(cluster, tmp_path):
