@@ -101,3 +101,40 @@ def ensure_tables(spark, names) -> None:
     spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {CATALOG}.{schema.NAMESPACE}")
     for name in names:
         spark.sql(create_table_sql(schema.TABLES[name]))
+
+
+# -- write-audit-publish: a job writes to a branch of each table, checks it, then publishes -----------
+
+
+def current_snapshot_id(spark, name: str) -> int | None:
+    """The snapshot the table's main branch points at (None for a table never written)."""
+    row = spark.sql(f"SELECT snapshot_id FROM {table_ref(name)}.refs WHERE name = 'main'").first()
+    return row[0] if row else None
+
+
+def branch_ref(name: str, branch: str) -> str:
+    """The table's branch as Spark reads and writes it."""
+    return f"{table_ref(name)}.branch_{branch}"
+
+
+def create_branch(spark, name: str, branch: str) -> None:
+    """A branch at the table's current snapshot. A table never written gets an empty first commit,
+    so that every branch has an ancestor on main to be cherry-picked onto."""
+    if current_snapshot_id(spark, name) is None:
+        spark.table(table_ref(name)).limit(0).writeTo(table_ref(name)).append()
+    spark.sql(f"ALTER TABLE {table_ref(name)} CREATE BRANCH `{branch}`")
+
+
+def publish(spark, name: str, branch: str) -> None:
+    """Put the branch's last commit on main. A cherry-pick, not a fast-forward: main may have moved
+    since the branch was made (another day's run published meanwhile); Iceberg replays the branch's
+    partition overwrite on it, and refuses when the same partitions changed on main since."""
+    head = spark.sql(f"SELECT snapshot_id FROM {table_ref(name)}.refs WHERE name = '{branch}'").first()
+    if head is None:
+        raise RuntimeError(f"{table_ref(name)} has no branch {branch} to publish")
+    qualified = schema.TABLES[name].qualified
+    spark.sql(f"CALL {CATALOG}.system.cherrypick_snapshot(table => '{qualified}', snapshot_id => {head[0]})")
+
+
+def drop_branch(spark, name: str, branch: str) -> None:
+    spark.sql(f"ALTER TABLE {table_ref(name)} DROP BRANCH IF EXISTS `{branch}`")
