@@ -785,7 +785,7 @@ def test_the_gold_job_is_idempotent_and_touches_only_its_date(empty_lake):
     assert first["audit_branch"].startswith("audit_20261102_")
     assert [name for name, _ in refs(spark, schema.GOLD_CUSTOMER_ANALYTICS)] == ["main"]
     # The silver read is the snapshot each table was at; silver_products and quarantine too.
-    assert first["silver_snapshots"] == {name: iceberg.current_snapshot_id(spark, name) for name in gold.JOB.reads}
+    assert first["silver_snapshots"] == iceberg.snapshot_ids(spark, gold.JOB.reads)
     assert first["silver_snapshots"][schema.QUARANTINE] is None, "never written"
     before = {name: gold_rows(spark, name) for name in gold.JOB.writes}
     gold.run(spark, DAY)
@@ -884,7 +884,7 @@ def test_inputs_read_the_right_days(empty_lake):
 
 def test_inputs_read_silver_at_the_snapshot_they_are_given(empty_lake):
     write_silver(empty_lake)
-    pinned = {schema.SILVER_PAGE_VIEWS: iceberg.current_snapshot_id(empty_lake, schema.SILVER_PAGE_VIEWS)}
+    pinned = iceberg.snapshot_ids(empty_lake, [schema.SILVER_PAGE_VIEWS])
     frame(empty_lake, schema.PAGE_VIEWS, [page_view(99, "u8", "s99", 30, "home")]).writeTo(
         lake.table_ref(schema.SILVER_PAGE_VIEWS)
     ).append()

@@ -30,7 +30,7 @@ from shopstream.lake import LakeSettings
 from shopstream.rules import TRAILING_DAYS
 from shopstream.spark import iceberg
 from shopstream.spark.batch import audit, transforms
-from shopstream.spark.batch.inputs import Inputs, MissingTable, sum_of
+from shopstream.spark.batch.inputs import Inputs, MissingTable
 
 JOB = catalog.GOLD
 AUDIT_FAILED = 3  # the exit status of a run whose checks failed
@@ -67,18 +67,26 @@ def build(i: Inputs) -> dict[str, DataFrame]:
     }
 
 
-def totals(outputs: dict[str, DataFrame]) -> dict[str, dict]:
+def sums(df: DataFrame, *columns: str) -> dict[str, str]:
+    """The sum of each column, in one Spark job, as text (money keeps its cents)."""
+    row = df.agg(*[F.sum(c).alias(c) for c in columns]).first()
+    return {c: str(row[c]) if row is not None and row[c] is not None else "0" for c in columns}
+
+
+def totals(outputs: dict[str, DataFrame], written: dict[str, int]) -> dict[str, dict]:
     """The key figures of each table, for the result file and the assets' metadata."""
-    customers, summary, products = (
-        outputs[schema.GOLD_CUSTOMER_ANALYTICS],
-        outputs[schema.GOLD_SALES_SUMMARY],
-        outputs[schema.GOLD_PRODUCT_ANALYTICS],
-    )
+    summary = sums(outputs[schema.GOLD_SALES_SUMMARY], "revenue", "orders")
     return {
-        schema.GOLD_CUSTOMER_ANALYTICS: {"customers": customers.count(), "revenue": sum_of(customers, "revenue")},
-        schema.GOLD_SALES_SUMMARY: {"revenue": sum_of(summary, "revenue"), "orders": int(sum_of(summary, "orders"))},
-        schema.GOLD_SALES_BY_CATEGORY: {"categories": outputs[schema.GOLD_SALES_BY_CATEGORY].count()},
-        schema.GOLD_PRODUCT_ANALYTICS: {"products": products.count(), "revenue": sum_of(products, "revenue")},
+        schema.GOLD_CUSTOMER_ANALYTICS: {
+            "customers": written[schema.GOLD_CUSTOMER_ANALYTICS],
+            **sums(outputs[schema.GOLD_CUSTOMER_ANALYTICS], "revenue"),
+        },
+        schema.GOLD_SALES_SUMMARY: {"revenue": summary["revenue"], "orders": int(summary["orders"])},
+        schema.GOLD_SALES_BY_CATEGORY: {"categories": written[schema.GOLD_SALES_BY_CATEGORY]},
+        schema.GOLD_PRODUCT_ANALYTICS: {
+            "products": written[schema.GOLD_PRODUCT_ANALYTICS],
+            **sums(outputs[schema.GOLD_PRODUCT_ANALYTICS], "revenue"),
+        },
         schema.SILVER_DATA_QUALITY_REPORT: {
             row["table_name"]: {
                 "rows": row["row_count"],
@@ -94,12 +102,13 @@ def run(spark: SparkSession, day: dt.date, options: argparse.Namespace | None = 
     """Compute, audit and (when every check passes) publish `day`; `options` are the parsed
     arguments (default: the job's defaults)."""
     started = time.monotonic()
+    existing = iceberg.existing_tables(spark)
     for name in JOB.reads:
-        if not iceberg.table_exists(spark, name):
+        if name not in existing:
             raise MissingTable(f"silver table {lake.table_ref(name)} does not exist; run the streaming job first")
     if options is None:
         options = parser().parse_args(["--date", day.isoformat()])
-    silver_snapshots = {name: iceberg.current_snapshot_id(spark, name) for name in JOB.reads}
+    silver_snapshots = iceberg.snapshot_ids(spark, JOB.reads)
     inputs = Inputs(spark, day, options, silver_snapshots)
     # A day without activity gets no gold rows at all (a summary of zeros would claim a day that was not).
     active = inputs.has_activity()
@@ -109,8 +118,8 @@ def run(spark: SparkSession, day: dt.date, options: argparse.Namespace | None = 
     branch = f"audit_{day:%Y%m%d}_{uuid.uuid4().hex[:12]}"
     try:
         iceberg.ensure_tables(spark, staged)
+        iceberg.create_branches(spark, staged, branch)
         for name in staged:
-            iceberg.create_branch(spark, name, branch)
             # Dynamic overwrite: the partitions present in the rows (this date) are replaced, others kept.
             outputs[name].writeTo(iceberg.branch_ref(name, branch)).overwritePartitions()
         # What the checks see is what main would get: the branch's rows of the day (none for a table
@@ -127,9 +136,8 @@ def run(spark: SparkSession, day: dt.date, options: argparse.Namespace | None = 
         checks = audit.run_checks(evidence)
         passed = all(check["passed"] for check in checks.values())
         if passed:
-            for name in staged:
-                iceberg.publish(spark, name, branch)
-        figures = totals(outputs) if active else {}
+            iceberg.publish(spark, staged, branch)
+        figures = totals(outputs, written) if active else {}
     finally:
         for name in staged:
             iceberg.drop_branch(spark, name, branch)

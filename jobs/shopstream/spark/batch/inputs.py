@@ -82,9 +82,3 @@ class Inputs:
 
     def has_activity(self) -> bool:
         return not (self.page_views().isEmpty() and self.purchases().isEmpty() and self.sessions().isEmpty())
-
-
-def sum_of(df: DataFrame, column: str):
-    [row] = df.agg(F.sum(column)).collect()
-    value = row[0]
-    return str(value) if value is not None else "0"
