@@ -1,8 +1,8 @@
 """The asset graph: silver tables observed from Iceberg, the daily gold tables computed together by
 one Spark job with their blocking checks, the streaming health monitor and table maintenance.
 
-Names, columns and which silver tables each gold job reads all come from `shopstream.schema` and
-the job catalog, so the graph cannot drift from the jobs (and loading it needs no pyspark).
+Names, columns, checks and which silver tables each gold table is computed from all come from
+`shopstream.schema` and the job catalog, so the graph cannot drift from the jobs (and loading it needs no pyspark).
 """
 
 import datetime as dt
