@@ -37,7 +37,12 @@ AUDIT_FAILED = 3  # the exit status of a run whose checks failed
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m shopstream {JOB.name}", description=JOB.description)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m shopstream {JOB.name}",
+        description=JOB.description,
+        epilog=f"exit status: 0 published; 1 a silver table is missing; 2 a usage error; {AUDIT_FAILED} a check "
+        "failed, nothing published (one line on stderr names each failed check and its counts)",
+    )
     parser.add_argument("--date", required=True, type=iso_date, help="the day to compute, YYYY-MM-DD (UTC)")
     add_result_file(parser, "the run's result (rows per table, silver snapshots, checks, duration)")
     LakeSettings.add_arguments(parser)
