@@ -34,10 +34,11 @@ import duckdb
 import pyarrow as pa
 
 from dagster_repo.defs.assets import GOLD_ASSET
-from dagster_repo.defs.launcher import LocalSparkLauncher
+from dagster_repo.defs.launcher import LocalSparkLauncher, SparkJobConfig
 from dagster_repo.defs.resources import KafkaResource, LakeResource
 from shopstream import lake, schema
 from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
+from shopstream.settings import DRIVER_MEMORY, SPARK_MASTER
 from shopstream.spark import iceberg
 from shopstream.spark.batch import gold
 
@@ -285,7 +286,15 @@ def gold_day(volume: int, workdir: Path, baseline_jobs: Path | None) -> dict:
         "job_seconds": summary["job_duration_seconds"].value if summary else None,
     }
     if baseline_jobs is not None:
-        environment = {**os.environ, **resource.job_environment(), "PYTHONPATH": str(baseline_jobs)}
+        # The same Spark as the launcher gives the gold job: its master and driver memory.
+        config = SparkJobConfig()
+        environment = {
+            **os.environ,
+            **resource.job_environment(),
+            SPARK_MASTER.variable: f"local[{config.executor_cores}]",
+            DRIVER_MEMORY.variable: config.driver_memory,
+            "PYTHONPATH": str(baseline_jobs),
+        }
         started = time.monotonic()
         for job in FOUR_JOBS:
             subprocess.run(
