@@ -1,7 +1,12 @@
-"""Batch benchmark: each gold job at three daily volumes, against DuckDB computing the same daily
-sales and product numbers over the same Iceberg data files, in the same run.
+"""Batch benchmark: the gold job at three daily volumes in a warm Spark session, against DuckDB
+computing the same daily sales and product numbers over the same Iceberg data files; and the whole
+gold day end to end through Dagster (the `gold_daily` asset materialized for one partition with the
+local launcher: a new Spark application that computes, audits and publishes every gold table), at
+20,000 and 1,000,000 events/day, with the four launches of the jobs before it as the baseline when
+`--baseline-jobs` names their code.
 
-    .venv/bin/python bench/batch_bench.py [--volumes 250000 1000000 4000000]
+    .venv/bin/python bench/batch_bench.py [--volumes 250000 1000000 4000000] [--gold-day-volumes 20000 1000000]
+    .venv/bin/python bench/batch_bench.py --volumes --gold-day-volumes 20000 --baseline-jobs /old/checkout/jobs
 
 Silver is built straight from the generator's events for one day (no Kafka, no streaming job:
 this measures the batch side only; a small unreported first pass warms the JVM): the generator's
@@ -16,6 +21,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,17 +29,28 @@ from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pyarrow as pa
 
+from dagster_repo.defs.assets import GOLD_ASSET
+from dagster_repo.defs.launcher import LocalSparkLauncher, SparkJobConfig
+from dagster_repo.defs.resources import KafkaResource, LakeResource
 from shopstream import lake, schema
 from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
+from shopstream.settings import DRIVER_MEMORY, SPARK_MASTER
 from shopstream.spark import iceberg
-from shopstream.spark.batch import customer_analytics, data_quality, product_analytics, sales_summary
+from shopstream.spark.batch import gold
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DAY = dt.date(2026, 11, 1)
-JOBS = (customer_analytics.JOB, sales_summary.JOB, product_analytics.JOB, data_quality.JOB)
+# The four daily jobs that each started a Spark application before the gold job computed them all.
+FOUR_JOBS = (
+    schema.GOLD_CUSTOMER_ANALYTICS,
+    schema.GOLD_SALES_SUMMARY,
+    schema.GOLD_PRODUCT_ANALYTICS,
+    schema.SILVER_DATA_QUALITY_REPORT,
+)
 CHUNK = 250_000
 WARM_UP_EVENTS = 20_000
 
@@ -193,11 +210,15 @@ def duckdb_numbers(catalog) -> tuple[dict, dict, float, float]:
     return sales_dict, products, sales_seconds, product_seconds
 
 
-def measure(volume: int, workdir: Path) -> dict:
-    root = workdir / f"lake-{volume}"
+def new_lake(root: Path) -> tuple[lake.LakeSettings, object]:
     settings = lake.LakeSettings.local(root)
     catalog = lake.iceberg_catalog(settings)
     catalog.create_namespace(schema.NAMESPACE)
+    return settings, catalog
+
+
+def measure(volume: int, workdir: Path) -> dict:
+    settings, catalog = new_lake(workdir / f"lake-{volume}")
     started = time.monotonic()
     events = build_silver(catalog, volume)
     build_seconds = time.monotonic() - started
@@ -206,11 +227,9 @@ def measure(volume: int, workdir: Path) -> dict:
     spark = iceberg.spark_session(settings, f"batch-bench-{volume}")
     startup = time.monotonic() - started
     try:
-        jobs = {}
-        for job in JOBS:
-            started = time.monotonic()
-            result = job.run(spark, DAY)
-            jobs[job.name] = {"seconds": round(time.monotonic() - started, 2), "rows": result["rows_written"]}
+        started = time.monotonic()
+        result = gold.run(spark, DAY)
+        jobs = {"gold": {"seconds": round(time.monotonic() - started, 2), "rows": result["rows_written"]}}
         gold_sales = spark.table(lake.table_ref(schema.GOLD_SALES_SUMMARY)).first()
         gold_products = {
             r.product_id: (r.views, r.cart_adds, r.purchases, r.units, r.revenue)
@@ -220,39 +239,112 @@ def measure(volume: int, workdir: Path) -> dict:
         spark.stop()
     sales, products, duck_sales_s, duck_products_s = duckdb_numbers(catalog)
     identical = (sales == {k: getattr(gold_sales, k) for k in sales}) and products == gold_products
-    spark_sales_s = jobs[schema.GOLD_SALES_SUMMARY]["seconds"]
-    spark_products_s = jobs[schema.GOLD_PRODUCT_ANALYTICS]["seconds"]
+    duck_s = duck_sales_s + duck_products_s
     return {
         "events": events,
         "silver_build_seconds": round(build_seconds, 1),
         "spark_startup_seconds": round(startup, 2),
         "jobs": jobs,
+        "published": result["published"],
         "duckdb": {"sales_seconds": round(duck_sales_s, 3), "products_seconds": round(duck_products_s, 3)},
         "identical_numbers": identical,
-        "ratio_sales_spark_to_duckdb": round(spark_sales_s / duck_sales_s, 1),
-        "ratio_products_spark_to_duckdb": round(spark_products_s / duck_products_s, 1),
-        "ratio_sales_with_startup": round((spark_sales_s + startup) / duck_sales_s, 1),
+        "ratio_gold_to_duckdb": round(jobs["gold"]["seconds"] / duck_s, 1),
+        "ratio_gold_with_startup_to_duckdb": round((jobs["gold"]["seconds"] + startup) / duck_s, 1),
     }
+
+
+def gold_day(volume: int, workdir: Path, baseline_jobs: Path | None) -> dict:
+    """One day's gold end to end through Dagster, as the schedule runs it in local mode: the
+    `gold_daily` asset materialized for the day in an in-process run of an ephemeral instance, its
+    launcher starting `python -m shopstream gold` (a new JVM). With `baseline_jobs`, then the four
+    launches of the jobs before it, one after another as their assets ran, on the same silver."""
+    settings, catalog = new_lake(workdir / f"gold-day-{volume}")
+    events = build_silver(catalog, volume)
+    resource = LakeResource(home=str(workdir), catalog_uri=settings.catalog_uri, warehouse=settings.warehouse)
+    launcher = LocalSparkLauncher(lake=resource, kafka=KafkaResource(bootstrap_servers=""))
+    started = time.monotonic()
+    run = dg.materialize(
+        [GOLD_ASSET],
+        partition_key=DAY.isoformat(),
+        resources={"spark_launcher": launcher},
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        raise_on_error=False,
+    )
+    seconds = time.monotonic() - started
+    [summary] = [
+        e.materialization.metadata
+        for e in run.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(schema.GOLD_SALES_SUMMARY)
+    ] or [{}]
+    measured: dict = {
+        "events_per_day": volume,
+        "events": events,
+        "success": run.success,
+        "seconds": round(seconds, 1),
+        "launch_seconds": summary["launch_duration_seconds"].value if summary else None,
+        "job_seconds": summary["job_duration_seconds"].value if summary else None,
+    }
+    if baseline_jobs is not None:
+        # The same Spark as the launcher gives the gold job: its master and driver memory.
+        config = SparkJobConfig()
+        environment = {
+            **os.environ,
+            **resource.job_environment(),
+            SPARK_MASTER.variable: f"local[{config.executor_cores}]",
+            DRIVER_MEMORY.variable: config.driver_memory,
+            "PYTHONPATH": str(baseline_jobs),
+        }
+        started = time.monotonic()
+        for job in FOUR_JOBS:
+            subprocess.run(
+                [sys.executable, "-m", "shopstream", job, "--date", DAY.isoformat()],
+                env=environment,
+                check=True,
+                capture_output=True,
+            )
+        measured["four_launches_seconds"] = round(time.monotonic() - started, 1)
+    return measured
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--volumes", type=int, nargs="+", default=[250_000, 1_000_000, 4_000_000], help="events per day for each run"
+        "--volumes", type=int, nargs="*", default=[250_000, 1_000_000, 4_000_000], help="events per day for each run"
+    )
+    parser.add_argument(
+        "--gold-day-volumes",
+        type=int,
+        nargs="*",
+        default=[20_000, 1_000_000],
+        help="events per day for each gold day through Dagster",
+    )
+    parser.add_argument(
+        "--baseline-jobs",
+        type=Path,
+        help="the `jobs` folder of a checkout with the four gold jobs (before the gold job): timed on the same "
+        "silver after each gold day",
     )
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
     runs: dict[str, dict] = {}
-    out = {"machine_cores": os.cpu_count(), "runs": runs}
+    days: list[dict] = []
+    out = {"machine_cores": os.cpu_count(), "runs": runs, "gold_day": days}
     with tempfile.TemporaryDirectory(prefix="shopstream-batch-bench-") as tmp:
         os.environ["SHOPSTREAM_HOME"] = tmp
         # A small first pass warms the JVM (class loading, JIT), which would otherwise be charged
         # to the first volume and hide how time grows with volume.
-        out["spark_cold_start_seconds"] = measure(WARM_UP_EVENTS, Path(tmp) / "warm-up")["spark_startup_seconds"]
+        if args.volumes:
+            warm_up = measure(WARM_UP_EVENTS, Path(tmp) / "warm-up")
+            out["spark_cold_start_seconds"] = warm_up["spark_startup_seconds"]
         for volume in args.volumes:
             print(f"volume {volume:,} events/day ...", file=sys.stderr, flush=True)
             runs[str(volume)] = measure(volume, Path(tmp))
             print(json.dumps(runs[str(volume)]), file=sys.stderr, flush=True)
+        for volume in args.gold_day_volumes:
+            print(f"gold day through Dagster, {volume:,} events/day ...", file=sys.stderr, flush=True)
+            days.append(gold_day(volume, Path(tmp), args.baseline_jobs))
+            print(json.dumps(days[-1]), file=sys.stderr, flush=True)
     (RESULTS / "batch.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     return 0

@@ -19,12 +19,11 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from dagster_repo.defs.assets import (  # noqa: E402 - after the warning filters
-    GOLD_ASSETS,
+    GOLD_ASSET,
     SILVER_ASSETS,
     iceberg_table_maintenance,
     streaming_health_monitor,
 )
-from dagster_repo.defs.checks import GOLD_CHECKS  # noqa: E402
 from dagster_repo.defs.jobs import JOBS_DEFS, SCHEDULES, streaming_health_sensor  # noqa: E402
 from dagster_repo.defs.launcher import KubernetesSparkLauncher, LocalSparkLauncher  # noqa: E402
 from dagster_repo.defs.resources import (  # noqa: E402
@@ -100,8 +99,7 @@ def build_definitions(mode: str, resources: dict[str, dg.ConfigurableResource] |
     # In a cluster each step only watches a SparkApplication, so several can run at once.
     max_concurrent = int(settings.MAX_CONCURRENT_STEPS.read() or ("1" if local else "4"))
     return dg.Definitions(
-        assets=[*SILVER_ASSETS, *GOLD_ASSETS, streaming_health_monitor, iceberg_table_maintenance],
-        asset_checks=GOLD_CHECKS,
+        assets=[*SILVER_ASSETS, GOLD_ASSET, streaming_health_monitor, iceberg_table_maintenance],
         jobs=JOBS_DEFS,
         schedules=SCHEDULES,
         sensors=[streaming_health_sensor(settings.HEALTH_SENSOR_INTERVAL.read_int(), running=not local)],

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import websocket
@@ -141,8 +142,7 @@ class Browser:
 def check_gold_in_dagster_ui(base_url: str, location: str, run_id: str, out: Path) -> None:
     """The gold asset graph with every check passed, a gold asset's checks, and the gold run's page
     with its success, as a user sees them after a silver_to_gold_processing run; screenshots in `out`."""
-    from dagster_repo.defs.checks import RULES
-    from shopstream import schema
+    from shopstream import catalog, schema
 
     gold = [
         schema.GOLD_CUSTOMER_ANALYTICS,
@@ -151,20 +151,21 @@ def check_gold_in_dagster_ui(base_url: str, location: str, run_id: str, out: Pat
         schema.GOLD_PRODUCT_ANALYTICS,
         schema.SILVER_DATA_QUALITY_REPORT,
     ]
-    passed = sorted({f"{len(rules)} / {len(rules)} Passed" for rules in RULES.values()})
+    per_table = Counter(check.table for check in catalog.GOLD_CHECKS)
+    passed = sorted({f"{n} / {n} Passed" for n in per_table.values()})
     with Browser(height=2400) as browser:  # tall enough for the whole gold graph
         browser.open(
             f"{base_url}/locations/{location}/asset-groups/gold",
             expect=gold + passed,
             screenshot=out / "asset-graph.png",
         )
-        checks = [rule.__name__ for rule in RULES[schema.GOLD_SALES_SUMMARY]]
+        checks = [check.name for check in catalog.GOLD_CHECKS if check.table == schema.GOLD_SALES_SUMMARY]
         browser.open(
             f"{base_url}/assets/{schema.GOLD_SALES_SUMMARY}?view=checks",
             expect=[*checks, "Passed"],
             screenshot=out / "checks.png",
         )
-        total = sum(len(rules) for rules in RULES.values())
+        total = len(catalog.GOLD_CHECKS)
         browser.open(
             f"{base_url}/runs/{run_id}",
             expect=["Success", "silver_to_gold_processing", f"{len(gold)} assets", f"{total} checks", "RUN_SUCCESS"],

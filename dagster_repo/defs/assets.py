@@ -1,8 +1,8 @@
-"""The asset graph: silver tables observed from Iceberg, daily gold tables computed by Spark jobs,
-the streaming health monitor and table maintenance.
+"""The asset graph: silver tables observed from Iceberg, the daily gold tables computed together by
+one Spark job with their blocking checks, the streaming health monitor and table maintenance.
 
-Names, columns and which silver tables each gold job reads all come from `shopstream.schema` and
-the job catalog, so the graph cannot drift from the jobs (and loading it needs no pyspark).
+Names, columns, checks and which silver tables each gold table is computed from all come from
+`shopstream.schema` and the job catalog, so the graph cannot drift from the jobs (and loading it needs no pyspark).
 """
 
 import datetime as dt
@@ -10,7 +10,7 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
-from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
+from dagster_repo.defs.launcher import JobFailed, SparkJobConfig, SparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.kube import spark_application as sa
 from dagster_repo.monitoring import health
@@ -70,45 +70,91 @@ def silver_source(name: str) -> dg.SourceAsset:
 SILVER_ASSETS = [silver_source(name) for name in SILVER_TABLES]
 
 
-# -- gold: one Spark job per date ----------------------------------------------------------------
+# -- gold: one Spark application per date ----------------------------------------------------------
 
 
-def gold_asset(job: catalog.Job, retry_policy: dg.RetryPolicy = GOLD_RETRY_POLICY) -> dg.AssetsDefinition:
-    """The gold tables one batch job writes, materialized together for a date by launching it."""
+def check_result(name: str, verdict: dict) -> dg.AssetCheckResult:
+    """A check's verdict from the gold job's result file, its counts as metadata."""
+    return dg.AssetCheckResult(
+        asset_key=verdict["table"],
+        check_name=name,
+        passed=verdict["passed"],
+        description=verdict["summary"],
+        metadata={
+            k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in verdict["counts"].items()
+        },
+    )
+
+
+def gold_asset() -> dg.AssetsDefinition:
+    """Every gold table of a date from one launch of the gold job, which writes them to an audit
+    branch, runs the checks there and publishes only when all pass; the checks' verdicts come back
+    in its result file."""
+    job = catalog.GOLD
     specs = [
         dg.AssetSpec(
             table,
-            deps=list(job.reads),
+            deps=list(catalog.GOLD_TABLE_READS[table]),
             group_name=GOLD_GROUP,
             kinds={"spark", "iceberg"},
-            description=f"{table}: {job.description}",
+            description=f"{table}: computed by the gold job ({job.description})",
             metadata=table_metadata(table),
         )
         for table in job.writes
     ]
+    check_specs = [
+        dg.AssetCheckSpec(check.name, asset=check.table, description=check.description, blocking=True)
+        for check in job.checks
+    ]
 
     @dg.multi_asset(
-        name=job.name,
+        name=f"{job.name}_daily",
         specs=specs,
+        check_specs=check_specs,
         partitions_def=DAILY,
-        retry_policy=retry_policy,
-        description=f"`python -m shopstream {job.name} --date <partition>`, through the Spark launcher.",
+        retry_policy=GOLD_RETRY_POLICY,
+        description=f"`python -m shopstream {job.name} --date <partition>`, through the Spark launcher: one Spark "
+        "application computes every gold table of the date, audits it on a branch and publishes it.",
     )
     def materialize(context: dg.AssetExecutionContext, config: SparkJobConfig, spark_launcher: SparkLauncher):
-        launch = spark_launcher.run(
-            context, job.name, ["--date", context.partition_key], config, labels={sa.LABEL_ASSET: job.name}
-        )
-        rows = (launch.result or {}).get("rows_written", {})
+        try:
+            launch = spark_launcher.run(
+                context, job.name, ["--date", context.partition_key], config, labels={sa.LABEL_ASSET: job.name}
+            )
+        except JobFailed as failed:
+            verdicts = (failed.result or {}).get("checks", {})
+            refused = {name: verdict for name, verdict in verdicts.items() if not verdict["passed"]}
+            if not refused:
+                raise
+            for name, verdict in refused.items():
+                yield check_result(name, verdict)
+            # Nothing was published: a retry would compute the same rows from the same silver.
+            raise dg.Failure(
+                description=f"gold {context.partition_key} not published, checks failed: "
+                + "; ".join(f"{name}: {verdict['summary']}" for name, verdict in refused.items()),
+                metadata=failed.metadata,
+                allow_retries=False,
+            ) from None
+        result = launch.result or {}
+        snapshots = dg.MetadataValue.json(result.get("silver_snapshots", {}))
         for table in job.writes:
             yield dg.MaterializeResult(
-                asset_key=table, metadata={**launch.metadata(), "dagster/row_count": rows.get(table, 0)}
+                asset_key=table,
+                metadata={
+                    **launch.metadata(),
+                    "totals": dg.MetadataValue.json(result.get("totals", {}).get(table, {})),
+                    "silver_snapshots": snapshots,
+                    "dagster/row_count": result.get("rows_written", {}).get(table, 0),
+                },
             )
+        for name, verdict in result.get("checks", {}).items():
+            yield check_result(name, verdict)
 
     return materialize
 
 
-GOLD_ASSETS = [gold_asset(job) for job in catalog.DAILY]
-GOLD_TABLES = tuple(table for job in catalog.DAILY for table in job.writes)
+GOLD_ASSET = gold_asset()
+GOLD_TABLES = catalog.GOLD.writes
 
 
 # -- operations ----------------------------------------------------------------------------------

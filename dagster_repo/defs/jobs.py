@@ -1,9 +1,8 @@
 """Jobs, schedules and the sensor.
 
-Asset jobs and schedules follow the seed: everything gold daily at 02:00 UTC (running by default),
-customer analytics at 03:00 and sales with products at 04:00 (stopped by default). Each schedule
-materializes the previous day, the last complete partition; backfills over date ranges use the
-same jobs from the UI.
+Every gold table comes from one Spark application per day (the `gold_daily` multi-asset, which
+cannot be split), so one asset job computes them: daily at 02:00 UTC (running by default), the
+previous day, the last complete partition; backfills over date ranges use the same job from the UI.
 
 `spark_application_op` is the op-level way to run any project Spark job through the launcher, in
 the manner of dagster-k8s's `k8s_job_op`; `streaming_catch_up` uses it.
@@ -20,7 +19,7 @@ from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.kube import spark_application as sa
 from dagster_repo.monitoring import health
-from shopstream import schema, settings
+from shopstream import settings
 from shopstream.catalog import JOBS
 
 if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the class
@@ -29,19 +28,7 @@ if TYPE_CHECKING:  # what define_asset_job returns; Dagster does not export the 
 silver_to_gold_processing = dg.define_asset_job(
     "silver_to_gold_processing",
     selection=dg.AssetSelection.groups(GOLD_GROUP),
-    description="Every gold table for a date, with its checks.",
-)
-customer_analytics_processing = dg.define_asset_job(
-    "customer_analytics_processing",
-    selection=dg.AssetSelection.assets(schema.GOLD_CUSTOMER_ANALYTICS),
-    description="Customer analytics for a date, with its checks.",
-)
-sales_analytics_processing = dg.define_asset_job(
-    "sales_analytics_processing",
-    selection=dg.AssetSelection.assets(
-        schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY, schema.GOLD_PRODUCT_ANALYTICS
-    ),
-    description="Sales summary, sales by category and product analytics for a date, with checks.",
+    description="Every gold table for a date from one Spark application, published only when its checks pass.",
 )
 iceberg_maintenance = dg.define_asset_job(
     "iceberg_maintenance",
@@ -56,12 +43,6 @@ SCHEDULES = [
         hour_of_day=2,
         minute_of_hour=0,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-    ),
-    dg.build_schedule_from_partitioned_job(
-        customer_analytics_processing, name="customer_analytics_schedule", hour_of_day=3, minute_of_hour=0
-    ),
-    dg.build_schedule_from_partitioned_job(
-        sales_analytics_processing, name="sales_analytics_schedule", hour_of_day=4, minute_of_hour=0
     ),
     dg.ScheduleDefinition(
         name="weekly_maintenance_schedule", job=iceberg_maintenance, cron_schedule="0 5 * * 0", execution_timezone="UTC"
@@ -171,8 +152,6 @@ def alert_for(problems: dict[str, str], measured: health.StreamingHealth) -> dg.
 
 JOBS_DEFS: "list[dg.JobDefinition | UnresolvedAssetJobDefinition]" = [
     silver_to_gold_processing,
-    customer_analytics_processing,
-    sales_analytics_processing,
     iceberg_maintenance,
     streaming_catch_up,
     streaming_health_alert,

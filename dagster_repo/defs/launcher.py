@@ -7,10 +7,10 @@ resource; `definitions.py` picks one by the launcher-mode setting and assets onl
 - `KubernetesSparkLauncher`: a SparkApplication built by `spark_application.ApplicationSpec`,
   created, watched to a terminal state, and deleted when the run is cancelled or times out.
 
-Both pass the same arguments and read back the job's JSON result (rows written, totals) from a
-file the job writes. Dagster Pipes would carry that result too, but a SparkApplication's driver has
-no Pipes transport of its own: it would still need a file in the warehouse, plus dagster-pipes in
-the Spark image.
+Both pass the same arguments and read back the job's JSON result (rows written, totals, checks)
+from a file the job writes, also when the job failed (`JobFailed.result`). Dagster Pipes would
+carry that result too, but a SparkApplication's driver has no Pipes transport of its own: it would
+still need a file in the warehouse, plus dagster-pipes in the Spark image.
 """
 
 from __future__ import annotations
@@ -81,6 +81,15 @@ class LaunchResult:
         for key, value in self.details.items():
             meta[key] = dg.MetadataValue.json(value) if isinstance(value, (list, dict)) else value
         return meta
+
+
+class JobFailed(dg.Failure):
+    """The job ran and failed; `result` is the result file it wrote before failing, if any (the
+    gold job writes its checks' verdicts there when an audit fails)."""
+
+    def __init__(self, description: str, metadata: dict, result: dict | None):
+        super().__init__(description=description, metadata=metadata)
+        self.result = result
 
 
 class SparkLauncher(dg.ConfigurableResource):
@@ -165,9 +174,10 @@ class LocalSparkLauncher(SparkLauncher):
             reader.join(timeout=10)
             duration = time.monotonic() - started
             if code != 0:
-                raise dg.Failure(
-                    description=f"{job} failed with exit code {code}: {last_error(tail)}",
-                    metadata={"log_tail": dg.MetadataValue.text("\n".join(tail)), "exit_code": code},
+                raise JobFailed(
+                    f"{job} failed with exit code {code}: {last_error(tail)}",
+                    {"log_tail": dg.MetadataValue.text("\n".join(tail)), "exit_code": code},
+                    results.read_result(str(result_file)),
                 )
             return LaunchResult(
                 job,
@@ -312,16 +322,17 @@ class KubernetesSparkLauncher(SparkLauncher):
             "watch_reconnects": outcome.reconnects,
             "watch_relists_after_410": outcome.relists,
         }
+        result = results.read_result(result_location, self.lake.settings())
         if outcome.state != sa.COMPLETED:
-            raise dg.Failure(
-                description=f"{job}: SparkApplication {self.namespace}/{name} ended {outcome.state}: "
+            raise JobFailed(
+                f"{job}: SparkApplication {self.namespace}/{name} ended {outcome.state}: "
                 f"{sa.error_of(outcome.obj) or 'the operator gave no error message'}",
-                metadata={
+                {
                     **{k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in details.items()},
                     "driver_log_tail": dg.MetadataValue.text(log_tail),
                 },
+                result,
             )
-        result = results.read_result(result_location, self.lake.settings())
         return LaunchResult(job, "kubernetes", duration, result, log_tail, details)
 
 

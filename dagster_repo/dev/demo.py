@@ -5,7 +5,7 @@ silver Iceberg tables -> Dagster materializes every gold asset and its checks fo
 day (local launcher) -> a summary.
 
 Each step prints one line: what it produced and its time. The streaming job's log goes to
-$SHOPSTREAM_HOME/logs/streaming.log, the gold jobs' logs to their Dagster runs (`make ui`); a
+$SHOPSTREAM_HOME/logs/streaming.log, the gold job's log to its Dagster runs (`make ui`); a
 failed step prints its error and the last lines of its log. --verbose prints every log line as it
 comes: Spark's warnings, the jobs' output, Dagster's events, per-table and per-step figures.
 """

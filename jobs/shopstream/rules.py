@@ -1,4 +1,4 @@
-"""The business rules of docs/metrics.md that both the gold jobs and their checks apply."""
+"""The business rules of docs/metrics.md that the gold job applies and its checks verify."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ MAX_EVENT_LEAD_SECONDS = Setting(
     "later one goes to quarantine_events as implausible_event_time",
 )
 
-# -- the gold jobs ---------------------------------------------------------------------------------
+# -- the gold job -----------------------------------------------------------------------------------
 TOGETHER_MIN_BASKETS = Setting(
     "SHOPSTREAM_TOGETHER_MIN_BASKETS",
     "2",

@@ -34,16 +34,12 @@ import sys
 from decimal import Decimal
 
 import pytest
+from pyspark.sql import functions as F
 
-from dagster_repo.monitoring import quality
-from shopstream import lake, schema
+from shopstream import catalog, lake, schema
 from shopstream.spark import iceberg
-from shopstream.spark.batch import transforms
-from shopstream.spark.batch.customer_analytics import JOB as CUSTOMER_JOB
-from shopstream.spark.batch.data_quality import JOB as QUALITY_JOB
-from shopstream.spark.batch.product_analytics import JOB as PRODUCT_JOB
-from shopstream.spark.batch.runner import Inputs, MissingTable
-from shopstream.spark.batch.sales_summary import JOB as SALES_JOB
+from shopstream.spark.batch import audit, gold, transforms
+from shopstream.spark.batch.inputs import Inputs, MissingTable
 
 pytestmark = pytest.mark.spark
 
@@ -562,10 +558,182 @@ def test_a_null_rate_with_no_row_to_have_a_value_is_null(spark, silver):
     assert set(json.loads(purchases["null_rates"]).values()) == {None}
 
 
-# -- the jobs against the lake ----------------------------------------------------------------
+# -- the checks, on the day above and on copies with one row damaged ------------------------------
 
 
-def write_silver(spark, page_views=PAGE_VIEWS, purchases=PURCHASES, sessions=SESSIONS, products=PRODUCTS):
+# The days above have purchases nobody viewed (u2's session has no page views at all), which
+# product_views_cover_purchases refuses; with these views (on D, and on D - 1 for o7 and o8) every
+# product bought was viewed in each session that bought it, and every check passes.
+VIEWS_OF_WHAT_WAS_BOUGHT = [
+    page_view(8, "u2", "s2", 8, "product", "p1"),
+    page_view(9, "u5", "s5", 9, "product", "p1"),
+    page_view(10, "u5", "s5", 10, "product", "p2"),
+    page_view(11, "u7", "s7", 11, "product", "p2"),
+    *(
+        {**page_view(n, user, session, 0, "product", p), "event_time": t, "ingest_time": t, "event_date": t.date()}
+        for n, user, session, p, t in (
+            (12, "u6", "s6", "p2", at(DAY_BEFORE, 23, 45)),
+            (13, "u6", "s6", "p1", at(DAY_BEFORE, 23, 46)),
+            (14, "u4", "s8", "p2", at(DAY_BEFORE, 10, 50)),
+        )
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def evidence(spark, silver):
+    """The hand-worked day's gold, as the job computes it, with the silver it came from."""
+    more_views = frame(spark, schema.PAGE_VIEWS, VIEWS_OF_WHAT_WAS_BOUGHT).where(f"event_date = '{DAY}'")
+    page_views = silver["page_views"].union(more_views)
+    lines = silver["purchases"]
+    around = lines.where(f"event_date between '{DAY_BEFORE}' and '{DAY_AFTER}'")
+    sessions = silver["sessions_of_day"]
+    gold_rows = {
+        schema.GOLD_CUSTOMER_ANALYTICS: transforms.customer_analytics(DAY, page_views, lines, sessions),
+        schema.GOLD_SALES_SUMMARY: transforms.sales_summary(DAY, page_views, lines, silver["sessions"]),
+        schema.GOLD_SALES_BY_CATEGORY: transforms.sales_by_category(DAY, around),
+        schema.GOLD_PRODUCT_ANALYTICS: transforms.product_analytics(DAY, page_views, around, silver["products"], 2),
+    }
+    return audit.Evidence(DAY, gold_rows, page_views, sessions, around, active=True)
+
+
+def damaged(e: audit.Evidence, table: str, where: str, **changes) -> audit.Evidence:
+    """`e` with the gold rows of `table` matching `where` changed (column -> SQL expression)."""
+    rows = e.gold[table]
+    rows = rows.withColumns({c: F.when(F.expr(where), F.expr(v)).otherwise(F.col(c)) for c, v in changes.items()})
+    return audit.Evidence(e.day, {**e.gold, table: rows}, e.page_views, e.sessions, e.order_lines, e.active)
+
+
+def with_rows(e: audit.Evidence, table: str, rows) -> audit.Evidence:
+    return audit.Evidence(e.day, {**e.gold, table: rows}, e.page_views, e.sessions, e.order_lines, e.active)
+
+
+def test_every_check_passes_on_the_days_gold_with_its_figures(evidence):
+    assert set(audit.RULES) == {check.name for check in catalog.GOLD_CHECKS}
+    verdicts = {name: rule(evidence) for name, rule in audit.RULES.items()}
+    assert {name: v.passed for name, v in verdicts.items()} == dict.fromkeys(audit.RULES, True)
+    completeness = verdicts["customer_completeness"].counts
+    assert (completeness["gold_rows"], completeness["active_customers_in_silver"]) == (5, 5)
+    assert verdicts["customer_revenue_consistency"].counts["silver_revenue"] == "79.00"
+    orders = verdicts["sales_order_consistency"].counts
+    # o1, o2, o4, o5, o6; s1, s2, s5 and s7 (its late line), not s3; s7 has no device or referrer.
+    assert (orders["silver_orders"], orders["silver_converted_sessions"]) == (5, 4)
+    assert (orders["sessions_without_device"], orders["sessions_without_referrer"]) == (1, 1)
+    assert verdicts["customer_segment_logic"].counts["segments"] == {"active": 1, "new": 3, "at_risk": 1}
+    assert verdicts["product_rates_in_range"].counts["products"] == 3
+
+
+@pytest.mark.parametrize(
+    ("check", "table", "where", "changes", "counts"),
+    [
+        (
+            "customer_revenue_consistency",
+            schema.GOLD_CUSTOMER_ANALYTICS,
+            "user_id = 'u1'",
+            {"revenue": "revenue + 1"},
+            {"difference_cents": 100, "gold_revenue": "80.00"},
+        ),
+        (
+            "customer_segment_logic",
+            schema.GOLD_CUSTOMER_ANALYTICS,
+            "user_id = 'u3'",
+            {"segment": "'loyal'"},
+            {"wrong_segment": 1, "unknown_segment_name": 0, "examples": ["u3"]},
+        ),
+        (
+            "customer_segment_logic",
+            schema.GOLD_CUSTOMER_ANALYTICS,
+            "user_id in ('u1', 'u2')",
+            {"engagement_score": "101", "segment": "'vip'"},
+            {"wrong_segment": 2, "unknown_segment_name": 2, "engagement_score_out_of_range": 2},
+        ),
+        (
+            "customer_completeness",
+            schema.GOLD_CUSTOMER_ANALYTICS,
+            "user_id = 'u7'",
+            {"user_id": "'u9'"},
+            {"missing_customers": 1, "unexpected_customers": 1, "duplicate_rows": 0, "null_keys_or_segments": 0},
+        ),
+        (
+            "customer_completeness",
+            schema.GOLD_CUSTOMER_ANALYTICS,
+            "user_id = 'u5'",
+            {"segment": "null"},
+            {"missing_customers": 0, "null_keys_or_segments": 1},
+        ),
+        (
+            "sales_revenue_arithmetic",
+            schema.GOLD_SALES_SUMMARY,
+            "true",
+            {"revenue": "revenue + 0.50"},
+            # 79.50 / 5 orders = 15.90, against the 15.80 written
+            {"difference_from_silver_cents": 50, "difference_from_categories_cents": 50, "wrong_avg_order_value": 1},
+        ),
+        (
+            "sales_revenue_arithmetic",
+            schema.GOLD_SALES_BY_CATEGORY,
+            "category = 'toys'",
+            {"revenue": "revenue - 2"},
+            {"difference_from_silver_cents": 0, "difference_from_categories_cents": 200},
+        ),
+        (
+            "sales_order_consistency",
+            schema.GOLD_SALES_SUMMARY,
+            "true",
+            {"orders": "orders + 1", "sessions_mobile": "sessions_mobile + 2"},
+            {
+                "difference_from_silver_orders": 1,
+                "sessions_by_device_difference": 2,
+                "sessions_by_referrer_difference": 0,
+                "buyers_orders_units_out_of_order": 0,
+            },
+        ),
+        (
+            "sales_order_consistency",
+            schema.GOLD_SALES_SUMMARY,
+            "true",
+            {"unique_buyers": "orders + 1", "converted_sessions": "0"},
+            {"buyers_orders_units_out_of_order": 1, "difference_from_silver_converted_sessions": 4},
+        ),
+        (
+            "product_rates_in_range",
+            schema.GOLD_PRODUCT_ANALYTICS,
+            "product_id = 'p1'",
+            {"view_to_cart_rate": "1.5"},
+            {"products_with_rate_out_of_range": 1, "examples": ["p1"]},
+        ),
+        (
+            "product_views_cover_purchases",
+            schema.GOLD_PRODUCT_ANALYTICS,
+            "product_id in ('p2', 'p3')",
+            {"views": "0"},
+            {"products_with_views_below_sessions": 2, "examples": ["p2", "p3"]},
+        ),
+    ],
+)
+def test_a_damaged_row_fails_its_check_with_the_exact_count(evidence, check, table, where, changes, counts):
+    verdict = audit.RULES[check](damaged(evidence, table, where, **changes))
+    assert not verdict.passed
+    assert {k: verdict.counts[k] for k in counts} == counts, verdict.counts
+
+
+def test_summary_rows_must_be_one_on_a_day_with_activity_and_none_without(spark, evidence):
+    summary = evidence.gold[schema.GOLD_SALES_SUMMARY]
+    twice = audit.sales_revenue_arithmetic(with_rows(evidence, schema.GOLD_SALES_SUMMARY, summary.union(summary)))
+    assert (twice.passed, twice.counts["summary_rows_off_by"]) == (False, 1)
+    missing = audit.sales_revenue_arithmetic(with_rows(evidence, schema.GOLD_SALES_SUMMARY, summary.limit(0)))
+    assert (missing.passed, missing.counts["summary_rows_off_by"]) == (False, 1)
+    empty = {name: rows.limit(0) for name, rows in evidence.gold.items()}
+    quiet = audit.Evidence(
+        DAY, empty, evidence.page_views.limit(0), evidence.sessions.limit(0), evidence.order_lines.limit(0), False
+    )
+    assert all(rule(quiet).passed for rule in audit.RULES.values())
+
+
+# -- the gold job against the lake ------------------------------------------------------------
+
+
+def write_silver(spark, page_views=(*PAGE_VIEWS, *VIEWS_OF_WHAT_WAS_BOUGHT), purchases=PURCHASES, sessions=SESSIONS):
     iceberg.ensure_tables(
         spark,
         [
@@ -580,38 +748,48 @@ def write_silver(spark, page_views=PAGE_VIEWS, purchases=PURCHASES, sessions=SES
         (schema.PAGE_VIEWS, page_views),
         (schema.PURCHASES, purchases),
         (schema.USER_SESSIONS, sessions),
-        (schema.PRODUCTS, products),
+        (schema.PRODUCTS, PRODUCTS),
     ):
-        frame(spark, table, rows).writeTo(lake.table_ref(table.name)).append()
+        frame(spark, table, list(rows)).writeTo(lake.table_ref(table.name)).append()
 
 
-def gold(spark, name):
+def gold_rows(spark, name):
     return spark.table(lake.table_ref(name)).orderBy(*schema.TABLES[name].identifier).collect()
 
 
-def test_jobs_are_idempotent_and_touch_only_their_date(empty_lake, lake_settings):
+def refs(spark, name):
+    return sorted((r.name, r.snapshot_id) for r in spark.table(f"{lake.table_ref(name)}.refs").collect())
+
+
+def test_the_gold_job_is_idempotent_and_touches_only_its_date(empty_lake):
     spark = empty_lake
     write_silver(spark)
-    jobs = (CUSTOMER_JOB, SALES_JOB, PRODUCT_JOB, QUALITY_JOB)
-    first = {job.name: job.run(spark, DAY) for job in jobs}
-    other = SALES_JOB.run(spark, DAY_BEFORE)
-    assert first[CUSTOMER_JOB.name]["rows_written"] == {schema.GOLD_CUSTOMER_ANALYTICS: 5}
-    assert first[SALES_JOB.name]["totals"] == {"revenue": "79.00", "orders": 5}
-    assert first[PRODUCT_JOB.name]["rows_written"] == {schema.GOLD_PRODUCT_ANALYTICS: 3}
-    assert other["totals"] == {"revenue": "67.00", "orders": 2}  # o8 and o7, its line of D included
-    before = {
-        name: gold(spark, name)
-        for name in (
-            schema.GOLD_CUSTOMER_ANALYTICS,
-            schema.GOLD_SALES_SUMMARY,
-            schema.GOLD_SALES_BY_CATEGORY,
-            schema.GOLD_PRODUCT_ANALYTICS,
-            schema.SILVER_DATA_QUALITY_REPORT,
-        )
+    first = gold.run(spark, DAY)
+    other = gold.run(spark, DAY_BEFORE)
+    assert first["rows_written"] == {
+        schema.GOLD_CUSTOMER_ANALYTICS: 5,
+        schema.GOLD_SALES_SUMMARY: 1,
+        schema.GOLD_SALES_BY_CATEGORY: 2,
+        schema.GOLD_PRODUCT_ANALYTICS: 3,
+        schema.SILVER_DATA_QUALITY_REPORT: 3,
     }
-    for job in jobs:
-        job.run(spark, DAY)
-    after = {name: gold(spark, name) for name in before}
+    assert first["totals"][schema.GOLD_SALES_SUMMARY] == {"revenue": "79.00", "orders": 5}
+    assert first["totals"][schema.GOLD_CUSTOMER_ANALYTICS] == {"customers": 5, "revenue": "79.00"}
+    assert other["totals"][schema.GOLD_SALES_SUMMARY] == {"revenue": "67.00", "orders": 2}  # o8 and o7
+    assert other["published"]
+    # Every check ran on the audit branch and passed, so the day was published; the branch is gone.
+    assert first["published"] and list(first["checks"]) == [check.name for check in catalog.GOLD_CHECKS]
+    assert all(check["passed"] for check in first["checks"].values())
+    assert first["checks"]["sales_order_consistency"]["counts"]["silver_converted_sessions"] == 4
+    assert first["checks"]["customer_revenue_consistency"]["counts"]["silver_revenue"] == "79.00"
+    assert first["audit_branch"].startswith("audit_20261102_")
+    assert [name for name, _ in refs(spark, schema.GOLD_CUSTOMER_ANALYTICS)] == ["main"]
+    # The silver read is the snapshot each table was at; silver_products and quarantine too.
+    assert first["silver_snapshots"] == iceberg.snapshot_ids(spark, gold.JOB.reads)
+    assert first["silver_snapshots"][schema.QUARANTINE] is None, "never written"
+    before = {name: gold_rows(spark, name) for name in gold.JOB.writes}
+    gold.run(spark, DAY)
+    after = {name: gold_rows(spark, name) for name in before}
     assert after == before, "a rerun replaces the date's partition with identical rows, the quality report's too"
     assert [r.date for r in after[schema.GOLD_SALES_SUMMARY]] == [DAY_BEFORE, DAY], "the other date is untouched"
     # Gold revenue of the day is the revenue of its orders, three ways, read from the lake: their
@@ -627,53 +805,69 @@ def test_jobs_are_idempotent_and_touch_only_their_date(empty_lake, lake_settings
         assert sum(r.revenue for r in after[name] if r.date == DAY) == D("79.00"), name
     (summary,) = (r for r in after[schema.GOLD_SALES_SUMMARY] if r.date == DAY)
     assert (summary.trailing_7d_days, summary.trailing_7d_avg_revenue) == (2, D("33.50"))
-    # The asset checks compare gold with silver by the same rules: orders by their first line's day,
-    # a session converted by any order line.
-    data = quality.Lake(lake_settings)
-    for rule in (
-        quality.customer_completeness,
-        quality.customer_revenue_consistency,
-        quality.sales_revenue_arithmetic,
-        quality.sales_order_consistency,
-    ):
-        verdict = rule(data, DAY)
-        assert verdict.passed, (rule.__name__, verdict.summary)
-    assert quality.sales_order_consistency(data, DAY).counts["silver_converted_sessions"] == 4
-    assert quality.customer_revenue_consistency(data, DAY).counts["silver_revenue"] == "79.00"
+
+
+def test_a_failing_check_publishes_nothing_and_names_its_counts(empty_lake, monkeypatch):
+    """The second run computes one customer's revenue a cent too high: its checks see that on the
+    branch, main keeps the first run's rows of every table, and the branch is dropped."""
+    spark = empty_lake
+    write_silver(spark)
+    gold.run(spark, DAY)
+    published = {name: (gold_rows(spark, name), refs(spark, name)) for name in gold.JOB.writes}
+    customer_analytics = transforms.customer_analytics
+
+    def a_cent_too_much(*args):
+        rows = customer_analytics(*args)
+        more = (F.col("revenue") + F.lit(D("0.01"))).cast(transforms.MONEY_TYPE)
+        return rows.withColumn("revenue", F.when(F.col("user_id") == "u2", more).otherwise(F.col("revenue")))
+
+    monkeypatch.setattr(transforms, "customer_analytics", a_cent_too_much)
+    result = gold.run(spark, DAY)
+    assert not result["published"]
+    failed = {name: check["counts"] for name, check in result["checks"].items() if not check["passed"]}
+    assert failed == {
+        "customer_revenue_consistency": {"difference_cents": 1, "gold_revenue": "79.01", "silver_revenue": "79.00"}
+    }
+    assert {name: (gold_rows(spark, name), refs(spark, name)) for name in gold.JOB.writes} == published
+    assert gold.failed_checks_line(result) == (
+        "gold 2026-11-02: audit failed, nothing published: customer_revenue_consistency "
+        "(customer revenue differs from silver: difference_cents 1)"
+    )
 
 
 def test_empty_date_writes_nothing(empty_lake):
     write_silver(empty_lake)
-    result = SALES_JOB.run(empty_lake, dt.date(2026, 12, 25))
-    assert result["rows_written"] == {schema.GOLD_SALES_SUMMARY: 0, schema.GOLD_SALES_BY_CATEGORY: 0}
+    result = gold.run(empty_lake, dt.date(2026, 12, 25))
+    assert result["rows_written"] == dict.fromkeys(gold.JOB.writes, 0) and result["totals"] == {}
+    assert result["published"] and all(check["passed"] for check in result["checks"].values())
     assert not iceberg.table_exists(empty_lake, schema.GOLD_SALES_SUMMARY)
 
 
 def test_missing_silver_table_fails_fast_with_its_name(empty_lake):
     with pytest.raises(MissingTable, match=r"lake\.shopstream\.silver_page_views does not exist"):
-        CUSTOMER_JOB.run(empty_lake, DAY)
+        gold.run(empty_lake, DAY)
     assert not iceberg.table_exists(empty_lake, schema.GOLD_CUSTOMER_ANALYTICS)
 
 
 def test_cli_usage_errors(capsys):
     with pytest.raises(SystemExit) as exc:
-        SALES_JOB.parser().parse_args(["--date", "2026-02-30"])
+        gold.parser().parse_args(["--date", "2026-02-30"])
     assert exc.value.code == 2 and "is not a date" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        SALES_JOB.parser().parse_args([])
+        gold.parser().parse_args([])
     assert exc.value.code == 2
     with pytest.raises(SystemExit) as exc:
-        PRODUCT_JOB.parser().parse_args(["--date", str(DAY), "--together-min-baskets", "0"])
+        gold.parser().parse_args(["--date", str(DAY), "--together-min-baskets", "0"])
     assert exc.value.code == 2 and "not a whole number of at least 1" in capsys.readouterr().err
 
 
 def test_the_minimum_of_shared_baskets_is_a_setting(monkeypatch):
-    assert PRODUCT_JOB.parser().parse_args(["--date", str(DAY)]).together_min_baskets == 2
+    assert gold.parser().parse_args(["--date", str(DAY)]).together_min_baskets == 2
     monkeypatch.setenv("SHOPSTREAM_TOGETHER_MIN_BASKETS", "5")
-    assert PRODUCT_JOB.parser().parse_args(["--date", str(DAY)]).together_min_baskets == 5
+    assert gold.parser().parse_args(["--date", str(DAY)]).together_min_baskets == 5
     monkeypatch.setenv("SHOPSTREAM_TOGETHER_MIN_BASKETS", "none")
     with pytest.raises(SystemExit, match="SHOPSTREAM_TOGETHER_MIN_BASKETS"):
-        PRODUCT_JOB.parser()
+        gold.parser()
 
 
 def test_inputs_read_the_right_days(empty_lake):
@@ -683,8 +877,19 @@ def test_inputs_read_the_right_days(empty_lake):
     assert inputs.order_lines().count() == 10, "and of D - 1 (o7, o8) and D + 1 (o5's second line)"
     assert inputs.order_lines(days_before=7).count() == 12, "from D - 8 (o10) on"
     assert inputs.order_lines(days_before=None).count() == 14
-    assert inputs.page_views().count() == 7 and inputs.sessions().count() == 5
+    assert inputs.page_views().count() == 11 and inputs.sessions().count() == 5
     assert inputs.sessions(days_before=7).count() == 7
+    inputs.release()
+
+
+def test_inputs_read_silver_at_the_snapshot_they_are_given(empty_lake):
+    write_silver(empty_lake)
+    pinned = iceberg.snapshot_ids(empty_lake, [schema.SILVER_PAGE_VIEWS])
+    frame(empty_lake, schema.PAGE_VIEWS, [page_view(99, "u8", "s99", 30, "home")]).writeTo(
+        lake.table_ref(schema.SILVER_PAGE_VIEWS)
+    ).append()
+    assert Inputs(empty_lake, DAY, snapshots=pinned).page_views().count() == 11, "not the row appended later"
+    assert Inputs(empty_lake, DAY).page_views().count() == 12
 
 
 def test_cli_run_writes_its_result_file(empty_lake, lake_settings, tmp_path):
@@ -696,7 +901,7 @@ def test_cli_run_writes_its_result_file(empty_lake, lake_settings, tmp_path):
             sys.executable,
             "-m",
             "shopstream",
-            schema.GOLD_SALES_SUMMARY,
+            "gold",
             "--date",
             str(DAY),
             "--result-file",
@@ -712,7 +917,9 @@ def test_cli_run_writes_its_result_file(empty_lake, lake_settings, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(result_file.read_text())
-    assert result["job"] == schema.GOLD_SALES_SUMMARY and result["date"] == "2026-11-02"
-    assert result["rows_written"] == {schema.GOLD_SALES_SUMMARY: 1, schema.GOLD_SALES_BY_CATEGORY: 2}
-    assert result["totals"] == {"revenue": "79.00", "orders": 5} and result["duration_seconds"] > 0
-    assert "wrote gold_daily_sales_summary 1" in done.stdout
+    assert result["job"] == "gold" and result["date"] == "2026-11-02" and result["published"]
+    assert result["rows_written"][schema.GOLD_SALES_BY_CATEGORY] == 2
+    assert result["totals"][schema.GOLD_SALES_SUMMARY] == {"revenue": "79.00", "orders": 5}
+    assert result["duration_seconds"] > 0 and len(result["checks"]) == 7
+    assert "gold 2026-11-02: wrote gold_daily_customer_analytics 5" in done.stdout
+    assert "7 checks passed; published" in done.stdout

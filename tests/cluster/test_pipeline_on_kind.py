@@ -339,10 +339,8 @@ def test_dagster_runs_in_the_cluster_with_the_seed_schedules(cluster, webserver)
         s["name"]: (s["cronSchedule"], s["executionTimezone"], s["scheduleState"]["status"])
         for s in repository["schedules"]
     }
-    assert schedules == {  # the seed: gold daily at 02:00 UTC (on), customers 03:00 and sales 04:00 (optional)
+    assert schedules == {  # the seed: every gold table daily at 02:00 UTC (on), from one Spark application
         "daily_gold_processing_schedule": ("0 2 * * *", "UTC", "RUNNING"),
-        "customer_analytics_schedule": ("0 3 * * *", "UTC", "STOPPED"),
-        "sales_analytics_schedule": ("0 4 * * *", "UTC", "STOPPED"),
         "weekly_maintenance_schedule": ("0 5 * * 0", "UTC", "STOPPED"),
     }
     sensors = {s["name"]: (s["minIntervalSeconds"], s["sensorState"]["status"]) for s in repository["sensors"]}
@@ -351,7 +349,7 @@ def test_dagster_runs_in_the_cluster_with_the_seed_schedules(cluster, webserver)
 
 def run_gold(cluster, webserver, day: dt.date) -> dict:
     """silver_to_gold_processing for `day`, launched from the webserver as the UI launches it: the daemon
-    dequeues it, the K8sRunLauncher starts a run pod, each gold job becomes a SparkApplication."""
+    dequeues it, the K8sRunLauncher starts a run pod, the gold job becomes one SparkApplication."""
     started = time.monotonic()
     run_id = webserver.launch("silver_to_gold_processing", tags={"dagster/partition": day.isoformat()})
     run = webserver.wait(run_id, timeout=1800)
@@ -385,7 +383,7 @@ def failures(events: list[dict]) -> list[str]:
 
 
 def assert_gold_succeeded(cluster, gold: dict) -> None:
-    """The run succeeded in a run pod with every check passed, its gold jobs as SparkApplications."""
+    """The run succeeded in a run pod with every check passed, its gold job as one SparkApplication."""
     run, events = gold["run"], gold["events"]
     assert run["status"] == "SUCCESS", failures(events)
     checks = [e["evaluation"] for e in events if e["__typename"] == "AssetCheckEvaluationEvent"]
@@ -404,7 +402,7 @@ def assert_gold_succeeded(cluster, gold: dict) -> None:
         a["metadata"]["name"]: a
         for a in cluster.kubectl_json("get", "sparkapplications", "-l", f"{sa.LABEL_RUN_ID}={run['runId']}")["items"]
     }
-    assert len(applications) == 4, sorted(applications)  # one per gold job
+    assert len(applications) == 1, sorted(applications)  # one application computes every gold table
     for app in applications.values():
         assert app["status"]["applicationState"]["state"] == sa.COMPLETED
         assert app["spec"]["executor"]["serviceAccount"] == "shopstream-spark-executor"
@@ -436,7 +434,7 @@ def test_gold_through_dagster_in_the_cluster_matches_what_was_sent(cluster, lake
         .to_pylist()
     )
     assert sum(c["revenue"] for c in customers) == expected["revenue"]
-    # the row count each job reported equals what its table holds for the day
+    # the row count the job reported for each table equals what the table holds for the day
     for event in (e for e in gold_run["events"] if e["__typename"] == "MaterializationEvent"):
         table = "/".join(event["assetKey"]["path"])
         reported = next(m["intValue"] for m in event["metadataEntries"] if m["label"] == "dagster/row_count")

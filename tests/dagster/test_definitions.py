@@ -13,11 +13,11 @@ import dagster as dg
 import pytest
 
 from dagster_repo.definitions import build_definitions, defs, kubernetes_resources
-from dagster_repo.defs.assets import GOLD_ASSETS
+from dagster_repo.defs.assets import GOLD_ASSET
 from dagster_repo.defs.launcher import KubernetesSparkLauncher, SparkJobConfig
 from dagster_repo.defs.resources import LakeResource, SparkApplicationsClient
 from dagster_repo.kube import spark_application as sa
-from shopstream import schema
+from shopstream import catalog, schema
 from shopstream.catalog import JOBS
 
 GOLD_TABLES = {
@@ -58,28 +58,13 @@ def test_checks_cover_the_seed_list_and_block():
         (schema.GOLD_PRODUCT_ANALYTICS, "product_views_cover_purchases"),
         ("streaming_health_monitor", "streaming_progress_is_recent"),
         ("streaming_health_monitor", "consumer_lag_within_limit"),
-    } == checks
-    for check in defs.asset_checks:
-        for spec in check.check_specs:
-            assert spec.blocking, spec.key
+    } == checks  # the gold checks block: test_one_gold_asset_computes_every_gold_table_with_every_check_blocking
 
 
 @pytest.mark.parametrize(
     "name, cron, status, selection",
     [
         ("daily_gold_processing_schedule", "0 2 * * *", dg.DefaultScheduleStatus.RUNNING, GOLD_TABLES),
-        (
-            "customer_analytics_schedule",
-            "0 3 * * *",
-            dg.DefaultScheduleStatus.STOPPED,
-            {schema.GOLD_CUSTOMER_ANALYTICS},
-        ),
-        (
-            "sales_analytics_schedule",
-            "0 4 * * *",
-            dg.DefaultScheduleStatus.STOPPED,
-            {schema.GOLD_SALES_SUMMARY, schema.GOLD_SALES_BY_CATEGORY, schema.GOLD_PRODUCT_ANALYTICS},
-        ),
     ],
 )
 def test_schedules(name, cron, status, selection):
@@ -279,9 +264,18 @@ def test_an_unknown_launcher_mode_is_refused_with_the_variable_named():
 
 
 def test_gold_launches_are_retried_by_dagster():
-    for asset in GOLD_ASSETS:
-        policy = asset.op.retry_policy
-        assert (policy.max_retries, policy.delay, policy.backoff) == (2, 30, dg.Backoff.EXPONENTIAL), asset.op.name
+    policy = GOLD_ASSET.op.retry_policy
+    assert (policy.max_retries, policy.delay, policy.backoff) == (2, 30, dg.Backoff.EXPONENTIAL)
+
+
+def test_one_gold_asset_computes_every_gold_table_with_every_check_blocking():
+    """One multi-asset, one launch of the gold job per date: every table a spec, every check of the
+    job's catalog entry a blocking check spec of its table."""
+    assert GOLD_ASSET.op.name == "gold_daily" and not GOLD_ASSET.can_subset
+    assert {key.to_user_string() for key in GOLD_ASSET.keys} == GOLD_TABLES
+    specs = {(spec.asset_key.to_user_string(), spec.name): spec.blocking for spec in GOLD_ASSET.check_specs}
+    assert specs == {(check.table, check.name): True for check in catalog.GOLD_CHECKS}
+    assert len(specs) == 7
 
 
 def test_the_code_location_loads_without_pyspark():

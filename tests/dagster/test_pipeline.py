@@ -1,7 +1,8 @@
 """The Dagster side end to end on the embedded default: a generated day goes through a real broker
 and the streaming job (run by `streaming_catch_up`, i.e. `spark_application_op` in local mode),
-then every gold asset and check is materialized by the local launcher; each check then fails on
-deliberately corrupted gold rows, and passes again once they are put back."""
+then every gold table and check is materialized by one launch of the gold job with the local
+launcher (the checks on damaged rows: tests/batch/test_gold.py; a failed audit through Dagster:
+tests/dagster/test_gold_asset.py)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from decimal import Decimal
 
 import dagster as dg
-import pyarrow as pa
 import pytest
 from pyiceberg.expressions import EqualTo
 
 from dagster_repo.definitions import build_definitions
-from dagster_repo.defs.assets import GOLD_ASSETS, iceberg_table_maintenance, streaming_health_monitor
-from dagster_repo.defs.checks import GOLD_CHECKS
+from dagster_repo.defs.assets import iceberg_table_maintenance, streaming_health_monitor
 from dagster_repo.defs.launcher import LocalSparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.dev.demo import prepare_instance
-from dagster_repo.monitoring import quality
-from shopstream import lake, rules, schema
+from shopstream import catalog, lake, rules, schema
 from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.events.generator.cli import send
 from shopstream.events.generator.shop import GeneratorConfig, Shop
@@ -136,12 +133,22 @@ def test_every_gold_asset_and_check_materializes_and_passes(pipeline, iceberg_la
         schema.GOLD_PRODUCT_ANALYTICS,
         schema.SILVER_DATA_QUALITY_REPORT,
     }
+    silver_snapshots = {
+        name: iceberg_lake.load_table(schema.TABLES[name].qualified).current_snapshot() for name in catalog.GOLD.reads
+    }
     for name, event in materialized.items():
         assert event.partition == DAY.isoformat()
         # the row count reported by the job equals what is in the table for that day
-        rows = quality.Lake(module_lake).gold(name, DAY)
-        assert event.metadata["dagster/row_count"].value == len(rows) > 0, name
-        assert event.metadata["launcher_mode"].value == "local"
+        table = iceberg_lake.load_table(schema.TABLES[name].qualified)
+        rows = table.scan(row_filter=EqualTo("date", DAY.isoformat())).count()
+        assert event.metadata["dagster/row_count"].value == rows > 0, name
+        assert event.metadata["launcher_mode"].value == "local" and set(table.metadata.refs) == {"main"}
+        # the silver each table was computed from: the snapshots current when the job read them
+        assert event.metadata["silver_snapshots"].value == {
+            name: snapshot.snapshot_id if snapshot else None for name, snapshot in silver_snapshots.items()
+        }
+    # one Spark application for the day's gold: one step, one launch
+    assert list(pipeline["step_seconds"]) == ["gold_daily"]
     summary = materialized[schema.GOLD_SALES_SUMMARY].metadata["totals"].value
     lines = iceberg_lake.load_table(schema.PURCHASES.qualified).scan().to_arrow().to_pylist()
     placed = rules.order_dates((r["order_id"], r["event_date"]) for r in lines)  # an order's first line's day
@@ -174,93 +181,6 @@ def test_make_ui_shows_the_gold_assets_their_checks_and_the_run(pipeline):
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(timeout=60)
-
-
-def run_check(name: str, resources: dict) -> dg.AssetCheckEvaluation:
-    """Run one gold check alone for DAY, as the UI's "execute check" does."""
-    check = next(c for c in GOLD_CHECKS if next(iter(c.check_keys)).name == name)
-    only = dg.define_asset_job("only_this_check", selection=dg.AssetSelection.checks(check))
-    scoped = dg.Definitions(assets=GOLD_ASSETS, asset_checks=[check], jobs=[only], resources=resources)
-    # A selection of checks alone has no asset to take a partitions definition from, so the
-    # partition goes in as the run tag the UI sets.
-    result = scoped.resolve_job_def("only_this_check").execute_in_process(
-        tags={"dagster/partition": DAY.isoformat()}, run_config=QUIET, raise_on_error=False
-    )
-    [evaluation] = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    return evaluation
-
-
-def first(rows, predicate):
-    return next(r for r in sorted(rows, key=lambda r: str(r.get("user_id") or r.get("product_id"))) if predicate(r))
-
-
-def new_customer(rows):
-    return first(rows, lambda r: r["segment"] == "new")
-
-
-def bought_product(rows):
-    return first(rows, lambda r: r["purchasing_sessions"] > 0)
-
-
-# check -> (gold table, how to damage the day's rows in place, the metadata count that must see it)
-CORRUPTIONS = {
-    "customer_completeness": (
-        schema.GOLD_CUSTOMER_ANALYTICS,
-        lambda rows: new_customer(rows).update(user_id="ghost"),
-        "missing_customers",
-    ),
-    "customer_revenue_consistency": (
-        schema.GOLD_CUSTOMER_ANALYTICS,
-        lambda rows: new_customer(rows).update(revenue=new_customer(rows)["revenue"] + 5),
-        "difference_cents",
-    ),
-    "customer_segment_logic": (
-        schema.GOLD_CUSTOMER_ANALYTICS,
-        lambda rows: new_customer(rows).update(segment="loyal"),
-        "wrong_segment",
-    ),
-    "sales_revenue_arithmetic": (
-        schema.GOLD_SALES_SUMMARY,
-        lambda rows: rows[0].update(revenue=rows[0]["revenue"] + 1),
-        "difference_from_silver_cents",
-    ),
-    "sales_order_consistency": (
-        schema.GOLD_SALES_SUMMARY,
-        lambda rows: rows[0].update(orders=rows[0]["orders"] + 3),
-        "difference_from_silver_orders",
-    ),
-    "product_rates_in_range": (
-        schema.GOLD_PRODUCT_ANALYTICS,
-        lambda rows: bought_product(rows).update(view_to_cart_rate=Decimal("1.5")),
-        "products_with_rate_out_of_range",
-    ),
-    "product_views_cover_purchases": (
-        schema.GOLD_PRODUCT_ANALYTICS,
-        lambda rows: bought_product(rows).update(views=0),
-        "products_with_views_below_sessions",
-    ),
-}
-
-
-@pytest.mark.parametrize("check", sorted(CORRUPTIONS))
-def test_each_check_fails_on_corrupted_gold(pipeline, iceberg_lake, check):
-    """Damage the gold rows of the day (through pyiceberg), run the check alone, put the rows back."""
-    assert pipeline["gold"].success
-    name, damage, counter = CORRUPTIONS[check]
-    table = iceberg_lake.load_table(schema.TABLES[name].qualified)
-    the_day = EqualTo("date", DAY.isoformat())
-    original = table.scan(row_filter=the_day).to_arrow()
-    rows = original.to_pylist()
-    damage(rows)
-    table.overwrite(pa.Table.from_pylist(rows, schema=original.schema), overwrite_filter=the_day)
-    try:
-        failed = run_check(check, pipeline["resources"])
-    finally:
-        table.overwrite(original, overwrite_filter=the_day)
-    assert not failed.passed
-    assert failed.metadata[counter].value > 0, failed.metadata
-    assert failed.description and counter in failed.description
-    assert run_check(check, pipeline["resources"]).passed
 
 
 def test_health_monitor_reports_progress_and_lag(pipeline):

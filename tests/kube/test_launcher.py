@@ -1,5 +1,6 @@
 """The launcher in kubernetes mode against a real API server, with the operator stand-in playing
-the Spark operator: success with real gold output, failures with the operator's message, timeout
+the Spark operator: success with real gold output from one application, a failed audit reported
+with its counts, failures with the operator's message, timeout
 and cancellation deleting the application, a watch that survives a dropped connection and a
 410 Gone, and clear messages when the cluster is not ready."""
 
@@ -16,7 +17,7 @@ import dagster as dg
 import pytest
 from kubernetes import client
 
-from dagster_repo.defs.assets import GOLD_ASSETS
+from dagster_repo.defs.assets import GOLD_ASSET
 from dagster_repo.defs.launcher import KubernetesSparkLauncher, SparkJobConfig
 from dagster_repo.defs.resources import (
     KafkaResource,
@@ -26,9 +27,9 @@ from dagster_repo.defs.resources import (
 )
 from dagster_repo.kube import spark_application as sa
 from dagster_repo.monitoring.health import Thresholds
-from shopstream import lake, schema
+from shopstream import catalog, lake, schema
 from shopstream.events.broker import free_port
-from tests.batch.test_gold import DAY, write_silver
+from tests.batch.test_gold import DAY, PAGE_VIEWS, write_silver
 from tests.kube.conftest import install_crds
 from tests.kube.operator import DRIVER_FAILURE, REPO
 
@@ -92,39 +93,86 @@ def metadata_of(result) -> dict:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-def test_success_writes_real_gold(kube_api, namespace, operator, empty_lake, lake_settings, monkeypatch):
-    """A gold asset in kubernetes mode: the stand-in runs the job the application names, with local Spark."""
-    write_silver(empty_lake)
+def gold_launch(kube_api, namespace, lake_settings, monkeypatch) -> dg.ExecuteInProcessResult:
+    """The gold asset for DAY in kubernetes mode: the stand-in runs the job the application names, with
+    local Spark on this test's lake."""
     monkeypatch.setenv("SHOPSTREAM_CATALOG_URI", lake_settings.catalog_uri)
     monkeypatch.setenv("SHOPSTREAM_WAREHOUSE", lake_settings.warehouse)
-    operator.behaviour = "run"
-    sales = next(a for a in GOLD_ASSETS if schema.GOLD_SALES_SUMMARY in {k.to_user_string() for k in a.keys})
-    result = dg.materialize(
-        [sales],
+    return dg.materialize(
+        [GOLD_ASSET],
         partition_key=DAY.isoformat(),
         resources={"spark_launcher": launcher(kube_api, namespace)},
         run_config=QUIET,
         raise_on_error=False,
     )
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict:
+    return {
+        e.event_specific_data.check_name: e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def test_success_writes_real_gold(kube_api, namespace, operator, empty_lake, lake_settings, monkeypatch):
+    """One SparkApplication computes every gold table of the day, checks it and publishes it."""
+    write_silver(empty_lake)
+    operator.behaviour = "run"
+    result = gold_launch(kube_api, namespace, lake_settings, monkeypatch)
     assert result.success, failure_of(result)
     events = {
         e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
     }
+    assert set(events) == set(catalog.GOLD.writes)
+    checks = check_evaluations(result)
+    assert sorted(checks) == sorted(c.name for c in catalog.GOLD_CHECKS) and all(c.passed for c in checks.values())
     summary = events[schema.GOLD_SALES_SUMMARY]
     assert summary["launcher_mode"].value == "kubernetes"
     assert summary["dagster/row_count"].value == 1  # one summary row for the day, read back from the job's result
+    assert summary["totals"].value == {"revenue": "79.00", "orders": 5}
+    assert events[schema.GOLD_CUSTOMER_ANALYTICS]["dagster/row_count"].value == 5
     assert [t["state"] for t in summary["state_history"].value][-3:] == ["SUBMITTED", "RUNNING", "COMPLETED"]
     name = summary["spark_application"].value
+    assert {e["spark_application"].value for e in events.values()} == {name}, "one application for every table"
     assert summary["driver_pod"].value == f"{name}-driver"
     assert summary["namespace"].value == namespace
-    assert "--date" in operator.logs[name] or "gold_daily_sales_summary" in operator.logs[name]
+    assert "published" in operator.logs[name]
     [app] = applications(kube_api, namespace)
     assert app["metadata"]["labels"]["dagster.io/partition"] == DAY.isoformat()
     assert app["metadata"]["labels"]["dagster.io/run-id"] == result.run_id
-    assert app["spec"]["arguments"][:3] == [schema.GOLD_SALES_SUMMARY, "--date", DAY.isoformat()]
+    assert app["spec"]["arguments"][:3] == ["gold", "--date", DAY.isoformat()]
     # the gold row is really there
     rows = lake.iceberg_catalog(lake_settings).load_table(schema.SALES_SUMMARY.qualified).scan().to_arrow().to_pylist()
     assert [r["date"] for r in rows] == [DAY]
+
+
+def test_a_failed_audit_reports_its_counts_and_publishes_nothing(
+    kube_api, namespace, operator, empty_lake, lake_settings, monkeypatch
+):
+    """Silver where p1 and p2 were each bought in three sessions but viewed twice: the driver exits
+    with the audit's status, the application ends FAILED, and the asset reports the failed check
+    from the job's result file, materializes nothing and fails without a retry."""
+    write_silver(empty_lake, page_views=PAGE_VIEWS)
+    operator.behaviour = "run"
+    result = gold_launch(kube_api, namespace, lake_settings, monkeypatch)
+    assert not result.success
+    assert result.get_asset_materialization_events() == []
+    checks = check_evaluations(result)
+    assert {name: c.passed for name, c in checks.items()} == {"product_views_cover_purchases": False}
+    metadata = {k: v.value for k, v in checks["product_views_cover_purchases"].metadata.items()}
+    assert (metadata["products_with_views_below_sessions"], metadata["examples"]) == (2, ["p1", "p2"])
+    assert failure_of(result) == (
+        f"gold {DAY} not published, checks failed: product_views_cover_purchases: "
+        "views below purchasing sessions: products_with_views_below_sessions 2"
+    )
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    [app] = applications(kube_api, namespace)
+    assert app["status"]["applicationState"]["state"] == sa.FAILED
+    iceberg = lake.iceberg_catalog(lake_settings)
+    for name in catalog.GOLD.writes:
+        table = iceberg.load_table(schema.TABLES[name].qualified)
+        assert table.scan().count() == 0 and set(table.metadata.refs) == {"main"}, name
 
 
 def test_failed_application_surfaces_the_operators_message(kube_api, namespace, operator):

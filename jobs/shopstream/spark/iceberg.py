@@ -85,15 +85,20 @@ def create_table_sql(table: schema.Table) -> str:
     )
 
 
-def table_exists(spark, name: str) -> bool:
+def existing_tables(spark) -> set[str]:
+    """The project's tables that exist, in one listing."""
     # spark.catalog.tableExists also looks for views, which the JDBC catalog's default (v0)
     # schema refuses; listing the namespace asks only for tables.
     from pyspark.errors import AnalysisException
 
     try:
-        return spark.sql(f"SHOW TABLES IN {CATALOG}.{schema.NAMESPACE} LIKE '{name}'").count() > 0
+        return {row.tableName for row in spark.sql(f"SHOW TABLES IN {CATALOG}.{schema.NAMESPACE}").collect()}
     except AnalysisException:
-        return False  # no namespace yet
+        return set()  # no namespace yet
+
+
+def table_exists(spark, name: str) -> bool:
+    return name in existing_tables(spark)
 
 
 def ensure_tables(spark, names) -> None:
@@ -101,3 +106,48 @@ def ensure_tables(spark, names) -> None:
     spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {CATALOG}.{schema.NAMESPACE}")
     for name in names:
         spark.sql(create_table_sql(schema.TABLES[name]))
+
+
+# -- write-audit-publish: a job writes to a branch of each table, checks it, then publishes -----------
+
+
+def snapshot_ids(spark, names, ref: str = "main") -> dict[str, int | None]:
+    """The snapshot `ref` points at in each table (None where it has no such ref: a table never
+    written has no main), read in one query: each metadata-table read is a Spark job."""
+    names = list(names)
+    if not names:
+        return {}
+    query = " UNION ALL ".join(
+        f"SELECT '{name}' AS table_name, snapshot_id FROM {table_ref(name)}.refs WHERE name = '{ref}'" for name in names
+    )
+    found = {row.table_name: row.snapshot_id for row in spark.sql(query).collect()}
+    return {name: found.get(name) for name in names}
+
+
+def branch_ref(name: str, branch: str) -> str:
+    """The table's branch as Spark reads and writes it."""
+    return f"{table_ref(name)}.branch_{branch}"
+
+
+def create_branches(spark, names, branch: str) -> None:
+    """A branch at each table's current snapshot. A table never written gets an empty first commit,
+    so that every branch has an ancestor on main to be cherry-picked onto."""
+    for name, head in snapshot_ids(spark, names).items():
+        if head is None:
+            spark.table(table_ref(name)).limit(0).writeTo(table_ref(name)).append()
+        spark.sql(f"ALTER TABLE {table_ref(name)} CREATE BRANCH `{branch}`")
+
+
+def publish(spark, names, branch: str) -> None:
+    """Put each branch's last commit on its table's main. A cherry-pick, not a fast-forward: main may
+    have moved since the branch was made (another day's run published meanwhile); Iceberg replays
+    the branch's partition overwrite on it, and refuses when the same partitions changed on main since."""
+    for name, head in snapshot_ids(spark, names, branch).items():
+        if head is None:
+            raise RuntimeError(f"{table_ref(name)} has no branch {branch} to publish")
+        qualified = schema.TABLES[name].qualified
+        spark.sql(f"CALL {CATALOG}.system.cherrypick_snapshot(table => '{qualified}', snapshot_id => {head})")
+
+
+def drop_branch(spark, name: str, branch: str) -> None:
+    spark.sql(f"ALTER TABLE {table_ref(name)} DROP BRANCH IF EXISTS `{branch}`")

@@ -132,7 +132,13 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
             "engagement_score": F.least(score, F.lit(SCORE_CAP)).cast(RATE_TYPE),
         }
     )
-    segment = (
+    return project(rows.withColumn("segment", segment_of()), schema.CUSTOMER_ANALYTICS)
+
+
+def segment_of() -> Column:
+    """A customer row's segment from its own figures: the first rule of docs/metrics.md that matches
+    (the job computes it with this, and the audit recomputes it from the rows written)."""
+    return (
         F.when((F.col("orders") > 0) & (F.col("lifetime_orders") == F.col("orders")), "new")
         .when(F.col("lifetime_revenue") >= F.lit(HIGH_VALUE_LIFETIME_REVENUE), "high_value")
         .when(F.col("lifetime_orders") >= LOYAL_LIFETIME_ORDERS, "loyal")
@@ -140,7 +146,6 @@ def customer_analytics(day: dt.date, page_views: DataFrame, purchases: DataFrame
         .when((F.col("orders") > 0) | (F.col("lifetime_orders") > 0), "active")
         .otherwise("browser")
     )
-    return project(rows.withColumn("segment", segment), schema.CUSTOMER_ANALYTICS)
 
 
 # -- sales ------------------------------------------------------------------------------------
