@@ -10,6 +10,7 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
+from dagster_repo.defs.completeness import CompletenessGate, GoldConfig
 from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.kube import spark_application as sa
@@ -94,14 +95,21 @@ def gold_asset(job: catalog.Job, retry_policy: dg.RetryPolicy = GOLD_RETRY_POLIC
         retry_policy=retry_policy,
         description=f"`python -m shopstream {job.name} --date <partition>`, through the Spark launcher.",
     )
-    def materialize(context: dg.AssetExecutionContext, config: SparkJobConfig, spark_launcher: SparkLauncher):
+    def materialize(
+        context: dg.AssetExecutionContext,
+        config: GoldConfig,
+        spark_launcher: SparkLauncher,
+        completeness: CompletenessGate,
+    ):
+        silver_read = completeness.admit(context, config.require_complete_day)
         launch = spark_launcher.run(
             context, job.name, ["--date", context.partition_key], config, labels={sa.LABEL_ASSET: job.name}
         )
         rows = (launch.result or {}).get("rows_written", {})
         for table in job.writes:
             yield dg.MaterializeResult(
-                asset_key=table, metadata={**launch.metadata(), "dagster/row_count": rows.get(table, 0)}
+                asset_key=table,
+                metadata={**launch.metadata(), **silver_read, "dagster/row_count": rows.get(table, 0)},
             )
 
     return materialize

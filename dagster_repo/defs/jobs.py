@@ -2,8 +2,8 @@
 
 Asset jobs and schedules follow the seed: everything gold daily at 02:00 UTC (running by default),
 customer analytics at 03:00 and sales with products at 04:00 (stopped by default). Each schedule
-materializes the previous day, the last complete partition; backfills over date ranges use the
-same jobs from the UI.
+materializes the previous day once the stream has read all of it (`gated_daily_schedule`: skipped
+with the lagging partitions otherwise); backfills over date ranges use the same jobs from the UI.
 
 `spark_application_op` is the op-level way to run any project Spark job through the launcher, in
 the manner of dagster-k8s's `k8s_job_op`; `streaming_catch_up` uses it.
@@ -16,6 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 from dagster_repo.defs.assets import GOLD_GROUP, measure_streaming
+from dagster_repo.defs.completeness import gated_daily_schedule
 from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.kube import spark_application as sa
@@ -50,19 +51,9 @@ iceberg_maintenance = dg.define_asset_job(
 )
 
 SCHEDULES = [
-    dg.build_schedule_from_partitioned_job(
-        silver_to_gold_processing,
-        name="daily_gold_processing_schedule",
-        hour_of_day=2,
-        minute_of_hour=0,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-    ),
-    dg.build_schedule_from_partitioned_job(
-        customer_analytics_processing, name="customer_analytics_schedule", hour_of_day=3, minute_of_hour=0
-    ),
-    dg.build_schedule_from_partitioned_job(
-        sales_analytics_processing, name="sales_analytics_schedule", hour_of_day=4, minute_of_hour=0
-    ),
+    gated_daily_schedule(silver_to_gold_processing, "daily_gold_processing_schedule", hour=2, running=True),
+    gated_daily_schedule(customer_analytics_processing, "customer_analytics_schedule", hour=3),
+    gated_daily_schedule(sales_analytics_processing, "sales_analytics_schedule", hour=4),
     dg.ScheduleDefinition(
         name="weekly_maintenance_schedule", job=iceberg_maintenance, cron_schedule="0 5 * * 0", execution_timezone="UTC"
     ),

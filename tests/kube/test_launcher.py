@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client
 
 from dagster_repo.defs.assets import GOLD_ASSETS
+from dagster_repo.defs.completeness import CompletenessGate
 from dagster_repo.defs.launcher import KubernetesSparkLauncher, SparkJobConfig
 from dagster_repo.defs.resources import (
     KafkaResource,
@@ -99,11 +100,20 @@ def test_success_writes_real_gold(kube_api, namespace, operator, empty_lake, lak
     monkeypatch.setenv("SHOPSTREAM_WAREHOUSE", lake_settings.warehouse)
     operator.behaviour = "run"
     sales = next(a for a in GOLD_ASSETS if schema.GOLD_SALES_SUMMARY in {k.to_user_string() for k in a.keys})
+    # silver written here, without Kafka: no stream to wait for
+    lake_resource = LakeResource(
+        home=str(Path(tempfile.gettempdir()) / "shopstream-launcher-tests"),
+        catalog_uri=lake_settings.catalog_uri,
+        warehouse=lake_settings.warehouse,
+    )
     result = dg.materialize(
         [sales],
         partition_key=DAY.isoformat(),
-        resources={"spark_launcher": launcher(kube_api, namespace)},
-        run_config=QUIET,
+        resources={
+            "spark_launcher": launcher(kube_api, namespace),
+            "completeness": CompletenessGate(lake=lake_resource, kafka=KafkaResource()),
+        },
+        run_config={**QUIET, "ops": {sales.op.name: {"config": {"require_complete_day": False}}}},
         raise_on_error=False,
     )
     assert result.success, failure_of(result)
@@ -117,6 +127,8 @@ def test_success_writes_real_gold(kube_api, namespace, operator, empty_lake, lak
     name = summary["spark_application"].value
     assert summary["driver_pod"].value == f"{name}-driver"
     assert summary["namespace"].value == namespace
+    purchases = lake.iceberg_catalog(lake_settings).load_table(schema.PURCHASES.qualified).current_snapshot()
+    assert summary["silver_snapshot_ids"].value[schema.SILVER_PURCHASES] == str(purchases.snapshot_id)
     assert "--date" in operator.logs[name] or "gold_daily_sales_summary" in operator.logs[name]
     [app] = applications(kube_api, namespace)
     assert app["metadata"]["labels"]["dagster.io/partition"] == DAY.isoformat()
