@@ -70,6 +70,8 @@ class CompletenessGate(dg.ConfigurableResource):
             if not measured.complete:
                 raise dg.Failure(description=measured.reason(), allow_retries=False)
             context.log.info(measured.reason())
+        else:
+            context.log.warning(f"require_complete_day is false: {day} is computed from whatever silver holds now")
         # Read before the launch: a silver commit between this and the job's own read shows as a
         # change to the recompute sensor, which recomputes once more rather than never.
         catalog = self.lake.catalog()

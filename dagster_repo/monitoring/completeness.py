@@ -136,11 +136,10 @@ def silver_versions(catalog: Catalog, days: Iterable[dt.date]) -> dict[str, dict
     versions: dict[str, dict[str, dict]] = {}
     for name in SILVER_DAILY:
         table = catalog.load_table(schema.TABLES[name].qualified)
-        column = schema.TABLES[name].partition_day_of
+        [field] = table.spec().fields  # the day of schema's partition_day_of: a date
         found: dict[str, dict] = {}
         for row in table.inspect.partitions().to_pylist():
-            day = row["partition"][column]
-            key = day.isoformat() if isinstance(day, dt.date) else str(day)
+            key = row["partition"][field.name].isoformat()
             if key in wanted:
                 snapshot = table.snapshot_by_id(row["last_updated_snapshot_id"])
                 operation = snapshot.summary.operation.value if snapshot and snapshot.summary else ""
