@@ -18,7 +18,7 @@ from pyiceberg.expressions import EqualTo
 
 from dagster_repo.definitions import build_definitions
 from dagster_repo.defs.assets import GOLD_ASSETS
-from dagster_repo.defs.completeness import CompletenessGate, gated_daily_schedule, recompute_sensor
+from dagster_repo.defs.completeness import CompletenessGate, recompute_sensor
 from dagster_repo.defs.launcher import LocalSparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.monitoring import completeness as C
@@ -174,17 +174,20 @@ def test_the_gate_names_the_unread_partitions(world):
 
     # the daily schedule: a skipped tick with the same reason, and a run request once the day is complete
     tick_time = dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(2), dt.UTC)
-    schedule = gated_daily_schedule(world["defs"].resolve_job_def("sales_analytics_processing"), "probe", hour=2)
-    skipped = schedule.evaluate_tick(
-        dg.build_schedule_context(scheduled_execution_time=tick_time, resources={"completeness": strict})
-    )
-    assert skipped.skip_message == waiting.reason() and not skipped.run_requests
-    ready = schedule.evaluate_tick(
-        dg.build_schedule_context(
+    defs = world["defs"]
+    schedule = defs.resolve_schedule_def("daily_gold_processing_schedule")
+
+    def tick(completeness: CompletenessGate):
+        with dg.build_schedule_context(
             scheduled_execution_time=tick_time,
-            resources={"completeness": gate.model_copy(update={"allowed_lateness_seconds": lateness_for(DAY, before)})},
-        )
-    )
+            resources={"completeness": completeness},
+            repository_def=defs.get_repository_def(),
+        ) as context:
+            return schedule.evaluate_tick(context)
+
+    skipped = tick(strict)
+    assert skipped.skip_message == waiting.reason() and not skipped.run_requests
+    ready = tick(gate.model_copy(update={"allowed_lateness_seconds": lateness_for(DAY, before)}))
     [request] = ready.run_requests
     assert (request.partition_key, request.run_key) == (DAY.isoformat(), DAY.isoformat())
 
@@ -194,8 +197,14 @@ def test_late_events_recompute_their_day_and_leave_the_others(world):
     assert world["catch_up"]().success  # the late events reach silver
     sensor = recompute_sensor(SALES, lookback_days=7, interval_seconds=60, today=lambda: DAY + dt.timedelta(days=3))
 
+    def tick():
+        with dg.build_sensor_context(
+            instance=instance, resources=world["resources"], repository_def=world["defs"].get_repository_def()
+        ) as context:
+            return sensor.evaluate_tick(context)
+
     started = time.monotonic()
-    result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=world["resources"]))
+    result = tick()
     world["sensor_seconds"] = time.monotonic() - started
     [request] = result.run_requests
     assert request.partition_key == DAY.isoformat()  # EARLIER's silver did not change
@@ -225,7 +234,7 @@ def test_late_events_recompute_their_day_and_leave_the_others(world):
     assert after["revenue"] == before["revenue"] + added
 
     # the new gold recorded the new versions: the next tick has nothing to do
-    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=world["resources"]))
+    again = tick()
     assert not again.run_requests
     assert again.skip_message == f"silver unchanged since the gold of {EARLIER}, {DAY} was computed"
     print(f"gate against the broker: {world['gate_seconds']:.2f}s; sensor tick: {world['sensor_seconds']:.2f}s")
