@@ -120,12 +120,13 @@ def measure(
 
 
 def dependent_days(day: dt.date) -> list[dt.date]:
-    """The silver days whose rows the gold of `day` counts: the trailing window before it, the day,
-    and the order span after it. Lifetime figures read all earlier days too; a change further back
-    than the trailing window is not tracked (that day's own gold is recomputed)."""
+    """The silver days whose changes recompute the gold of `day`: the trailing window before it and
+    the day itself. Not the day after, although its first seconds are read (ORDER_SPAN_DAYS): the
+    stream writes it all day long after the gold of `day` ran, and the lines of an order of `day`
+    on it were sent before the cutoff. Lifetime figures read all earlier days too; a change further
+    back than the trailing window is not followed (that day's own gold is recomputed)."""
     first = day - dt.timedelta(days=rules.TRAILING_DAYS)
-    last = day + dt.timedelta(days=rules.ORDER_SPAN_DAYS)
-    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    return [first + dt.timedelta(days=n) for n in range(rules.TRAILING_DAYS + 1)]
 
 
 def silver_versions(catalog: Catalog, days: Iterable[dt.date]) -> dict[str, dict[str, dict]]:
