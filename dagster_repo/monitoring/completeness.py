@@ -130,7 +130,7 @@ def dependent_days(day: dt.date) -> list[dt.date]:
 
 
 def silver_versions(catalog: Catalog, days: Iterable[dt.date]) -> dict[str, dict[str, dict]]:
-    """table -> day -> {records, snapshot_id, rewrite} of the silver day partitions among `days`,
+    """table -> day -> {records (live), snapshot_id, rewrite} of the silver day partitions among `days`,
     from the tables' partition metadata alone (no data file is read). `rewrite` marks a partition
     last touched by a `replace` snapshot (compaction), which changes files but no rows."""
     wanted = {d.isoformat() for d in days}
@@ -145,7 +145,9 @@ def silver_versions(catalog: Catalog, days: Iterable[dt.date]) -> dict[str, dict
                 snapshot = table.snapshot_by_id(row["last_updated_snapshot_id"])
                 operation = snapshot.summary.operation.value if snapshot and snapshot.summary else ""
                 found[key] = {
-                    "records": int(row["record_count"]),
+                    # live rows: a session rebuilt by the stream (merge-on-read) adds a row and a
+                    # position delete, which a compaction later folds into one row
+                    "records": int(row["record_count"]) - int(row["position_delete_record_count"] or 0),
                     "snapshot_id": str(row["last_updated_snapshot_id"]),
                     "rewrite": operation == "replace",
                 }

@@ -4,7 +4,7 @@
 One story, in the order of the tests: three generated days are read into silver and the sales gold
 of two of them is computed; late events for one day are sent (the gate then names the unread
 partitions) and read; the sensor requests that day alone, its run gives the new totals, and the
-next tick requests nothing."""
+next tick requests nothing, nor does one after a compaction."""
 
 import datetime as dt
 import itertools
@@ -17,7 +17,7 @@ import pytest
 from pyiceberg.expressions import EqualTo
 
 from dagster_repo.definitions import build_definitions
-from dagster_repo.defs.assets import GOLD_ASSETS
+from dagster_repo.defs.assets import GOLD_ASSETS, iceberg_table_maintenance
 from dagster_repo.defs.completeness import CompletenessGate, recompute_sensor
 from dagster_repo.defs.launcher import LocalSparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
@@ -58,6 +58,15 @@ def sales_of(catalog, day: dt.date) -> dict:
     table = catalog.load_table(schema.SALES_SUMMARY.qualified)
     [row] = table.scan(row_filter=EqualTo("date", day)).to_arrow().to_pylist()
     return row
+
+
+def recompute_tick(world):
+    """One evaluation of the recompute sensor (on the sales gold) three days after DAY."""
+    sensor = recompute_sensor(SALES, lookback_days=7, interval_seconds=60, today=lambda: DAY + dt.timedelta(days=3))
+    with dg.build_sensor_context(
+        instance=world["instance"], resources=world["resources"], repository_def=world["defs"].get_repository_def()
+    ) as context:
+        return sensor.evaluate_tick(context)
 
 
 @pytest.fixture(scope="module")
@@ -195,16 +204,8 @@ def test_the_gate_names_the_unread_partitions(world):
 def test_late_events_recompute_their_day_and_leave_the_others(world):
     instance, catalog = world["instance"], world["catalog"]
     assert world["catch_up"]().success  # the late events reach silver
-    sensor = recompute_sensor(SALES, lookback_days=7, interval_seconds=60, today=lambda: DAY + dt.timedelta(days=3))
-
-    def tick():
-        with dg.build_sensor_context(
-            instance=instance, resources=world["resources"], repository_def=world["defs"].get_repository_def()
-        ) as context:
-            return sensor.evaluate_tick(context)
-
     started = time.monotonic()
-    result = tick()
+    result = recompute_tick(world)
     world["sensor_seconds"] = time.monotonic() - started
     [request] = result.run_requests
     assert request.partition_key == DAY.isoformat()  # EARLIER's silver did not change
@@ -234,7 +235,21 @@ def test_late_events_recompute_their_day_and_leave_the_others(world):
     assert after["revenue"] == before["revenue"] + added
 
     # the new gold recorded the new versions: the next tick has nothing to do
-    again = tick()
+    again = recompute_tick(world)
     assert not again.run_requests
     assert again.skip_message == f"silver unchanged since the gold of {EARLIER}, {DAY} was computed"
     print(f"gate against the broker: {world['gate_seconds']:.2f}s; sensor tick: {world['sensor_seconds']:.2f}s")
+
+
+def test_a_compaction_of_the_recomputed_day_requests_nothing(world):
+    """Maintenance rewrites the closed days' files (the late batch left DAY with two of each) but no
+    rows: the versions the gold recorded still hold."""
+    maintenance = dg.materialize(
+        [iceberg_table_maintenance], resources=world["resources"], run_config=QUIET, raise_on_error=False
+    )
+    assert maintenance.success
+    [event] = maintenance.get_asset_materialization_events()
+    assert event.materialization.metadata["files_rewritten"].value > 0
+    result = recompute_tick(world)
+    assert not result.run_requests
+    assert result.skip_message == f"silver unchanged since the gold of {EARLIER}, {DAY} was computed"
