@@ -289,3 +289,11 @@ def test_the_code_location_loads_without_pyspark():
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
+
+
+def test_the_recompute_sensor_watches_every_gold_table_by_default():
+    sensor = defs.resolve_sensor_def("gold_recompute_sensor")
+    assert (sensor.default_status, sensor.minimum_interval_seconds) == (dg.DefaultSensorStatus.RUNNING, 600)
+    assert {key.to_user_string() for key in sensor.asset_selection.resolve(defs.resolve_asset_graph())} == set(
+        GOLD_TABLES
+    )
