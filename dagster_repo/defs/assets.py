@@ -101,7 +101,7 @@ def gold_asset(job: catalog.Job, retry_policy: dg.RetryPolicy = GOLD_RETRY_POLIC
         spark_launcher: SparkLauncher,
         completeness: CompletenessGate,
     ):
-        silver_read = completeness.admit(context, config.require_complete_day)
+        silver_read = completeness.admit(context, config.require_complete_day, job.reads)
         launch = spark_launcher.run(
             context, job.name, ["--date", context.partition_key], config, labels={sa.LABEL_ASSET: job.name}
         )

@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -61,9 +60,9 @@ class CompletenessGate(dg.ConfigurableResource):
     def silver_versions(self, days) -> dict[str, dict[str, dict]]:
         return C.silver_versions(self.lake.catalog(), days)
 
-    def admit(self, context: dg.AssetExecutionContext, require_complete_day: bool) -> dict[str, Any]:
+    def admit(self, context: dg.AssetExecutionContext, require_complete_day: bool, reads: Sequence[str]) -> dict:
         """Called first by a gold asset: raises dg.Failure for an incomplete day (no retry: the day
-        stays incomplete for hours), else returns the metadata of the silver this run reads."""
+        stays incomplete for hours), else returns the metadata of the silver tables `reads`."""
         day = dt.date.fromisoformat(context.partition_key)
         if require_complete_day:
             measured = self.measure(day)
@@ -76,8 +75,10 @@ class CompletenessGate(dg.ConfigurableResource):
         # change to the recompute sensor, which recomputes once more rather than never.
         catalog = self.lake.catalog()
         return {
-            SILVER_SNAPSHOTS: dg.MetadataValue.json(C.snapshot_ids(catalog, C.SILVER_DAILY)),
-            SILVER_VERSIONS: dg.MetadataValue.json(C.silver_versions(catalog, C.dependent_days(day))),
+            SILVER_SNAPSHOTS: dg.MetadataValue.json(C.snapshot_ids(catalog, reads)),
+            SILVER_VERSIONS: dg.MetadataValue.json(
+                C.silver_versions(catalog, C.dependent_days(day), [t for t in C.SILVER_DAILY if t in reads])
+            ),
         }
 
 

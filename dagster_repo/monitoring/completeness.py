@@ -129,13 +129,16 @@ def dependent_days(day: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=n) for n in range(rules.TRAILING_DAYS + 1)]
 
 
-def silver_versions(catalog: Catalog, days: Iterable[dt.date]) -> dict[str, dict[str, dict]]:
-    """table -> day -> {records (live), snapshot_id, rewrite} of the silver day partitions among `days`,
+def silver_versions(
+    catalog: Catalog, days: Iterable[dt.date], tables: Iterable[str] = SILVER_DAILY
+) -> dict[str, dict[str, dict]]:
+    """table -> day -> {records (live), snapshot_id, rewrite} of the day partitions among `days` of
+    `tables` (of SILVER_DAILY),
     from the tables' partition metadata alone (no data file is read). `rewrite` marks a partition
     last touched by a `replace` snapshot (compaction), which changes files but no rows."""
     wanted = {d.isoformat() for d in days}
     versions: dict[str, dict[str, dict]] = {}
-    for name in SILVER_DAILY:
+    for name in tables:
         table = catalog.load_table(schema.TABLES[name].qualified)
         [field] = table.spec().fields  # the day of schema's partition_day_of: a date
         found: dict[str, dict] = {}
@@ -167,10 +170,11 @@ def snapshot_ids(catalog: Catalog, tables: Iterable[str]) -> dict[str, str]:
 def stale_tables(
     recorded: Mapping[str, Mapping[str, Mapping]], current: Mapping[str, Mapping[str, Mapping]]
 ) -> list[str]:
-    """`table day` of every silver day partition that changed since `recorded`. A partition whose
-    newest snapshot only rewrote files (compaction) with the same row count has not changed."""
+    """`table day` of every silver day partition of the tables in `recorded` that changed since. A
+    partition whose newest snapshot only rewrote files (compaction) with the same row count has not
+    changed."""
     changed = []
-    for table in sorted(set(recorded) | set(current)):
+    for table in sorted(recorded):
         before, now = recorded.get(table, {}), current.get(table, {})
         for day in sorted(set(before) | set(now)):
             old, new = before.get(day), now.get(day)

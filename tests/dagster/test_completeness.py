@@ -134,7 +134,7 @@ def test_a_complete_day_passes_and_its_gold_records_the_silver_it_read(world):
         for e in world["gold"][DAY].get_asset_materialization_events()
         if e.asset_key.to_user_string() == schema.GOLD_SALES_SUMMARY
     ]
-    assert summary["silver_snapshot_ids"].value == C.snapshot_ids(catalog, C.SILVER_DAILY)
+    assert summary["silver_snapshot_ids"].value == C.snapshot_ids(catalog, C.SILVER_DAILY)  # what sales reads
     versions = summary["silver_versions"].value
     # the generated days are all among those DAY's gold follows (the trailing week and DAY)
     read = {d.isoformat() for d in C.dependent_days(DAY)}

@@ -76,6 +76,8 @@ def test_stale_tables_are_the_changed_day_partitions():
         "silver_purchases": {"2026-03-09": version(12, "2"), "2026-03-10": version(2, "1")},
         # a session rebuilt with the same count, by a MERGE: same rows counted, new snapshot
         "silver_user_sessions": {"2026-03-09": version(4, "3"), "2026-03-08": version(1, "3")},
+        # a table this gold does not read (it recorded none): not its change
+        "silver_page_views": {"2026-03-09": version(40, "3")},
     }
     assert stale_tables(recorded, current) == [
         "silver_purchases 2026-03-09",
