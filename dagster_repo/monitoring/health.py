@@ -145,7 +145,10 @@ def checkpoint_offsets(root: str, settings: LakeSettings) -> tuple[int | None, d
 def kafka_partitions(bootstrap_servers: str, topics) -> Iterator[tuple[KafkaConsumer, list[TopicPartition]]]:
     """A consumer (no group, nothing consumed) and every partition of `topics`, for offset look-ups."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=15000, api_version_auto_timeout_ms=10000
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,  # no group to commit for (and no warning saying so)
+        request_timeout_ms=15000,
+        api_version_auto_timeout_ms=10000,
     )
     try:
         yield consumer, [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
