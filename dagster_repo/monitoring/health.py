@@ -1,6 +1,7 @@
 """How healthy the streaming job is: age of its last progress record, consumer lag (Kafka's end
 offsets against the offsets in the query's checkpoint), and, in kubernetes mode, the state of the
-streaming SparkApplication. Read by the `streaming_health_monitor` asset and its sensor.
+streaming SparkApplication. Read by the `streaming_health_monitor` asset and its sensor; its
+progress and Kafka readers serve the completeness gate too (completeness.py).
 
 Spark's checkpoint keeps one file per planned micro-batch in `offsets/` (a version line, a
 metadata line, then one JSON line per source: topic -> partition -> next offset) and one per
