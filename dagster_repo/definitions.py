@@ -20,10 +20,12 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from dagster_repo.defs.assets import (  # noqa: E402 - after the warning filters
     GOLD_ASSET,
+    GOLD_TABLES,
     SILVER_ASSETS,
     iceberg_table_maintenance,
     streaming_health_monitor,
 )
+from dagster_repo.defs.completeness import CompletenessGate, recompute_sensor  # noqa: E402
 from dagster_repo.defs.jobs import JOBS_DEFS, SCHEDULES, streaming_health_sensor  # noqa: E402
 from dagster_repo.defs.launcher import KubernetesSparkLauncher, LocalSparkLauncher  # noqa: E402
 from dagster_repo.defs.resources import (  # noqa: E402
@@ -38,6 +40,11 @@ from shopstream import settings  # noqa: E402
 MODES = ("local", "kubernetes")
 
 
+def completeness_gate(lake: LakeResource, kafka: KafkaResource) -> CompletenessGate:
+    """The gate with the streaming job's allowed lateness (the lake ConfigMap gives it to Dagster in a cluster)."""
+    return CompletenessGate(lake=lake, kafka=kafka, allowed_lateness_seconds=settings.ALLOWED_LATENESS.read_int())
+
+
 def local_resources() -> dict[str, dg.ConfigurableResource]:
     """The embedded default: values from the settings (their defaults when unset)."""
     lake = LakeResource.from_settings()
@@ -47,6 +54,7 @@ def local_resources() -> dict[str, dg.ConfigurableResource]:
         "kafka": kafka,
         "spark_launcher": LocalSparkLauncher(lake=lake, kafka=kafka),
         "streaming": StreamingJob.from_settings(),
+        "completeness": completeness_gate(lake, kafka),
     }
 
 
@@ -80,13 +88,15 @@ def kubernetes_resources() -> dict[str, dg.ConfigurableResource]:
         env_configmap=settings.SPARK_ENV_CONFIGMAP.read() or "",
         env_secret=settings.SPARK_ENV_SECRET.read() or "",
     )
+    kafka = KafkaResource(bootstrap_servers=env(settings.KAFKA_BOOTSTRAP))
     return {
         "lake": lake,
-        "kafka": KafkaResource(bootstrap_servers=env(settings.KAFKA_BOOTSTRAP)),
+        "kafka": kafka,
         "spark_launcher": launcher,
         "streaming": StreamingSparkApplication.from_settings(
             application=env(settings.STREAMING_APP), applications=applications
         ),
+        "completeness": completeness_gate(lake, kafka),
     }
 
 
@@ -102,7 +112,12 @@ def build_definitions(mode: str, resources: dict[str, dg.ConfigurableResource] |
         assets=[*SILVER_ASSETS, GOLD_ASSET, streaming_health_monitor, iceberg_table_maintenance],
         jobs=JOBS_DEFS,
         schedules=SCHEDULES,
-        sensors=[streaming_health_sensor(settings.HEALTH_SENSOR_INTERVAL.read_int(), running=not local)],
+        sensors=[
+            streaming_health_sensor(settings.HEALTH_SENSOR_INTERVAL.read_int(), running=not local),
+            recompute_sensor(
+                GOLD_TABLES, settings.RECOMPUTE_LOOKBACK_DAYS.read_int(), settings.RECOMPUTE_SENSOR_INTERVAL.read_int()
+            ),
+        ],
         resources=resources or (local_resources() if local else kubernetes_resources()),
         executor=dg.multiprocess_executor.configured({"max_concurrent": max_concurrent}),
     )

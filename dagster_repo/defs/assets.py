@@ -10,6 +10,7 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
+from dagster_repo.defs.completeness import CompletenessGate, GoldConfig
 from dagster_repo.defs.launcher import JobFailed, SparkJobConfig, SparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.kube import spark_application as sa
@@ -116,7 +117,13 @@ def gold_asset() -> dg.AssetsDefinition:
         description=f"`python -m shopstream {job.name} --date <partition>`, through the Spark launcher: one Spark "
         "application computes every gold table of the date, audits it on a branch and publishes it.",
     )
-    def materialize(context: dg.AssetExecutionContext, config: SparkJobConfig, spark_launcher: SparkLauncher):
+    def materialize(
+        context: dg.AssetExecutionContext,
+        config: GoldConfig,
+        spark_launcher: SparkLauncher,
+        completeness: CompletenessGate,
+    ):
+        silver_versions = completeness.admit(context, config.require_complete_day, job.reads)
         try:
             launch = spark_launcher.run(
                 context, job.name, ["--date", context.partition_key], config, labels={sa.LABEL_ASSET: job.name}
@@ -144,6 +151,7 @@ def gold_asset() -> dg.AssetsDefinition:
                     **launch.metadata(),
                     "totals": dg.MetadataValue.json(result.get("totals", {}).get(table, {})),
                     "silver_snapshots": snapshots,
+                    **silver_versions,
                     "dagster/row_count": result.get("rows_written", {}).get(table, 0),
                 },
             )

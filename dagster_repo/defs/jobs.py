@@ -2,7 +2,8 @@
 
 Every gold table comes from one Spark application per day (the `gold_daily` multi-asset, which
 cannot be split), so one asset job computes them: daily at 02:00 UTC (running by default), the
-previous day, the last complete partition; backfills over date ranges use the same job from the UI.
+previous day once the stream has read all of it (`gated_daily_schedule`: skipped with the lagging
+partitions otherwise); backfills over date ranges use the same job from the UI.
 
 `spark_application_op` is the op-level way to run any project Spark job through the launcher, in
 the manner of dagster-k8s's `k8s_job_op`; `streaming_catch_up` uses it.
@@ -15,6 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 from dagster_repo.defs.assets import GOLD_GROUP, measure_streaming
+from dagster_repo.defs.completeness import gated_daily_schedule
 from dagster_repo.defs.launcher import SparkJobConfig, SparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.kube import spark_application as sa
@@ -37,13 +39,7 @@ iceberg_maintenance = dg.define_asset_job(
 )
 
 SCHEDULES = [
-    dg.build_schedule_from_partitioned_job(
-        silver_to_gold_processing,
-        name="daily_gold_processing_schedule",
-        hour_of_day=2,
-        minute_of_hour=0,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-    ),
+    gated_daily_schedule(silver_to_gold_processing, "daily_gold_processing_schedule", hour=2, running=True),
     dg.ScheduleDefinition(
         name="weekly_maintenance_schedule", job=iceberg_maintenance, cron_schedule="0 5 * * 0", execution_timezone="UTC"
     ),

@@ -1,6 +1,7 @@
 """How healthy the streaming job is: age of its last progress record, consumer lag (Kafka's end
 offsets against the offsets in the query's checkpoint), and, in kubernetes mode, the state of the
-streaming SparkApplication. Read by the `streaming_health_monitor` asset and its sensor.
+streaming SparkApplication. Read by the `streaming_health_monitor` asset and its sensor; its
+progress and Kafka readers serve the completeness gate too (completeness.py).
 
 Spark's checkpoint keeps one file per planned micro-batch in `offsets/` (a version line, a
 metadata line, then one JSON line per source: topic -> partition -> next offset) and one per
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from kafka import KafkaConsumer, TopicPartition
 from pyarrow import fs as pafs
 
 from shopstream import lake, schema, settings
@@ -138,37 +142,55 @@ def checkpoint_offsets(root: str, settings: LakeSettings) -> tuple[int | None, d
     return batch, offsets
 
 
-def end_offsets(bootstrap_servers: str, topics) -> dict[str, dict[str, int]]:
-    from kafka import KafkaConsumer, TopicPartition
-
+@contextmanager
+def kafka_partitions(bootstrap_servers: str, topics) -> Iterator[tuple[KafkaConsumer, list[TopicPartition]]]:
+    """A consumer (no group, nothing consumed) and every partition of `topics`, for offset look-ups."""
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=15000, api_version_auto_timeout_ms=10000
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,  # no group to commit for (and no warning saying so)
+        request_timeout_ms=15000,
+        api_version_auto_timeout_ms=10000,
     )
     try:
-        partitions = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
-        ends = consumer.end_offsets(partitions)
+        yield consumer, [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
     finally:
         consumer.close()
+
+
+def by_topic(offsets: Mapping[TopicPartition, int]) -> dict[str, dict[str, int]]:
+    """Offsets keyed as the checkpoint and the progress table key them: topic -> partition -> offset."""
     out: dict[str, dict[str, int]] = {}
-    for tp, offset in ends.items():
+    for tp, offset in offsets.items():
         out.setdefault(tp.topic, {})[str(tp.partition)] = offset
     return out
 
 
-def latest_progress(settings: LakeSettings, now: dt.datetime):
-    """(progress_time, batch_id, input rows/s) of the newest progress record, or None."""
+def end_offsets(bootstrap_servers: str, topics) -> dict[str, dict[str, int]]:
+    with kafka_partitions(bootstrap_servers, topics) as (consumer, partitions):
+        return by_topic(consumer.end_offsets(partitions))
+
+
+def newest_progress(settings: LakeSettings, now: dt.datetime, columns: tuple[str, ...]) -> dict | None:
+    """`columns` of the newest ops_streaming_progress row (its progress_time in UTC), or None."""
     catalog = lake.iceberg_catalog(settings)
     table = catalog.load_table(schema.TABLES[schema.STREAMING_PROGRESS].qualified)
-    columns = ("progress_time", "batch_id", "input_rows_per_second")
+    selected = tuple(dict.fromkeys(("progress_time", *columns)))
     recent = f"progress_time >= '{(now - dt.timedelta(days=1)).isoformat()}'"
-    rows = table.scan(row_filter=recent, selected_fields=columns).to_arrow()
+    rows = table.scan(row_filter=recent, selected_fields=selected).to_arrow()
     if rows.num_rows == 0:
-        rows = table.scan(selected_fields=columns).to_arrow()
+        rows = table.scan(selected_fields=selected).to_arrow()
     if rows.num_rows == 0:
         return None
     newest = max(rows.to_pylist(), key=lambda r: r["progress_time"])
-    moment = newest["progress_time"]
-    return moment.replace(tzinfo=dt.UTC), newest["batch_id"], newest["input_rows_per_second"]
+    return {**newest, "progress_time": newest["progress_time"].replace(tzinfo=dt.UTC)}
+
+
+def latest_progress(settings: LakeSettings, now: dt.datetime):
+    """(progress_time, batch_id, input rows/s) of the newest progress record, or None."""
+    newest = newest_progress(settings, now, ("batch_id", "input_rows_per_second"))
+    if newest is None:
+        return None
+    return newest["progress_time"], newest["batch_id"], newest["input_rows_per_second"]
 
 
 def measure(

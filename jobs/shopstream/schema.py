@@ -77,6 +77,9 @@ TOPIC_PRODUCTS = "products"  # compacted: latest catalog record per product id
 EVENT_TOPICS = (TOPIC_RAW_EVENTS, TOPIC_PAGE_VIEWS, TOPIC_PURCHASES, TOPIC_USER_SESSIONS)
 ALL_TOPICS = (*EVENT_TOPICS, TOPIC_PRODUCTS)
 COMPACTED_TOPICS = frozenset({TOPIC_PRODUCTS})
+# What the streaming job reads. raw-events carries every event: the one source of bronze and silver, so
+# each event is read and parsed once; the typed topics carry the same events again for other consumers.
+SUBSCRIBED_TOPICS = (TOPIC_RAW_EVENTS, TOPIC_PRODUCTS)
 
 # --------------------------------------------------------------------------------------------
 # Events. Every event is one flat JSON object: the common columns plus its type's columns.

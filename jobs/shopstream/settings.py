@@ -140,6 +140,14 @@ HEALTH_MAX_LAG = Setting("SHOPSTREAM_HEALTH_MAX_LAG", "200000", "unhealthy above
 HEALTH_SENSOR_INTERVAL = Setting(
     "SHOPSTREAM_HEALTH_SENSOR_INTERVAL_SECONDS", "300", "seconds between two evaluations of the streaming health sensor"
 )
+RECOMPUTE_LOOKBACK_DAYS = Setting(
+    "SHOPSTREAM_RECOMPUTE_LOOKBACK_DAYS",
+    "7",
+    "days back from today whose gold the recompute sensor re-materializes when their silver changed",
+)
+RECOMPUTE_SENSOR_INTERVAL = Setting(
+    "SHOPSTREAM_RECOMPUTE_SENSOR_INTERVAL_SECONDS", "600", "seconds between two evaluations of the recompute sensor"
+)
 UI_PORT = Setting("SHOPSTREAM_UI_PORT", "3000", "port of `make ui`")
 
 # -- kubernetes mode -------------------------------------------------------------------------------

@@ -344,7 +344,8 @@ def test_dagster_runs_in_the_cluster_with_the_seed_schedules(cluster, webserver)
         "weekly_maintenance_schedule": ("0 5 * * 0", "UTC", "STOPPED"),
     }
     sensors = {s["name"]: (s["minIntervalSeconds"], s["sensorState"]["status"]) for s in repository["sensors"]}
-    assert sensors == {"streaming_health_sensor": (20, "RUNNING")}  # on by default in kubernetes mode
+    # on by default in kubernetes mode; the recompute sensor looks back 7 days from today, far from DAY
+    assert sensors == {"streaming_health_sensor": (20, "RUNNING"), "gold_recompute_sensor": (600, "RUNNING")}
 
 
 def run_gold(cluster, webserver, day: dt.date) -> dict:

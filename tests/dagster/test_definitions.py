@@ -74,10 +74,7 @@ def test_schedules(name, cron, status, selection):
     assert schedule.default_status == status
     job = defs.resolve_job_def(schedule.job_name)
     assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == selection
-    # a run at 02:00 on the 10th computes the 9th, the last complete day
-    context = dg.build_schedule_context(scheduled_execution_time=__import__("datetime").datetime(2026, 3, 10, 2, 0))
-    request = next(iter(schedule.evaluate_tick(context).run_requests))
-    assert request.partition_key == "2026-03-09"
+    # which day a tick requests, and when it skips: tests/dagster/test_completeness.py, against a broker
 
 
 def test_streaming_catch_up_runs_the_streaming_job_through_spark_application_op():
@@ -286,3 +283,11 @@ def test_the_code_location_loads_without_pyspark():
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
+
+
+def test_the_recompute_sensor_watches_every_gold_table_by_default():
+    sensor = defs.resolve_sensor_def("gold_recompute_sensor")
+    assert (sensor.default_status, sensor.minimum_interval_seconds) == (dg.DefaultSensorStatus.RUNNING, 600)
+    assert {key.to_user_string() for key in sensor.asset_selection.resolve(defs.resolve_asset_graph())} == set(
+        GOLD_TABLES
+    )

@@ -21,6 +21,7 @@ from pyiceberg.expressions import EqualTo
 
 from dagster_repo.definitions import build_definitions
 from dagster_repo.defs.assets import iceberg_table_maintenance, streaming_health_monitor
+from dagster_repo.defs.completeness import CompletenessGate
 from dagster_repo.defs.launcher import LocalSparkLauncher
 from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.dev.demo import prepare_instance
@@ -73,6 +74,7 @@ def pipeline(tmp_path_factory, module_lake):
         "kafka": kafka,
         "spark_launcher": LocalSparkLauncher(lake=lake_resource, kafka=kafka),
         "streaming": StreamingJob(),
+        "completeness": CompletenessGate(lake=lake_resource, kafka=kafka),
     }
     defs = build_definitions("local", resources)
     with pytest.MonkeyPatch.context() as env:

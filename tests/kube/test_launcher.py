@@ -18,6 +18,7 @@ import pytest
 from kubernetes import client
 
 from dagster_repo.defs.assets import GOLD_ASSET
+from dagster_repo.defs.completeness import CompletenessGate
 from dagster_repo.defs.launcher import KubernetesSparkLauncher, SparkJobConfig
 from dagster_repo.defs.resources import (
     KafkaResource,
@@ -98,11 +99,20 @@ def gold_launch(kube_api, namespace, lake_settings, monkeypatch) -> dg.ExecuteIn
     local Spark on this test's lake."""
     monkeypatch.setenv("SHOPSTREAM_CATALOG_URI", lake_settings.catalog_uri)
     monkeypatch.setenv("SHOPSTREAM_WAREHOUSE", lake_settings.warehouse)
+    # silver written here, without Kafka: no stream to wait for
+    lake_resource = LakeResource(
+        home=str(Path(tempfile.gettempdir()) / "shopstream-launcher-tests"),
+        catalog_uri=lake_settings.catalog_uri,
+        warehouse=lake_settings.warehouse,
+    )
     return dg.materialize(
         [GOLD_ASSET],
         partition_key=DAY.isoformat(),
-        resources={"spark_launcher": launcher(kube_api, namespace)},
-        run_config=QUIET,
+        resources={
+            "spark_launcher": launcher(kube_api, namespace),
+            "completeness": CompletenessGate(lake=lake_resource, kafka=KafkaResource()),
+        },
+        run_config={**QUIET, "ops": {GOLD_ASSET.op.name: {"config": {"require_complete_day": False}}}},
         raise_on_error=False,
     )
 
@@ -138,6 +148,8 @@ def test_success_writes_real_gold(kube_api, namespace, operator, empty_lake, lak
     assert summary["driver_pod"].value == f"{name}-driver"
     assert summary["namespace"].value == namespace
     assert "published" in operator.logs[name]
+    purchases = lake.iceberg_catalog(lake_settings).load_table(schema.PURCHASES.qualified).current_snapshot()
+    assert summary["silver_snapshots"].value[schema.SILVER_PURCHASES] == purchases.snapshot_id
     [app] = applications(kube_api, namespace)
     assert app["metadata"]["labels"]["dagster.io/partition"] == DAY.isoformat()
     assert app["metadata"]["labels"]["dagster.io/run-id"] == result.run_id

@@ -45,9 +45,6 @@ from shopstream.spark import errors, iceberg
 from shopstream.spark.streaming import transforms as T
 
 CATCH_UP = "catch-up"
-# raw-events carries every event: the one source of bronze and silver, so each event is read and
-# parsed once. The typed topics carry the same events again for other consumers.
-SUBSCRIBED_TOPICS = (schema.TOPIC_RAW_EVENTS, schema.TOPIC_PRODUCTS)
 # Sessions are rebuilt from silver rows within this far of the batch's events; no session lasts longer.
 SESSION_SPAN_HOURS = 6
 # The plausible event-time window spans at most a century either side: wider admits times no shop
@@ -534,7 +531,7 @@ class StreamingApp:
         stream = (
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", self.args.bootstrap_servers)
-            .option("subscribe", ",".join(SUBSCRIBED_TOPICS))
+            .option("subscribe", ",".join(schema.SUBSCRIBED_TOPICS))
             .option("startingOffsets", self.args.starting_offsets)
             .option("maxOffsetsPerTrigger", str(self.args.max_offsets_per_trigger))
             .option("failOnDataLoss", str(self.args.fail_on_data_loss).lower())
