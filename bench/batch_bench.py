@@ -280,6 +280,8 @@ def gold_day(volume: int, workdir: Path, baseline_jobs: Path | None) -> dict:
         raise_on_error=False,
     )
     seconds = time.monotonic() - started
+    for failure in (e for e in run.all_events if e.event_type_value == "STEP_FAILURE"):
+        print(f"gold day at {volume:,} events failed: {failure.message}", file=sys.stderr)
     [summary] = [
         e.materialization.metadata
         for e in run.get_asset_materialization_events()

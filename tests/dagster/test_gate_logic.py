@@ -1,9 +1,20 @@
 """The completeness gate's and the recompute sensor's pure logic, with hand-worked values: no broker,
-no Spark, no Dagster instance."""
+no Spark, no Dagster instance (one pyiceberg catalog on a temporary folder)."""
 
 import datetime as dt
 
-from dagster_repo.monitoring.completeness import Completeness, Lagging, assess, cutoff, dependent_days, stale_tables
+import pyarrow as pa
+
+from dagster_repo.monitoring.completeness import (
+    Completeness,
+    Lagging,
+    assess,
+    cutoff,
+    dependent_days,
+    silver_versions,
+    stale_tables,
+)
+from shopstream import lake, schema
 
 DAY = dt.date(2026, 3, 9)
 CUTOFF = dt.datetime(2026, 3, 10, 0, 30, tzinfo=dt.UTC)
@@ -93,3 +104,22 @@ def test_a_compaction_alone_is_not_a_change():
     assert stale_tables(recorded, {"silver_page_views": {"2026-03-09": version(11, "7", rewrite=True)}}) == [
         "silver_page_views 2026-03-09"
     ]
+
+
+def test_a_table_not_partitioned_by_day_has_one_version_for_every_day(tmp_path):
+    """Silver made by another tool (the batch bench appends with pyiceberg, unpartitioned): any
+    change to the table is a change to each day."""
+    catalog = lake.iceberg_catalog(lake.LakeSettings.local(tmp_path))
+    catalog.create_namespace(schema.NAMESPACE)
+    rows = pa.table({"event_id": ["e1", "e2"]})
+    table = catalog.create_table(schema.TABLES[schema.SILVER_PAGE_VIEWS].qualified, rows.schema)
+    days = [DAY, DAY + dt.timedelta(days=1)]
+    assert silver_versions(catalog, days, [schema.SILVER_PAGE_VIEWS]) == {
+        schema.SILVER_PAGE_VIEWS: {d.isoformat(): {"records": 0, "snapshot_id": "", "rewrite": False} for d in days}
+    }
+    table.append(rows)
+    snapshot = str(table.current_snapshot().snapshot_id)
+    version = {"records": 2, "snapshot_id": snapshot, "rewrite": False}
+    assert silver_versions(catalog, days, [schema.SILVER_PAGE_VIEWS]) == {
+        schema.SILVER_PAGE_VIEWS: {d.isoformat(): version for d in days}
+    }
