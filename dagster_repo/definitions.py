@@ -9,33 +9,26 @@ values the platform chart sets in the code server's environment (see docs/kubern
 
 from __future__ import annotations
 
-import warnings
-
 import dagster as dg
 
-# Observed source assets are beta and partitioned asset checks a preview in Dagster 1.13; this
-# graph relies on both on purpose, so their warnings at every load are noise.
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-
-from dagster_repo.defs.assets import (  # noqa: E402 - after the warning filters
+from dagster_repo.defs.assets import (
     GOLD_ASSET,
     GOLD_TABLES,
     SILVER_ASSETS,
     iceberg_table_maintenance,
     streaming_health_monitor,
 )
-from dagster_repo.defs.completeness import CompletenessGate, recompute_sensor  # noqa: E402
-from dagster_repo.defs.jobs import JOBS_DEFS, SCHEDULES, streaming_health_sensor  # noqa: E402
-from dagster_repo.defs.launcher import KubernetesSparkLauncher, LocalSparkLauncher  # noqa: E402
-from dagster_repo.defs.resources import (  # noqa: E402
+from dagster_repo.defs.completeness import CompletenessGate, recompute_sensor
+from dagster_repo.defs.jobs import JOBS_DEFS, SCHEDULES, streaming_health_sensor
+from dagster_repo.defs.launcher import KubernetesSparkLauncher, LocalSparkLauncher
+from dagster_repo.defs.resources import (
     KafkaResource,
     LakeResource,
     SparkApplicationsClient,
     StreamingJob,
     StreamingSparkApplication,
 )
-from shopstream import settings  # noqa: E402
+from shopstream import settings
 
 MODES = ("local", "kubernetes")
 

@@ -16,7 +16,7 @@ from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJo
 from dagster_repo.kube import spark_application as sa
 from dagster_repo.monitoring import health
 from shopstream import catalog, schema, settings
-from shopstream.lake import CATALOG
+from shopstream.lake import CATALOG, live_records
 
 DAILY = dg.DailyPartitionsDefinition(start_date=settings.PARTITIONS_START.read() or "", timezone="UTC")
 SILVER_TABLES = tuple(sorted({name for job in catalog.DAILY for name in job.reads}))
@@ -58,7 +58,7 @@ def silver_source(name: str) -> dg.SourceAsset:
         return dg.ObserveResult(
             data_version=dg.DataVersion(str(snapshot.snapshot_id)),
             metadata={
-                "dagster/row_count": int(snapshot.summary.additional_properties.get("total-records", 0)),
+                "dagster/row_count": live_records(snapshot),
                 "snapshot_id": str(snapshot.snapshot_id),
                 "last_snapshot_time": committed.isoformat(),
                 "last_operation": str(snapshot.summary.operation.value),

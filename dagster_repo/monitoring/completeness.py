@@ -22,7 +22,7 @@ from pyiceberg.catalog import Catalog
 
 from dagster_repo.monitoring import health
 from shopstream import rules, schema
-from shopstream.lake import LakeSettings
+from shopstream.lake import LakeSettings, live_records
 
 Offsets = Mapping[str, Mapping[str, int]]  # topic -> partition -> offset
 
@@ -137,7 +137,7 @@ def whole_table_version(table) -> dict:
         return {"records": 0, "snapshot_id": "", "rewrite": False}
     summary = snapshot.summary
     return {
-        "records": int(summary.additional_properties.get("total-records", 0)) if summary else 0,
+        "records": live_records(snapshot),
         "snapshot_id": str(snapshot.snapshot_id),
         "rewrite": bool(summary) and summary.operation.value == "replace",
     }

@@ -186,6 +186,12 @@ def iceberg_catalog(lake: LakeSettings):
     return SqlCatalog(CATALOG, **lake.pyiceberg_properties())
 
 
+def live_records(snapshot) -> int:
+    """The rows a table holds at a pyiceberg snapshot, from its summary (no file is read)."""
+    summary = snapshot.summary
+    return int(summary.additional_properties.get("total-records", 0)) if summary else 0
+
+
 def streaming_checkpoint(checkpoint_dir: str | None = None, env: Mapping[str, str] | None = None) -> str:
     """The checkpoint of the streaming job's one query: <checkpoint root>/<query name>."""
     root = checkpoint_dir or settings.CHECKPOINT_DIR.read(env) or str(settings.home(env) / "checkpoints")

@@ -19,13 +19,12 @@ from pyiceberg.expressions import EqualTo
 from dagster_repo.definitions import build_definitions
 from dagster_repo.defs.assets import GOLD_ASSET, GOLD_TABLES, iceberg_table_maintenance
 from dagster_repo.defs.completeness import CompletenessGate, recompute_sensor
-from dagster_repo.defs.launcher import LocalSparkLauncher
-from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
 from dagster_repo.monitoring import completeness as C
 from shopstream import lake, schema
 from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.events.generator.cli import send
 from shopstream.events.generator.shop import GeneratorConfig, Shop
+from tests.dagster.resources import local_resources
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -75,21 +74,8 @@ def world(tmp_path_factory):
     """A broker with three generated days, read into silver; the sales gold of EARLIER and DAY."""
     broker = KafkaBroker(tmp_path_factory.mktemp("gate-kafka"), port=free_port()).start()
     module_lake = lake.LakeSettings.local(tmp_path_factory.mktemp("gate-lake"))
-    lake_resource = LakeResource(
-        home=str(tmp_path_factory.mktemp("home")),
-        catalog_uri=module_lake.catalog_uri,
-        warehouse=module_lake.warehouse,
-        checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")),
-    )
-    kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
-    gate = CompletenessGate(lake=lake_resource, kafka=kafka, allowed_lateness_seconds=1800)
-    resources = {
-        "lake": lake_resource,
-        "kafka": kafka,
-        "spark_launcher": LocalSparkLauncher(lake=lake_resource, kafka=kafka),
-        "streaming": StreamingJob(),
-        "completeness": gate,
-    }
+    resources = local_resources(tmp_path_factory, module_lake, broker.bootstrap_servers, allowed_lateness_seconds=1800)
+    gate = resources["completeness"]
     defs = build_definitions("local", resources)
     try:
         with pytest.MonkeyPatch.context() as env, dg.DagsterInstance.ephemeral() as instance:

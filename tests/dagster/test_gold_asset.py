@@ -38,14 +38,6 @@ def materialize_gold(lake_settings, tmp_path) -> dg.ExecuteInProcessResult:
     )
 
 
-def evaluations(result: dg.ExecuteInProcessResult) -> dict:
-    return {
-        e.event_specific_data.check_name: e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
-
-
 def gold_table(iceberg, name: str):
     """A table through pyiceberg, loaded fresh (the test's Spark session could serve a cached version)."""
     return iceberg.load_table(schema.TABLES[name].qualified)
@@ -59,7 +51,7 @@ def test_a_failed_audit_publishes_nothing_then_a_good_day_publishes_everything(
     failed = materialize_gold(lake_settings, tmp_path)
     assert not failed.success
     assert failed.get_asset_materialization_events() == []
-    checks = evaluations(failed)
+    checks = {e.check_name: e for e in failed.get_asset_check_evaluations()}
     assert {name: c.passed for name, c in checks.items()} == {"product_views_cover_purchases": False}
     metadata = {k: v.value for k, v in checks["product_views_cover_purchases"].metadata.items()}
     assert (metadata["products_with_views_below_sessions"], metadata["examples"]) == (2, ["p1", "p2"])
@@ -79,7 +71,7 @@ def test_a_failed_audit_publishes_nothing_then_a_good_day_publishes_everything(
     )
     published = materialize_gold(lake_settings, tmp_path)
     assert published.success
-    checks = evaluations(published)
+    checks = {e.check_name: e for e in published.get_asset_check_evaluations()}
     assert sorted(checks) == sorted(c.name for c in catalog.GOLD_CHECKS) and all(c.passed for c in checks.values())
     materialized = {
         e.asset_key.to_user_string(): e.materialization.metadata for e in published.get_asset_materialization_events()

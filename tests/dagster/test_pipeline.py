@@ -21,15 +21,14 @@ from pyiceberg.expressions import EqualTo
 
 from dagster_repo.definitions import build_definitions
 from dagster_repo.defs.assets import iceberg_table_maintenance, streaming_health_monitor
-from dagster_repo.defs.completeness import CompletenessGate
-from dagster_repo.defs.launcher import LocalSparkLauncher
-from dagster_repo.defs.resources import KafkaResource, LakeResource, StreamingJob
+from dagster_repo.defs.resources import StreamingJob
 from dagster_repo.dev.demo import prepare_instance
 from shopstream import catalog, lake, rules, schema
 from shopstream.events.broker import KafkaBroker, create_topics, free_port
 from shopstream.events.generator.cli import send
 from shopstream.events.generator.shop import GeneratorConfig, Shop
 from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
+from tests.dagster.resources import local_resources
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -62,20 +61,7 @@ def pipeline(tmp_path_factory, module_lake):
     """Broker with one generated day -> streaming catch-up -> gold for DAY, all through Dagster,
     with this module's lake and broker given as resources."""
     broker = KafkaBroker(tmp_path_factory.mktemp("dagster-kafka"), port=free_port()).start()
-    lake_resource = LakeResource(
-        home=str(tmp_path_factory.mktemp("home")),
-        catalog_uri=module_lake.catalog_uri,
-        warehouse=module_lake.warehouse,
-        checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")),
-    )
-    kafka = KafkaResource(bootstrap_servers=broker.bootstrap_servers)
-    resources = {
-        "lake": lake_resource,
-        "kafka": kafka,
-        "spark_launcher": LocalSparkLauncher(lake=lake_resource, kafka=kafka),
-        "streaming": StreamingJob(),
-        "completeness": CompletenessGate(lake=lake_resource, kafka=kafka),
-    }
+    resources = local_resources(tmp_path_factory, module_lake, broker.bootstrap_servers)
     defs = build_definitions("local", resources)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SHOPSTREAM_SHUFFLE_PARTITIONS", "2")  # read by the jobs' own Spark
@@ -103,7 +89,7 @@ def pipeline(tmp_path_factory, module_lake):
                     "defs": defs,
                     # what `make ui` needs to find the same lake and broker: the user's environment
                     "environment": {
-                        **lake_resource.job_environment(),
+                        **resources["lake"].job_environment(),
                         "SHOPSTREAM_KAFKA_BOOTSTRAP": broker.bootstrap_servers,
                     },
                 }

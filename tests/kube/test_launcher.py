@@ -117,14 +117,6 @@ def gold_launch(kube_api, namespace, lake_settings, monkeypatch) -> dg.ExecuteIn
     )
 
 
-def check_evaluations(result: dg.ExecuteInProcessResult) -> dict:
-    return {
-        e.event_specific_data.check_name: e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
-
-
 def test_success_writes_real_gold(kube_api, namespace, operator, empty_lake, lake_settings, monkeypatch):
     """One SparkApplication computes every gold table of the day, checks it and publishes it."""
     write_silver(empty_lake)
@@ -135,7 +127,7 @@ def test_success_writes_real_gold(kube_api, namespace, operator, empty_lake, lak
         e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
     }
     assert set(events) == set(catalog.GOLD.writes)
-    checks = check_evaluations(result)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert sorted(checks) == sorted(c.name for c in catalog.GOLD_CHECKS) and all(c.passed for c in checks.values())
     summary = events[schema.GOLD_SALES_SUMMARY]
     assert summary["launcher_mode"].value == "kubernetes"
@@ -170,7 +162,7 @@ def test_a_failed_audit_reports_its_counts_and_publishes_nothing(
     result = gold_launch(kube_api, namespace, lake_settings, monkeypatch)
     assert not result.success
     assert result.get_asset_materialization_events() == []
-    checks = check_evaluations(result)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert {name: c.passed for name, c in checks.items()} == {"product_views_cover_purchases": False}
     metadata = {k: v.value for k, v in checks["product_views_cover_purchases"].metadata.items()}
     assert (metadata["products_with_views_below_sessions"], metadata["examples"]) == (2, ["p1", "p2"])
