@@ -2,10 +2,11 @@
 
 One query reads the products topic and raw-events (which carries every event; the typed topics
 carry the same events again for other consumers); each micro-batch, in order:
+  raw-events         -> parsed and validated once, then silver_page_views (first: freshness
+                        is its commit)
   products           -> silver_products (the newest record per product wins)
-  raw-events         -> parsed and validated once, then
+  raw-events         -> silver_purchases (enriched from the catalog),
                         bronze_events (records not there yet, by their Kafka coordinates),
-                        silver_page_views, silver_purchases (enriched from the catalog),
                         silver_user_sessions (rebuilt for the sessions the batch touched) and
                         quarantine_events (rejected records with a reason, late events)
 A write the batch has no rows for is skipped: one aggregate over the batch says which days each
@@ -16,7 +17,7 @@ without the checkpoint, writes nothing twice. A batch that fails on its data is 
 halves until the records at fault are found and quarantined (write_failed); no record stops the
 stream. A batch whose commit conflicts with maintenance's (in a cluster) is written again. One
 query, one writer thread: the embedded SQLite catalog never sees two writers. Each micro-batch's
-progress goes to ops_streaming_progress.
+progress goes to ops_streaming_progress, written by the next batch once its rows are committed.
 
     python -m shopstream streaming --help
 """
@@ -264,8 +265,6 @@ class BatchWriter:
             if self.session is None:
                 iceberg.ensure_tables(spark, catalog.STREAMING.writes)
                 self.session = spark
-            # Progress of earlier batches is written here, on the query's own thread (one writer).
-            self.recorder.flush(spark)
             batch = batch.persist()
             try:
                 # Maintenance may compact a closed day while a late session update writes delete
@@ -336,45 +335,15 @@ class BatchWriter:
         # Every payload is parsed once, into the rows that bronze, silver and quarantine are made of.
         records = T.parse_and_validate(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS), self.window)
         records = records.persist()
-        try:
-            with steps("read"):
-                batch.count()  # the batch's records fetched from Kafka and cached, once for every step
-            with steps("products"):
-                self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
-            with steps("parse"):
-                plan = BatchPlan.of(records, self.allowed_lateness)
-            if plan.days["records"]:
-                with steps("bronze"):
-                    _merge_insert_new(
-                        T.to_bronze(records), schema.BRONZE_EVENTS, KAFKA_RECORD, "bronze_batch", plan.runs("records")
-                    )
-                self._silver(spark, records, plan, steps)
-        finally:
-            records.unpersist()
-            steps.report()
-
-    def _products(self, records) -> None:
-        updates = T.latest_products(records)
-        if updates.isEmpty():
-            return
-        updates.createOrReplaceTempView("product_updates")
-        spark = records.sparkSession
-        spark.sql(f"""
-            MERGE INTO {lake.table_ref(schema.SILVER_PRODUCTS)} t USING product_updates s ON t.product_id = s.product_id
-            WHEN MATCHED AND s.updated_at > t.updated_at THEN UPDATE SET *
-            WHEN NOT MATCHED THEN INSERT *
-        """)
-        # Purchases that arrived before their product's catalog record get enriched now.
-        spark.sql(f"""
-            MERGE INTO {lake.table_ref(schema.SILVER_PURCHASES)} t USING product_updates s
-            ON t.product_id = s.product_id AND t.category IS NULL
-            WHEN MATCHED THEN UPDATE SET category = s.category, list_price = s.price
-        """)
-
-    def _silver(self, spark, records, plan: BatchPlan, steps: StepTimer) -> None:
         # Silver keeps no Kafka record: the raw payload stays out of the shuffle of the deduplication.
         valid = T.valid_events(records).persist()
         try:
+            with steps("read"):
+                # The batch's records fetched from Kafka and cached, once for every step; which topics they are on.
+                topics = {row.topic for row in batch.select("topic").distinct().collect()}
+            with steps("parse"):
+                plan = BatchPlan.of(records, self.allowed_lateness)
+            # Freshness is the commit of silver_page_views: it goes first, and every other commit after it.
             event_key = ("event_id", "event_time")
             if plan.days["page_views"]:
                 with steps("page views"):
@@ -385,6 +354,9 @@ class BatchWriter:
                         "page_view_batch",
                         plan.runs("page_views"),
                     )
+            if schema.TOPIC_PRODUCTS in topics:
+                with steps("products"):  # before purchases, which are enriched from the catalog
+                    self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
             if plan.days["purchases"]:
                 with steps("purchases"):
                     products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
@@ -394,6 +366,11 @@ class BatchWriter:
                         event_key,
                         "purchase_batch",
                         plan.runs("purchases"),
+                    )
+            if plan.days["records"]:
+                with steps("bronze"):
+                    _merge_insert_new(
+                        T.to_bronze(records), schema.BRONZE_EVENTS, KAFKA_RECORD, "bronze_batch", plan.runs("records")
                     )
             if plan.first_on_time is not None:
                 with steps("sessions"):
@@ -416,8 +393,32 @@ class BatchWriter:
                         "late_batch",
                         plan.runs("late"),
                     )
+            with steps("progress"):
+                # Earlier batches' progress, on the query's own thread (one writer): one more commit, after this
+                # batch's rows.
+                self.recorder.flush(spark)
         finally:  # a failed write is written again in halves: nothing stays cached meanwhile
             valid.unpersist()
+            records.unpersist()
+            steps.report()
+
+    def _products(self, records) -> None:
+        updates = T.latest_products(records)
+        if updates.isEmpty():  # every catalog record unparseable
+            return
+        updates.createOrReplaceTempView("product_updates")
+        spark = records.sparkSession
+        spark.sql(f"""
+            MERGE INTO {lake.table_ref(schema.SILVER_PRODUCTS)} t USING product_updates s ON t.product_id = s.product_id
+            WHEN MATCHED AND s.updated_at > t.updated_at THEN UPDATE SET *
+            WHEN NOT MATCHED THEN INSERT *
+        """)
+        # Purchases that arrived before their product's catalog record get enriched now.
+        spark.sql(f"""
+            MERGE INTO {lake.table_ref(schema.SILVER_PURCHASES)} t USING product_updates s
+            ON t.product_id = s.product_id AND t.category IS NULL
+            WHEN MATCHED THEN UPDATE SET category = s.category, list_price = s.price
+        """)
 
     def _rebuild_sessions(self, spark, on_time, plan: BatchPlan) -> None:
         # A batch touches few sessions next to the silver rows in its window: sent to every task, they spare
