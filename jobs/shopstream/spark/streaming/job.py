@@ -434,8 +434,7 @@ class BatchWriter:
             in_window = spark.table(lake.table_ref(table)).where(f"event_time {around}")
             return in_window.where(~T.is_late(self.allowed_lateness)).join(touched, "session_id", "left_semi")
 
-        activity = T.session_activity(silver_rows(schema.SILVER_PAGE_VIEWS), silver_rows(schema.SILVER_PURCHASES))
-        rebuilt = T.session_rows(activity.join(touched, "session_id", "right"), T.session_events(on_time))
+        rebuilt = T.session_rows(silver_rows(schema.SILVER_PAGE_VIEWS), silver_rows(schema.SILVER_PURCHASES), on_time)
         _merge_sessions(rebuilt, around)
 
 
