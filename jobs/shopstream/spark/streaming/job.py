@@ -339,8 +339,8 @@ class BatchWriter:
         valid = T.valid_events(records).persist()
         try:
             with steps("read"):
-                # The batch's records fetched from Kafka and cached, once for every step; which topics they are on.
-                topics = {row.topic for row in batch.select("topic").distinct().collect()}
+                # The batch's records fetched from Kafka and cached, once for every step; the catalog's counted.
+                catalog_records = batch.where(F.col("topic") == schema.TOPIC_PRODUCTS).count()
             with steps("parse"):
                 plan = BatchPlan.of(records, self.allowed_lateness)
             # Freshness is the commit of silver_page_views: it goes first, and every other commit after it.
@@ -354,7 +354,7 @@ class BatchWriter:
                         "page_view_batch",
                         plan.runs("page_views"),
                     )
-            if schema.TOPIC_PRODUCTS in topics:
+            if catalog_records:
                 with steps("products"):  # before purchases, which are enriched from the catalog
                     self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
             if plan.days["purchases"]:
@@ -377,22 +377,7 @@ class BatchWriter:
                     self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)), plan)
             if plan.days["rejected"] or plan.days["late"]:
                 with steps("quarantine"):
-                    _merge_insert_new(
-                        T.to_quarantine(records.where(F.col("reason").isNotNull())),
-                        schema.QUARANTINE,
-                        (*KAFKA_RECORD, "reason"),
-                        "rejected_batch",
-                        plan.runs("rejected"),
-                    )
-                    # A late event and its duplicates are one late record, whatever their offsets.
-                    late = T.valid_events(records.where(T.is_late(self.allowed_lateness)), kafka_record=True)
-                    _merge_insert_new(
-                        T.to_quarantine(T.late_records(late, self.allowed_lateness)),
-                        schema.QUARANTINE,
-                        ("event_id", "event_time", "reason"),
-                        "late_batch",
-                        plan.runs("late"),
-                    )
+                    self._quarantine(records, plan)
             with steps("progress"):
                 # Earlier batches' progress, on the query's own thread (one writer): one more commit, after this
                 # batch's rows.
@@ -401,6 +386,24 @@ class BatchWriter:
             valid.unpersist()
             records.unpersist()
             steps.report()
+
+    def _quarantine(self, records, plan: BatchPlan) -> None:
+        _merge_insert_new(
+            T.to_quarantine(records.where(F.col("reason").isNotNull())),
+            schema.QUARANTINE,
+            (*KAFKA_RECORD, "reason"),
+            "rejected_batch",
+            plan.runs("rejected"),
+        )
+        # A late event and its duplicates are one late record, whatever their offsets.
+        late = T.valid_events(records.where(T.is_late(self.allowed_lateness)), kafka_record=True)
+        _merge_insert_new(
+            T.to_quarantine(T.late_records(late, self.allowed_lateness)),
+            schema.QUARANTINE,
+            ("event_id", "event_time", "reason"),
+            "late_batch",
+            plan.runs("late"),
+        )
 
     def _products(self, records) -> None:
         updates = T.latest_products(records)
