@@ -194,8 +194,8 @@ def test_a_session_whose_revenue_does_not_fit_money_has_none(spark):
     ]
     valid = transforms.parse_and_validate(kafka_batch(spark, items))
     catalog = spark.createDataFrame([], schema.spark_schema(schema.PRODUCT_COLUMNS))
-    activity = transforms.session_activity(transforms.to_page_views(valid), transforms.to_purchases(valid, catalog))
-    rows = {r.session_id: r for r in transforms.session_rows(activity, transforms.session_events(valid)).collect()}
+    sessions = transforms.session_rows(transforms.to_page_views(valid), transforms.to_purchases(valid, catalog), valid)
+    rows = {r.session_id: r for r in sessions.collect()}
     assert (rows["s1"].orders, rows["s1"].revenue, rows["s1"].converted) == (2, None, True)
     assert rows["s2"].revenue == Decimal("6000000000.00")
 
@@ -252,7 +252,7 @@ def test_lateness_is_decided_per_record(spark):
     assert late[0].reason == schema.REASON_LATE and "sent 1801s after" in late[0].detail
 
 
-def test_sessions_from_activity_and_session_events(spark):
+def test_sessions_from_silver_rows_and_session_events(spark):
     items = [
         (RAW, event("session_start", 0, device="mobile", referrer="search", country="DE")),
         (RAW, event("page_view", 10, page_type="product", page_url="/p/p1", product_id="p1")),
@@ -268,14 +268,8 @@ def test_sessions_from_activity_and_session_events(spark):
     ]
     valid = transforms.parse_and_validate(kafka_batch(spark, items))
     catalog = spark.createDataFrame([], schema.spark_schema(schema.PRODUCT_COLUMNS))
-    activity = transforms.session_activity(transforms.to_page_views(valid), transforms.to_purchases(valid, catalog))
-    touched = valid.select("session_id").distinct()
-    rows = {
-        r.session_id: r
-        for r in transforms.session_rows(
-            activity.join(touched, "session_id", "right"), transforms.session_events(valid)
-        ).collect()
-    }
+    sessions = transforms.session_rows(transforms.to_page_views(valid), transforms.to_purchases(valid, catalog), valid)
+    rows = {r.session_id: r for r in sessions.collect()}
     s1 = rows["s1"]
     assert (s1.page_views, s1.products_viewed, s1.cart_adds, s1.orders) == (3, 2, 1, 1)
     assert s1.revenue == Decimal("30.50") and s1.converted is True  # 20.00 + 10.50

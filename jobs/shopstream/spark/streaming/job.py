@@ -2,10 +2,11 @@
 
 One query reads the products topic and raw-events (which carries every event; the typed topics
 carry the same events again for other consumers); each micro-batch, in order:
+  raw-events         -> parsed and validated once, then silver_page_views (first: freshness
+                        is its commit)
   products           -> silver_products (the newest record per product wins)
-  raw-events         -> parsed and validated once, then
+  raw-events         -> silver_purchases (enriched from the catalog),
                         bronze_events (records not there yet, by their Kafka coordinates),
-                        silver_page_views, silver_purchases (enriched from the catalog),
                         silver_user_sessions (rebuilt for the sessions the batch touched) and
                         quarantine_events (rejected records with a reason, late events)
 A write the batch has no rows for is skipped: one aggregate over the batch says which days each
@@ -16,7 +17,7 @@ without the checkpoint, writes nothing twice. A batch that fails on its data is 
 halves until the records at fault are found and quarantined (write_failed); no record stops the
 stream. A batch whose commit conflicts with maintenance's (in a cluster) is written again. One
 query, one writer thread: the embedded SQLite catalog never sees two writers. Each micro-batch's
-progress goes to ops_streaming_progress.
+progress goes to ops_streaming_progress, written by the next batch once its rows are committed.
 
     python -m shopstream streaming --help
 """
@@ -264,8 +265,6 @@ class BatchWriter:
             if self.session is None:
                 iceberg.ensure_tables(spark, catalog.STREAMING.writes)
                 self.session = spark
-            # Progress of earlier batches is written here, on the query's own thread (one writer).
-            self.recorder.flush(spark)
             batch = batch.persist()
             try:
                 # Maintenance may compact a closed day while a late session update writes delete
@@ -336,26 +335,79 @@ class BatchWriter:
         # Every payload is parsed once, into the rows that bronze, silver and quarantine are made of.
         records = T.parse_and_validate(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS), self.window)
         records = records.persist()
+        # Silver keeps no Kafka record: the raw payload stays out of the shuffle of the deduplication.
+        valid = T.valid_events(records).persist()
         try:
             with steps("read"):
-                batch.count()  # the batch's records fetched from Kafka and cached, once for every step
-            with steps("products"):
-                self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
+                # The batch's records fetched from Kafka and cached, once for every step; the catalog's counted.
+                catalog_records = batch.where(F.col("topic") == schema.TOPIC_PRODUCTS).count()
             with steps("parse"):
                 plan = BatchPlan.of(records, self.allowed_lateness)
+            # Freshness is the commit of silver_page_views: it goes first, and every other commit after it.
+            event_key = ("event_id", "event_time")
+            if plan.days["page_views"]:
+                with steps("page views"):
+                    _merge_insert_new(
+                        T.to_page_views(valid),
+                        schema.SILVER_PAGE_VIEWS,
+                        event_key,
+                        "page_view_batch",
+                        plan.runs("page_views"),
+                    )
+            if catalog_records:
+                with steps("products"):  # before purchases, which are enriched from the catalog
+                    self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
+            if plan.days["purchases"]:
+                with steps("purchases"):
+                    products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
+                    _merge_insert_new(
+                        T.to_purchases(valid, products),
+                        schema.SILVER_PURCHASES,
+                        event_key,
+                        "purchase_batch",
+                        plan.runs("purchases"),
+                    )
             if plan.days["records"]:
                 with steps("bronze"):
                     _merge_insert_new(
                         T.to_bronze(records), schema.BRONZE_EVENTS, KAFKA_RECORD, "bronze_batch", plan.runs("records")
                     )
-                self._silver(spark, records, plan, steps)
-        finally:
+            if plan.first_on_time is not None:
+                with steps("sessions"):
+                    self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)), plan)
+            if plan.days["rejected"] or plan.days["late"]:
+                with steps("quarantine"):
+                    self._quarantine(records, plan)
+            with steps("progress"):
+                # Earlier batches' progress, on the query's own thread (one writer): one more commit, after this
+                # batch's rows.
+                self.recorder.flush(spark)
+        finally:  # a failed write is written again in halves: nothing stays cached meanwhile
+            valid.unpersist()
             records.unpersist()
             steps.report()
 
+    def _quarantine(self, records, plan: BatchPlan) -> None:
+        _merge_insert_new(
+            T.to_quarantine(records.where(F.col("reason").isNotNull())),
+            schema.QUARANTINE,
+            (*KAFKA_RECORD, "reason"),
+            "rejected_batch",
+            plan.runs("rejected"),
+        )
+        # A late event and its duplicates are one late record, whatever their offsets.
+        late = T.valid_events(records.where(T.is_late(self.allowed_lateness)), kafka_record=True)
+        _merge_insert_new(
+            T.to_quarantine(T.late_records(late, self.allowed_lateness)),
+            schema.QUARANTINE,
+            ("event_id", "event_time", "reason"),
+            "late_batch",
+            plan.runs("late"),
+        )
+
     def _products(self, records) -> None:
         updates = T.latest_products(records)
-        if updates.isEmpty():
+        if updates.isEmpty():  # every catalog record unparseable
             return
         updates.createOrReplaceTempView("product_updates")
         spark = records.sparkSession
@@ -371,54 +423,6 @@ class BatchWriter:
             WHEN MATCHED THEN UPDATE SET category = s.category, list_price = s.price
         """)
 
-    def _silver(self, spark, records, plan: BatchPlan, steps: StepTimer) -> None:
-        # Silver keeps no Kafka record: the raw payload stays out of the shuffle of the deduplication.
-        valid = T.valid_events(records).persist()
-        try:
-            event_key = ("event_id", "event_time")
-            if plan.days["page_views"]:
-                with steps("page views"):
-                    _merge_insert_new(
-                        T.to_page_views(valid),
-                        schema.SILVER_PAGE_VIEWS,
-                        event_key,
-                        "page_view_batch",
-                        plan.runs("page_views"),
-                    )
-            if plan.days["purchases"]:
-                with steps("purchases"):
-                    products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
-                    _merge_insert_new(
-                        T.to_purchases(valid, products),
-                        schema.SILVER_PURCHASES,
-                        event_key,
-                        "purchase_batch",
-                        plan.runs("purchases"),
-                    )
-            if plan.first_on_time is not None:
-                with steps("sessions"):
-                    self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)), plan)
-            if plan.days["rejected"] or plan.days["late"]:
-                with steps("quarantine"):
-                    _merge_insert_new(
-                        T.to_quarantine(records.where(F.col("reason").isNotNull())),
-                        schema.QUARANTINE,
-                        (*KAFKA_RECORD, "reason"),
-                        "rejected_batch",
-                        plan.runs("rejected"),
-                    )
-                    # A late event and its duplicates are one late record, whatever their offsets.
-                    late = T.valid_events(records.where(T.is_late(self.allowed_lateness)), kafka_record=True)
-                    _merge_insert_new(
-                        T.to_quarantine(T.late_records(late, self.allowed_lateness)),
-                        schema.QUARANTINE,
-                        ("event_id", "event_time", "reason"),
-                        "late_batch",
-                        plan.runs("late"),
-                    )
-        finally:  # a failed write is written again in halves: nothing stays cached meanwhile
-            valid.unpersist()
-
     def _rebuild_sessions(self, spark, on_time, plan: BatchPlan) -> None:
         # A batch touches few sessions next to the silver rows in its window: sent to every task, they spare
         # the silver rows a shuffle.
@@ -433,8 +437,7 @@ class BatchWriter:
             in_window = spark.table(lake.table_ref(table)).where(f"event_time {around}")
             return in_window.where(~T.is_late(self.allowed_lateness)).join(touched, "session_id", "left_semi")
 
-        activity = T.session_activity(silver_rows(schema.SILVER_PAGE_VIEWS), silver_rows(schema.SILVER_PURCHASES))
-        rebuilt = T.session_rows(activity.join(touched, "session_id", "right"), T.session_events(on_time))
+        rebuilt = T.session_rows(silver_rows(schema.SILVER_PAGE_VIEWS), silver_rows(schema.SILVER_PURCHASES), on_time)
         _merge_sessions(rebuilt, around)
 
 

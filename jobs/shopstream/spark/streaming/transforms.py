@@ -357,87 +357,55 @@ def to_purchases(valid: DataFrame, products: DataFrame) -> DataFrame:
     )
 
 
-def session_events(valid: DataFrame) -> DataFrame:
-    """What a batch says about each session's start and end, from its session events."""
-    sessions = valid.where(F.col("event_type").isin(schema.SESSION_START, schema.SESSION_END))
-    return sessions.groupBy("session_id").agg(
-        F.first("user_id", ignorenulls=True).alias("user_id"),
-        F.min("event_time").alias("first_seen"),
-        F.max("event_time").alias("last_seen"),
-        F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("device")), ignorenulls=True).alias("device"),
-        F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("referrer")), ignorenulls=True).alias(
-            "referrer"
-        ),
-        F.first(F.when(F.col("event_type") == schema.SESSION_START, F.col("country")), ignorenulls=True).alias(
-            "country"
-        ),
+def session_rows(page_views: DataFrame, purchases: DataFrame, events: DataFrame) -> DataFrame:
+    """Session rows, in one aggregation of their silver rows (page views and cart adds, order
+    lines) and a batch's events (its session starts and ends): first and last time seen, page
+    views, distinct products viewed, cart adds, distinct orders and revenue, and where the session
+    started from. Merging into an existing row keeps the earliest start and the latest end, so
+    replaying a batch changes nothing."""
+    common = ("session_id", "user_id", "event_type", "event_time")
+    starts_and_ends = events.where(F.col("event_type").isin(schema.SESSION_START, schema.SESSION_END))
+    rows = (
+        page_views.select(*common, "page_type", "product_id")
+        .unionByName(purchases.select(*common, "order_id", "revenue"), allowMissingColumns=True)
+        .unionByName(starts_and_ends.select(*common, "device", "referrer", "country"), allowMissingColumns=True)
     )
+    event_type = F.col("event_type")
+    is_view, is_order = event_type == schema.PAGE_VIEW, event_type == schema.PURCHASE
 
+    def started_with(name: str) -> SparkColumn:
+        return F.first(F.when(event_type == schema.SESSION_START, F.col(name)), ignorenulls=True).alias(name)
 
-def session_activity(page_views: DataFrame, purchases: DataFrame) -> DataFrame:
-    """Per session: page views, distinct products viewed, cart adds, orders and revenue, with
-    the first and last time seen. Inputs are the silver rows of the sessions to rebuild."""
-    clicks = page_views.groupBy("session_id").agg(
-        F.first("user_id").alias("user_id"),
-        F.min("event_time").alias("first_seen"),
-        F.max("event_time").alias("last_seen"),
-        F.count(F.when(F.col("event_type") == schema.PAGE_VIEW, 1)).alias("page_views"),
-        F.count_distinct(
-            F.when((F.col("event_type") == schema.PAGE_VIEW) & (F.col("page_type") == "product"), F.col("product_id"))
-        ).alias("products_viewed"),
-        F.count(F.when(F.col("event_type") == schema.ADD_TO_CART, 1)).alias("cart_adds"),
+    def distinct(value: SparkColumn) -> SparkColumn:
+        return F.size(F.collect_set(value))  # count_distinct would plan a second shuffle
+
+    # The user of a click comes first, then an order line's, then a session event's.
+    source = F.when(event_type.isin(schema.PAGE_VIEW, schema.ADD_TO_CART), 0).when(is_order, 1).otherwise(2)
+    sessions = rows.groupBy("session_id").agg(
+        F.min_by("user_id", source).alias("user_id"),
+        F.min("event_time").alias("session_start"),
+        F.max("event_time").alias("session_end"),
+        started_with("device"),
+        started_with("referrer"),
+        started_with("country"),
+        F.count(F.when(is_view, 1)).alias("page_views"),
+        distinct(F.when(is_view & (F.col("page_type") == "product"), F.col("product_id"))).alias("products_viewed"),
+        F.count(F.when(event_type == schema.ADD_TO_CART, 1)).alias("cart_adds"),
+        distinct(F.when(is_order, F.col("order_id"))).alias("orders"),
+        F.sum(F.when(is_order, F.col("revenue"))).alias("revenue"),
     )
-    orders = purchases.groupBy("session_id").agg(
-        F.first("user_id").alias("user_id"),
-        F.min("event_time").alias("first_seen"),
-        F.max("event_time").alias("last_seen"),
-        F.count_distinct("order_id").alias("orders"),
-        F.sum("revenue").alias("revenue"),
-    )
-    # A sum of valid lines can still exceed MONEY: such a session's revenue is unknown (null).
-    orders = orders.withColumn("revenue", F.when(~_outside(F.col("revenue"), schema.MONEY), F.col("revenue")))
-    joined = clicks.alias("c").join(orders.alias("o"), "session_id", "full")
-    return joined.select(
-        "session_id",
-        F.coalesce("c.user_id", "o.user_id").alias("user_id"),
-        F.least("c.first_seen", "o.first_seen").alias("first_seen"),
-        F.greatest("c.last_seen", "o.last_seen").alias("last_seen"),
-        F.coalesce("page_views", F.lit(0)).cast("long").alias("page_views"),
-        F.coalesce("products_viewed", F.lit(0)).cast("long").alias("products_viewed"),
-        F.coalesce("cart_adds", F.lit(0)).cast("long").alias("cart_adds"),
-        F.coalesce("orders", F.lit(0)).cast("long").alias("orders"),
-        F.when(F.col("orders").isNull(), F.lit(0))
-        .otherwise(F.col("revenue"))
-        .cast(schema.spark_type(schema.MONEY))
-        .alias("revenue"),
-    )
-
-
-def session_rows(activity: DataFrame, events: DataFrame) -> DataFrame:
-    """New session rows (for sessions not yet in the table) from recomputed activity and the
-    batch's session events. Merging into an existing row keeps the earliest start and the latest
-    end, so replaying a batch changes nothing."""
-    a, e = activity.alias("a"), events.alias("e")
-    joined = a.join(e, "session_id", "full")
-    start = F.least("a.first_seen", "e.first_seen")
-    end = F.greatest("a.last_seen", "e.last_seen")
+    start, end, orders = F.col("session_start"), F.col("session_end"), F.col("orders")
     return _project(
-        joined.select(
-            "session_id",
-            F.coalesce("a.user_id", "e.user_id").alias("user_id"),
-            start.alias("session_start"),
-            end.alias("session_end"),
-            (F.unix_seconds(end) - F.unix_seconds(start)).alias("duration_seconds"),
-            "e.device",
-            "e.referrer",
-            "e.country",
-            *[
-                F.coalesce(f"a.{n}", F.lit(0)).alias(n)
-                for n in ("page_views", "products_viewed", "cart_adds", "orders")
-            ],
-            F.when(F.col("a.page_views").isNull(), F.lit(0)).otherwise(F.col("a.revenue")).alias("revenue"),
-            (F.coalesce("a.orders", F.lit(0)) > 0).alias("converted"),
-            F.to_date(start).alias("session_date"),
+        sessions.withColumns(
+            {
+                "duration_seconds": F.unix_seconds(end) - F.unix_seconds(start),
+                # A sum of valid lines can still exceed MONEY: such a session's revenue is unknown (null).
+                "revenue": F.when(orders == 0, F.lit(0)).when(
+                    ~_outside(F.col("revenue"), schema.MONEY), F.col("revenue")
+                ),
+                "converted": orders > 0,
+                "session_date": F.to_date(start),
+            }
         ),
         schema.USER_SESSIONS,
     )
