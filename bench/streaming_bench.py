@@ -347,8 +347,9 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
     # The warm micro-batches of the measured run: what each costs sets the floor of freshness.
     progress = catalog_for(root).load_table(schema.PROGRESS.qualified).scan().to_arrow().to_pylist()
     with_rows = sorted((p for p in progress if p["num_input_rows"] > 0), key=lambda p: p["batch_id"])
-    live = sorted(p["batch_duration_ms"] / 1000 for p in with_rows if p["progress_time"] >= measured_from)
-    records = [p["num_input_rows"] for p in with_rows if p["progress_time"] >= measured_from]
+    measured = [p for p in with_rows if p["progress_time"] >= measured_from]
+    live = sorted(p["batch_duration_ms"] / 1000 for p in measured)
+    records = [p["num_input_rows"] for p in measured]
     return {
         "events_measured": len(lags),
         "rate_events_per_s": rate,

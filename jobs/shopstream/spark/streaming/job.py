@@ -340,7 +340,8 @@ class BatchWriter:
         try:
             with steps("read"):
                 # The batch's records fetched from Kafka and cached, once for every step; the catalog's counted.
-                catalog_records = batch.where(F.col("topic") == schema.TOPIC_PRODUCTS).count()
+                product_records = batch.where(F.col("topic") == schema.TOPIC_PRODUCTS)
+                catalog_records = product_records.count()
             with steps("parse"):
                 plan = BatchPlan.of(records, self.allowed_lateness)
             # Freshness is the commit of silver_page_views: it goes first, and every other commit after it.
@@ -356,7 +357,7 @@ class BatchWriter:
                     )
             if catalog_records:
                 with steps("products"):  # before purchases, which are enriched from the catalog
-                    self._products(batch.where(F.col("topic") == schema.TOPIC_PRODUCTS))
+                    self._products(product_records)
             if plan.days["purchases"]:
                 with steps("purchases"):
                     products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
