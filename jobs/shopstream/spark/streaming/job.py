@@ -55,6 +55,9 @@ MAX_WINDOW_DAYS = 36_500
 # again; the record's Kafka timestamp tells the new record from the old one at the same offset.
 KAFKA_RECORD = ("topic", "kafka_partition", "kafka_offset", "kafka_timestamp")
 ROW = "_row"  # a micro-batch's rows numbered in Kafka order, to cut it in halves
+# Each micro-batch is cached twice (Kafka's rows, then the parsed records) and read back by every
+# write; compressing those caches cost more than the parse itself (bench/README.md, streaming).
+CACHE_CONF = {"spark.sql.inMemoryColumnarStorage.compressed": "false"}
 # A batch whose commit lost to maintenance's is written again soon: the stream's freshness waits.
 COMMIT_CONFLICT_RETRY = errors.ConflictRetry(attempts=4, first_pause=1.0)
 RECOVERY = (
@@ -182,8 +185,21 @@ class BatchPlan:
         return day_runs(self.days[count])
 
 
-def _merge_insert_new(df, table: str, keys: tuple[str, ...], view: str, runs: list[tuple[int, int]]) -> None:
-    """Insert the rows whose key is not in the table yet: a replayed batch inserts nothing.
+def quarantine_key(alias: str) -> str:
+    """quarantine_events' key as one SQL expression of the row `alias`: a rejected record is its Kafka
+    record and reason; a late event is the event (its duplicates, at other offsets, are one late
+    record). One key lets a batch's rejected and late records go in with one commit."""
+    record = ", ".join(f"CAST({alias}.{name} AS STRING)" for name in KAFKA_RECORD)
+    event = f"{alias}.event_id, CAST({alias}.event_time AS STRING)"
+    return (
+        f"CASE WHEN {alias}.reason = '{schema.REASON_LATE}' THEN concat_ws('|', {alias}.reason, {event}) "
+        f"ELSE concat_ws('|', {alias}.reason, {record}) END"
+    )
+
+
+def _merge_insert_new(df, table: str, keys, view: str, runs: list[tuple[int, int]]) -> None:
+    """Insert the rows whose key is not in the table yet: a replayed batch inserts nothing. `keys`
+    are column names, or a function of a row alias giving the key as one SQL expression.
 
     Spark reads the whole target of such a MERGE (an anti-join) unless told which partitions can
     match: the lookup reads only `runs`, the day partitions of the batch's own rows. That misses
@@ -196,7 +212,8 @@ def _merge_insert_new(df, table: str, keys: tuple[str, ...], view: str, runs: li
     if not runs:
         return  # no rows: no job, no commit, no snapshot
     df.createOrReplaceTempView(view)
-    on = " AND ".join([f"t.{k} = s.{k}" for k in keys] + [within_days(day_column, runs)])
+    match = [f"{keys('t')} = {keys('s')}"] if callable(keys) else [f"t.{k} = s.{k}" for k in keys]
+    on = " AND ".join([*match, within_days(day_column, runs)])
     df.sparkSession.sql(f"MERGE INTO {lake.table_ref(table)} t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *")
 
 
@@ -316,7 +333,7 @@ class BatchWriter:
         if high - low == 1:
             record = T.unwritable(rows(low, high), describe(error))
             days = [row.day for row in record.select(F.unix_date(F.to_date("partition_time")).alias("day")).collect()]
-            _merge_insert_new(record, schema.QUARANTINE, (*KAFKA_RECORD, "reason"), "unwritable_record", day_runs(days))
+            _merge_insert_new(record, schema.QUARANTINE, quarantine_key, "unwritable_record", day_runs(days))
             return 1
         middle = (low + high) // 2
         quarantined = 0
@@ -389,22 +406,12 @@ class BatchWriter:
             steps.report()
 
     def _quarantine(self, records, plan: BatchPlan) -> None:
-        _merge_insert_new(
-            T.to_quarantine(records.where(F.col("reason").isNotNull())),
-            schema.QUARANTINE,
-            (*KAFKA_RECORD, "reason"),
-            "rejected_batch",
-            plan.runs("rejected"),
-        )
+        rejected = T.to_quarantine(records.where(F.col("reason").isNotNull()))
         # A late event and its duplicates are one late record, whatever their offsets.
         late = T.valid_events(records.where(T.is_late(self.allowed_lateness)), kafka_record=True)
-        _merge_insert_new(
-            T.to_quarantine(T.late_records(late, self.allowed_lateness)),
-            schema.QUARANTINE,
-            ("event_id", "event_time", "reason"),
-            "late_batch",
-            plan.runs("late"),
-        )
+        late = T.to_quarantine(T.late_records(late, self.allowed_lateness))
+        runs = day_runs(plan.days["rejected"] + plan.days["late"])
+        _merge_insert_new(rejected.unionByName(late), schema.QUARANTINE, quarantine_key, "quarantine_batch", runs)
 
     def _products(self, records) -> None:
         updates = T.latest_products(records)
@@ -553,7 +560,7 @@ class StreamingApp:
         return query.start()
 
     def run(self) -> int:
-        spark = iceberg.spark_session(self.settings, "shopstream-streaming")
+        spark = iceberg.spark_session(self.settings, "shopstream-streaming", extra_conf=CACHE_CONF)
         recorder = progress_listener_class()
         spark.streams.addListener(recorder)
         for sig in (signal.SIGTERM, signal.SIGINT):
