@@ -64,3 +64,37 @@ def test_a_failure_not_about_data_stops_the_batch_with_its_cause(empty_lake):
         writer(kafka_batch(spark, page_views(2, poison=-1)), 1)
     assert not job.is_data_error(stopped.value)
     assert writer.failure.startswith("batch 1, step sessions: ") and "\n" not in writer.failure
+
+
+def test_progress_whose_write_failed_is_written_by_the_next_flush(empty_lake):
+    import datetime as dt
+
+    from shopstream import catalog
+    from shopstream.spark import iceberg
+
+    spark = empty_lake
+    recorder = job.progress_listener_class()
+    finished = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
+    for batch_id in (7, 8):
+        recorder.pending.append(
+            {
+                "query_name": lake.STREAMING_QUERY,
+                "run_id": "run-1",
+                "batch_id": batch_id,
+                "progress_time": finished + dt.timedelta(seconds=batch_id),
+                "num_input_rows": 100 * batch_id,
+                "input_rows_per_second": 1.0,
+                "processed_rows_per_second": 2.0,
+                "batch_duration_ms": 500,
+                "watermark": None,
+                "end_offsets": '{"raw-events": {"0": 10}}',
+            }
+        )
+    with pytest.raises(Exception, match=schema.STREAMING_PROGRESS):  # no table to write to yet
+        recorder.flush(spark)
+    assert [row["batch_id"] for row in recorder.pending] == [7, 8]
+    iceberg.ensure_tables(spark, catalog.STREAMING.writes)
+    assert recorder.flush(spark) == 2
+    assert recorder.pending == []
+    written = spark.table(lake.table_ref(schema.STREAMING_PROGRESS)).orderBy("batch_id").collect()
+    assert [(r.batch_id, r.num_input_rows) for r in written] == [(7, 700), (8, 800)]

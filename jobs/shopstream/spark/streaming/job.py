@@ -521,8 +521,13 @@ def progress_listener_class():
             with self.lock:
                 rows, self.pending = self.pending, []
             if rows:
-                df = spark.createDataFrame(rows, schema.spark_schema(schema.PROGRESS.columns))
-                df.writeTo(lake.table_ref(schema.STREAMING_PROGRESS)).append()
+                try:
+                    df = spark.createDataFrame(rows, schema.spark_schema(schema.PROGRESS.columns))
+                    df.writeTo(lake.table_ref(schema.STREAMING_PROGRESS)).append()
+                except Exception:
+                    with self.lock:  # nothing was committed: the next flush writes them, before newer rows
+                        self.pending[:0] = rows
+                    raise
             return len(rows)
 
     return ProgressRecorder()
