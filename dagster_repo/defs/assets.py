@@ -254,5 +254,6 @@ def iceberg_table_maintenance(
         "tables": dg.MetadataValue.json(tables),
         "files_rewritten": sum(t.get("rewritten_files", 0) for t in tables.values()),
         "orphan_files_removed": sum(t.get("orphan_files_removed", 0) for t in tables.values()),
+        "abandoned_audit_branches_dropped": sum(t.get("abandoned_audit_branches_dropped", 0) for t in tables.values()),
     }
     return dg.MaterializeResult(metadata=metadata)

@@ -782,7 +782,8 @@ def test_the_gold_job_is_idempotent_and_touches_only_its_date(empty_lake):
     assert all(check["passed"] for check in first["checks"].values())
     assert first["checks"]["sales_order_consistency"]["counts"]["silver_converted_sessions"] == 4
     assert first["checks"]["customer_revenue_consistency"]["counts"]["silver_revenue"] == "79.00"
-    assert first["audit_branch"].startswith("audit_20261102_")
+    assert first["audit_branch"].startswith("audit_20261102_at_")
+    assert iceberg.AUDIT_BRANCH.match(first["audit_branch"])
     assert [name for name, _ in refs(spark, schema.GOLD_CUSTOMER_ANALYTICS)] == ["main"]
     # The silver read is the snapshot each table was at; silver_products and quarantine too.
     assert first["silver_snapshots"] == iceberg.snapshot_ids(spark, gold.JOB.reads)

@@ -238,6 +238,9 @@ def test_table_maintenance_compacts_closed_days_and_keeps_every_row(pipeline, ic
     tables = metadata["tables"]
     assert set(counts) <= set(tables) and all("expired_data_files" in t for t in tables.values())
     assert metadata["files_rewritten"] == sum(t.get("rewritten_files", 0) for t in tables.values())
+    # every gold run of the test finished: no audit branch was left behind to drop
+    assert tables[schema.GOLD_CUSTOMER_ANALYTICS]["abandoned_audit_branches_dropped"] == 0
+    assert metadata["abandoned_audit_branches_dropped"] == 0
     for name, rows in counts.items():
         assert iceberg_lake.load_table(schema.TABLES[name].qualified).scan().count() == rows, name
     files_after = len(iceberg_lake.load_table(schema.PAGE_VIEWS.qualified).inspect.files())

@@ -5,7 +5,10 @@ Only modules under `shopstream.spark` import pyspark; `shopstream.lake` stays im
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
+import uuid
 from pathlib import Path
 
 from shopstream import schema, settings
@@ -127,6 +130,27 @@ def snapshot_ids(spark, names, ref: str = "main") -> dict[str, int | None]:
 def branch_ref(name: str, branch: str) -> str:
     """The table's branch as Spark reads and writes it."""
     return f"{table_ref(name)}.branch_{branch}"
+
+
+# The gold job's audit branches: the day audited and when the branch was made (UTC), so that one left
+# behind by a killed run can be told from one still being written.
+AUDIT_BRANCH = re.compile(r"^audit_\d{8}_at_(?P<made>\d{8}T\d{6})_[0-9a-f]+$")
+
+
+def audit_branch(day: dt.date, made: dt.datetime) -> str:
+    """A new audit branch's name for `day`, made at `made`."""
+    return f"audit_{day:%Y%m%d}_at_{made.astimezone(dt.UTC):%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:8]}"
+
+
+def audit_branches_made_before(spark, name: str, cutoff: dt.datetime) -> list[str]:
+    """The table's audit branches made before `cutoff`, by their names."""
+    refs = spark.sql(f"SELECT name FROM {table_ref(name)}.refs WHERE type = 'BRANCH'").collect()
+    stale = []
+    for ref in refs:
+        found = AUDIT_BRANCH.match(ref.name)
+        if found and dt.datetime.strptime(found["made"], "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC) < cutoff:
+            stale.append(ref.name)
+    return sorted(stale)
 
 
 def create_branches(spark, names, branch: str) -> None:

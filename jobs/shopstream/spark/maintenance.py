@@ -1,5 +1,6 @@
 """Iceberg table maintenance: compact the small files of closed day partitions, compact the
-streaming tables' manifests, expire old snapshots, remove orphan files.
+streaming tables' manifests, drop the audit branches killed gold runs left behind, expire old
+snapshots, remove orphan files.
 
     python -m shopstream maintenance [--closed-before YYYY-MM-DD] [--tables t1,t2] ...
 
@@ -115,6 +116,14 @@ def maintain_table(
         row = commit("rewrite_manifests", "use_caching => false")
         figures["rewritten_manifests"] = row["rewritten_manifests_count"]
         figures["added_manifests"] = row["added_manifests_count"]
+    if name in catalog.GOLD.writes:
+        # A gold run killed between writing its audit branch and dropping it leaves the branch, whose
+        # snapshots expiry would otherwise keep forever. One made before the orphan threshold is no
+        # write in flight.
+        abandoned = iceberg.audit_branches_made_before(spark, name, orphans_before)
+        for branch in abandoned:
+            iceberg.drop_branch(spark, name, branch)
+        figures["abandoned_audit_branches_dropped"] = len(abandoned)
     row = commit("expire_snapshots", f"older_than => {_timestamp(expire_before)}, retain_last => {retain_last}")
     figures["expired_data_files"] = row["deleted_data_files_count"]
     figures["expired_delete_files"] = row["deleted_position_delete_files_count"]
@@ -183,7 +192,8 @@ def parser() -> argparse.ArgumentParser:
         "--orphan-older-than-hours",
         type=float,
         default=72.0,
-        help="remove unreferenced files older than this (default 72; never below the longest write)",
+        help="remove unreferenced files, and drop the gold job's audit branches, older than this (default 72; "
+        "never below the longest write)",
     )
     p.add_argument(
         "--conflict-attempts",

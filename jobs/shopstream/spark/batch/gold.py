@@ -3,8 +3,8 @@ written, audited and published (write-audit-publish).
 
 1. Silver is read at the snapshot each table was at when the job started (the ids go into the
    result); the windows several tables share are read once and kept (`Inputs`).
-2. Each gold table with rows is written to a new branch of its table, `audit_<day>_<id>`, with a
-   dynamic partition overwrite: main, which every reader sees, is untouched.
+2. Each gold table with rows is written to a new branch of its table, `audit_<day>_at_<made>_<id>`,
+   with a dynamic partition overwrite: main, which every reader sees, is untouched.
 3. The blocking checks (`audit.py`) run in Spark on the branch rows of the day and on silver.
 4. All pass: each branch's commit is cherry-picked onto main. One fails: nothing is published.
    Either way the branches are dropped, and the result file carries every check's verdict.
@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import sys
 import time
-import uuid
 from decimal import Decimal
 
 from pyspark.sql import DataFrame, SparkSession
@@ -123,7 +122,7 @@ def run(spark: SparkSession, day: dt.date, options: argparse.Namespace | None = 
     outputs = {name: df.persist() for name, df in build(inputs).items()} if active else {}
     written = {name: outputs[name].count() if active else 0 for name in JOB.writes}
     staged = [name for name, rows in written.items() if rows]
-    branch = f"audit_{day:%Y%m%d}_{uuid.uuid4().hex[:12]}"
+    branch = iceberg.audit_branch(day, dt.datetime.now(dt.UTC))
     try:
         iceberg.ensure_tables(spark, staged)
         iceberg.create_branches(spark, staged, branch)
