@@ -54,13 +54,13 @@ def cluster(tmp_path_factory, request):
         mark = time.monotonic()
         stage.up()  # first: on a new machine this also starts the Docker engine the image builds need
         timings["cluster_up"] = time.monotonic() - mark
+        sampler = MemorySampler(stage).start()
         mark = time.monotonic()
         images = build_images(list(CLUSTER_IMAGES))
         timings["images"] = time.monotonic() - mark
         mark = time.monotonic()
         stage.load(*(images[name] for name in CLUSTER_IMAGES))
         timings["load_images"] = time.monotonic() - mark
-        sampler = MemorySampler(stage).start()
         mark = time.monotonic()
         stage.install_operator(images["spark-operator"])
         stage.install_kafka(images["kafka"])
@@ -84,7 +84,8 @@ def cluster(tmp_path_factory, request):
             top = ", ".join(f"{pod} {pods[pod]} MiB" for pod in dict.fromkeys(shown))
             REPORT.append(
                 f"cluster stage: node peak {memory['node_peak_mib']} MiB; peak per pod: {top} "
-                f"(all in {workdir / 'memory.json'})"
+                f"(all in {workdir / 'memory.json'}); least free on Docker's disk "
+                f"{memory['docker_disk_free_least_gib']} GiB"
             )
         timings["total"] = time.monotonic() - started
         REPORT.append(

@@ -26,9 +26,11 @@ Images (dependencies are built first; the Dockerfiles are in tests/cluster/image
 
 Each tag's hash covers the image's inputs (its Dockerfile folder, its bases' tags, pins, project
 files, binaries), so a changed input builds afresh and an unchanged one is reused. Every image built
-is checked (small `docker run --network none` commands), then saved to
-~/.cache/shopstream/images/<name>-<hash>.tar.gz, which is loaded when Docker has lost the tag; older
-archives and tags of the same image are removed. Build logs: ~/.cache/shopstream/images/logs/.
+is checked (small `docker run --network none` commands). The base images are then saved to
+~/.cache/shopstream/images/<name>-<hash>.tar.gz, which is loaded when Docker has lost the tag; the
+project's two (spark, app) are not: their tags change with every code change, and on cached bases
+they build in seconds (dependencies sit in layers before the code). Older archives and tags of the
+same image are removed. Build logs: ~/.cache/shopstream/images/logs/.
 
 Machine facts this relies on: builds that download use `--network host` (the egress guard of
 ../shared/kind stops the default bridge); checks never get a network. BuildKit is required (cache
@@ -592,9 +594,10 @@ def build_image(
     saver: Callable[..., None] | None = None,
 ) -> str:
     """One image, its dependencies already in `refs`: reuse the tag, else load the archive, else
-    build (then check and archive it). `rebuild` builds afresh (debootstrap again, `docker build
-    --no-cache`; BuildKit's apt, pip and Maven cache mounts stay). `saver(function, *args)` may
-    write the archive later (build_images does it in the background). Returns the image reference."""
+    build (then check it, and archive it unless it is a project image). `rebuild` builds afresh
+    (debootstrap again, `docker build --no-cache`; BuildKit's apt, pip and Maven cache mounts stay).
+    `saver(function, *args)` may write the archive later (build_images does it in the background).
+    Returns the image reference."""
     image = IMAGES[name]
     refs = refs or {}
     digest = _digest(image, refs)
@@ -631,7 +634,7 @@ def build_image(
                 raise
         log(f"{name}: {ref} {how} in {built:.1f}s, checked in {checked:.1f}s ({image_size(ref) / 1e6:.0f} MB)")
         _prune_images(name, ref)
-        if name == "debian":  # its archive is the root filesystem, kept by _build_debian
+        if name == "debian" or image.project_dockerfile:  # debian's archive is kept by _build_debian
             _prune_archives(name, archive)
         elif saver is None:
             _archive(name, ref, archive, logfile)

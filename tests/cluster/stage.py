@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from dagster_repo.kube import spark_application as sa
+from tests.cluster.images import image_size
 from tests.tools import build, spark_operator_chart
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +41,11 @@ DAGSTER_WEBSERVER = "dagster-dagster-webserver"
 CLUSTER = os.environ.get("SHOPSTREAM_KIND_CLUSTER", "shopstream-e2e")
 # A cold cluster pulls nothing but starts many JVMs on two cores: give Helm room.
 HELM_TIMEOUT = "15m"
+# Loading images takes this many times their size in free disk: kind saves them to a tar under the
+# temp folder, and the node's containerd keeps their layers and unpacks them (measured: 1.3 times
+# their size on the node, beside the tar).
+LOAD_DISK_FACTOR = 2.5
+GIB = 1024**3
 
 
 def kindctl_path() -> Path | None:
@@ -115,12 +121,28 @@ class ClusterStage:
             self._run(["kind", "delete", "cluster", "--name", CLUSTER], check=False)
 
     def load(self, *images: str) -> None:
+        """Into the node, after checking that Docker's disk has room: when it has not, containerd's
+        import fails half-way with an error that does not say so."""
         started = time.monotonic()
+        need = LOAD_DISK_FACTOR * sum(image_size(ref) for ref in images)
+        free = self.docker_disk_free()
+        if free is not None and free < need:
+            raise StageError(
+                f"loading {len(images)} images ({need / LOAD_DISK_FACTOR / GIB:.1f} GiB) into the kind node needs "
+                f"about {need / GIB:.1f} GiB free on Docker's disk; {free / GIB:.1f} GiB is free. Free some "
+                "(`docker image prune`, `docker builder prune`) and run again."
+            )
         if self.kindctl:
             self._run([str(self.kindctl), "load", CLUSTER, *images], stderr=None)
         else:
             self._run(["kind", "load", "docker-image", "--name", CLUSTER, *images], stderr=None)
         log(f"loaded {len(images)} images in {time.monotonic() - started:.0f}s")
+
+    def docker_disk_free(self) -> int | None:
+        """Free bytes on the filesystem of Docker's data (the node's containerd lives there too); None
+        for an engine on another machine."""
+        root = Path(self._run(["docker", "info", "-f", "{{.DockerRootDir}}"]).stdout.strip())
+        return shutil.disk_usage(root).free if root.is_dir() else None
 
     def node_has_image(self, ref: str) -> bool:
         """Whether the node's containerd holds `ref` (`docker.io/library/` is how it names short references)."""
@@ -130,6 +152,11 @@ class ClusterStage:
 
     def retag(self, image: str, new: str) -> None:
         self._run(["docker", "tag", image, new])
+
+    def untag(self, *refs: str) -> None:
+        """Drop tags a test made from Docker (the node keeps its copy): left there, each would keep
+        an older gigabyte-sized build alive after the image cache moved on."""
+        self._run(["docker", "rmi", *refs], check=False)
 
     @property
     def node(self) -> str:
@@ -421,13 +448,15 @@ class ClusterStage:
 
 class MemorySampler:
     """Peak memory of the kind node (its container's cgroup) and of every pod (crictl's working
-    set, summed over a pod's containers), sampled in the background."""
+    set, summed over a pod's containers), and the least free space on Docker's disk, sampled in
+    the background."""
 
     def __init__(self, stage: ClusterStage, interval: float = 10.0):
         self.stage = stage
         self.interval = interval
         self.node_peak = 0
         self.pods: dict[str, int] = {}
+        self.disk_free_least = stage.docker_disk_free()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="memory-sampler")
 
@@ -442,8 +471,10 @@ class MemorySampler:
 
     def report(self) -> dict:
         mib = 1024 * 1024
+        disk = self.disk_free_least
         return {
             "node_peak_mib": round(self.node_peak / mib),
+            "docker_disk_free_least_gib": None if disk is None else round(disk / GIB, 1),
             "pods_peak_mib": {
                 pod: round(value / mib) for pod, value in sorted(self.pods.items(), key=lambda kv: -kv[1])
             },
@@ -457,6 +488,8 @@ class MemorySampler:
                 pass
 
     def _sample(self) -> None:
+        if self.disk_free_least is not None:
+            self.disk_free_least = min(self.disk_free_least, self.stage.docker_disk_free() or self.disk_free_least)
         node = self.stage.node
         stats = subprocess.run(
             ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", node],

@@ -633,6 +633,7 @@ def test_a_new_app_image_reloads_the_code_location_and_the_health_sensor_alerts(
     new_image = cluster.images["app"] + "-reloaded"
     cluster.retag(cluster.images["app"], new_image)
     cluster.load(new_image)
+    cluster.untag(new_image)
     cluster.install_dagster(new_image, *DAGSTER_TEST_VALUES)
     wait_for_the_daemon_to_reload(cluster, new_image)
     with dagster_webserver(cluster) as webserver:
@@ -674,7 +675,7 @@ def wait_for_the_daemon_to_reload(cluster, image: str) -> None:
     time.sleep(RELOAD_WORKSPACE_INTERVAL + 2 * THREAD_CHECK_INTERVAL)
 
 
-def test_skaffold_builds_from_local_bases_loads_into_kind_and_deploys_the_platform(cluster, tmp_path):
+def test_skaffold_builds_from_local_bases_loads_into_kind_and_deploys_the_platform(cluster, tmp_path, request):
     """What `skaffold dev` does for the project's own parts, run for real with the kind-local profile:
     both images built from this stage's base images, loaded into the node by skaffold's kind loader,
     the platform chart upgraded to them; the stream comes back on skaffold's Spark image."""
@@ -725,6 +726,7 @@ def test_skaffold_builds_from_local_bases_loads_into_kind_and_deploys_the_platfo
     # skaffold's own tags (inputDigest), handed to the chart by setValueTemplates
     images = json.loads(cluster.helm("get", "values", "shopstream", "-n", NAMESPACE, "-o", "json").stdout)["images"]
     built = {name: f"{images[name]['repository']}:{images[name]['tag']}" for name in ("spark", "app")}
+    request.addfinalizer(lambda: cluster.untag(*built.values()))
     assert built["spark"].startswith("shopstream-spark:") and built["app"].startswith("shopstream-app:")
     assert built["spark"] != cluster.images["spark"] and built["app"] != cluster.images["app"]
     # the release now runs skaffold's images: the stream, and the spec every launched job shares
