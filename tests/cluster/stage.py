@@ -156,7 +156,9 @@ class ClusterStage:
     def untag(self, *refs: str) -> None:
         """Drop tags a test made from Docker (the node keeps its copy): left there, each would keep
         an older gigabyte-sized build alive after the image cache moved on."""
-        self._run(["docker", "rmi", *refs], check=False)
+        if refs:
+            done = self._run(["docker", "rmi", *refs], check=False)
+            log(f"untagged {', '.join(refs)}: exit {done.returncode} {done.stderr.strip()}")
 
     @property
     def node(self) -> str:

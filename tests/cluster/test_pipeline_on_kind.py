@@ -675,6 +675,20 @@ def wait_for_the_daemon_to_reload(cluster, image: str) -> None:
     time.sleep(RELOAD_WORKSPACE_INTERVAL + 2 * THREAD_CHECK_INTERVAL)
 
 
+def project_image_tags() -> set[str]:
+    """The tags of the project's two images in Docker (the cluster stage's and skaffold's)."""
+    return {
+        ref
+        for repository in ("shopstream-spark", "shopstream-app")
+        for ref in subprocess.run(
+            [docker_client(), "images", repository, "--format", "{{.Repository}}:{{.Tag}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    }
+
+
 def test_skaffold_builds_from_local_bases_loads_into_kind_and_deploys_the_platform(cluster, tmp_path, request):
     """What `skaffold dev` does for the project's own parts, run for real with the kind-local profile:
     both images built from this stage's base images, loaded into the node by skaffold's kind loader,
@@ -684,6 +698,8 @@ def test_skaffold_builds_from_local_bases_loads_into_kind_and_deploys_the_platfo
     values["images"] = {name: third_party[name] for name in ("minio", "postgres")}
     values_file = tmp_path / "platform.yaml"
     values_file.write_text(yaml.safe_dump(values))
+    tags_before = project_image_tags()
+    request.addfinalizer(lambda: cluster.untag(*sorted(project_image_tags() - tags_before)))
     # skaffold runs helm, kubectl, kind and docker from PATH: the stage's helm, kindctl's kind shim,
     # and behind it a docker CLI that builds with BuildKit (without buildx, one that drops `--load`)
     docker = docker_client()
@@ -726,7 +742,6 @@ def test_skaffold_builds_from_local_bases_loads_into_kind_and_deploys_the_platfo
     # skaffold's own tags (inputDigest), handed to the chart by setValueTemplates
     images = json.loads(cluster.helm("get", "values", "shopstream", "-n", NAMESPACE, "-o", "json").stdout)["images"]
     built = {name: f"{images[name]['repository']}:{images[name]['tag']}" for name in ("spark", "app")}
-    request.addfinalizer(lambda: cluster.untag(*built.values()))
     assert built["spark"].startswith("shopstream-spark:") and built["app"].startswith("shopstream-app:")
     assert built["spark"] != cluster.images["spark"] and built["app"] != cluster.images["app"]
     # the release now runs skaffold's images: the stream, and the spec every launched job shares
