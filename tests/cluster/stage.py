@@ -9,6 +9,7 @@ node, so nothing is pulled.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -124,11 +125,12 @@ class ClusterStage:
         """Into the node, after checking that Docker's disk has room: when it has not, containerd's
         import fails half-way with an error that does not say so."""
         started = time.monotonic()
-        need = LOAD_DISK_FACTOR * sum(image_size(ref) for ref in images)
+        size = sum(image_size(ref) for ref in images)
+        need = LOAD_DISK_FACTOR * size
         free = self.docker_disk_free()
         if free is not None and free < need:
             raise StageError(
-                f"loading {len(images)} images ({need / LOAD_DISK_FACTOR / GIB:.1f} GiB) into the kind node needs "
+                f"loading {len(images)} images ({size / GIB:.1f} GiB) into the kind node needs "
                 f"about {need / GIB:.1f} GiB free on Docker's disk; {free / GIB:.1f} GiB is free. Free some "
                 "(`docker image prune`, `docker builder prune`) and run again."
             )
@@ -138,11 +140,16 @@ class ClusterStage:
             self._run(["kind", "load", "docker-image", "--name", CLUSTER, *images], stderr=None)
         log(f"loaded {len(images)} images in {time.monotonic() - started:.0f}s")
 
-    def docker_disk_free(self) -> int | None:
-        """Free bytes on the filesystem of Docker's data (the node's containerd lives there too); None
-        for an engine on another machine."""
+    @functools.cached_property
+    def docker_root(self) -> Path | None:
+        """The folder of Docker's data (the node's containerd lives there too); None for an engine on
+        another machine."""
         root = Path(self._run(["docker", "info", "-f", "{{.DockerRootDir}}"]).stdout.strip())
-        return shutil.disk_usage(root).free if root.is_dir() else None
+        return root if root.is_dir() else None
+
+    def docker_disk_free(self) -> int | None:
+        """Free bytes on the filesystem of Docker's data; None for an engine on another machine."""
+        return None if self.docker_root is None else shutil.disk_usage(self.docker_root).free
 
     def node_has_image(self, ref: str) -> bool:
         """Whether the node's containerd holds `ref` (`docker.io/library/` is how it names short references)."""
@@ -490,8 +497,9 @@ class MemorySampler:
                 pass
 
     def _sample(self) -> None:
-        if self.disk_free_least is not None:
-            self.disk_free_least = min(self.disk_free_least, self.stage.docker_disk_free() or self.disk_free_least)
+        free = self.stage.docker_disk_free()
+        if free is not None:
+            self.disk_free_least = min(free, self.disk_free_least or free)
         node = self.stage.node
         stats = subprocess.run(
             ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", node],

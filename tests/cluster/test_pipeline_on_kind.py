@@ -35,7 +35,7 @@ from shopstream import lake, rules, schema
 from shopstream.events.generator.shop import VALID, GeneratorConfig, Shop
 from tests.browser import SCREENSHOTS, check_gold_in_dagster_ui
 from tests.cluster.conftest import DAGSTER_TEST_VALUES, chart_image_values
-from tests.cluster.images import docker_client
+from tests.cluster.images import IMAGES, docker, docker_client
 from tests.cluster.stage import DAGSTER_WEBSERVER, HERE, NAMESPACE, REPO, StageError, log
 from tests.cluster.webserver import LOCATION, Webserver, tags
 from tests.tools import skaffold
@@ -679,12 +679,9 @@ def project_image_tags() -> set[str]:
     """The tags of the project's two images in Docker (the cluster stage's and skaffold's)."""
     return {
         ref
-        for repository in ("shopstream-spark", "shopstream-app")
-        for ref in subprocess.run(
-            [docker_client(), "images", repository, "--format", "{{.Repository}}:{{.Tag}}"],
-            capture_output=True,
-            text=True,
-            check=True,
+        for name in ("spark", "app")
+        for ref in docker(
+            "images", IMAGES[name].repository, "--format", "{{.Repository}}:{{.Tag}}", check=True
         ).stdout.split()
     }
 
