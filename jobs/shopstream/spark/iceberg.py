@@ -135,11 +135,12 @@ def branch_ref(name: str, branch: str) -> str:
 # The gold job's audit branches: the day audited and when the branch was made (UTC), so that one left
 # behind by a killed run can be told from one still being written.
 AUDIT_BRANCH = re.compile(r"^audit_\d{8}_at_(?P<made>\d{8}T\d{6})_[0-9a-f]+$")
+AUDIT_BRANCH_MADE = "%Y%m%dT%H%M%S"  # the time in the name, UTC
 
 
 def audit_branch(day: dt.date, made: dt.datetime) -> str:
     """A new audit branch's name for `day`, made at `made`."""
-    return f"audit_{day:%Y%m%d}_at_{made.astimezone(dt.UTC):%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:8]}"
+    return f"audit_{day:%Y%m%d}_at_{made.astimezone(dt.UTC):{AUDIT_BRANCH_MADE}}_{uuid.uuid4().hex[:8]}"
 
 
 def audit_branches_made_before(spark, name: str, cutoff: dt.datetime) -> list[str]:
@@ -148,7 +149,7 @@ def audit_branches_made_before(spark, name: str, cutoff: dt.datetime) -> list[st
     stale = []
     for ref in refs:
         found = AUDIT_BRANCH.match(ref.name)
-        if found and dt.datetime.strptime(found["made"], "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC) < cutoff:
+        if found and dt.datetime.strptime(found["made"], AUDIT_BRANCH_MADE).replace(tzinfo=dt.UTC) < cutoff:
             stale.append(ref.name)
     return sorted(stale)
 
