@@ -3,10 +3,13 @@ halves and quarantined; any other failure still stops the stream. In process, ag
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from pyspark.sql import functions as F
 
-from shopstream import lake, schema
+from shopstream import catalog, lake, schema
+from shopstream.spark import iceberg
 from shopstream.spark.streaming import job
 from shopstream.spark.streaming import transforms as T
 from tests.streaming.test_transforms import RAW, event, kafka_batch
@@ -67,11 +70,6 @@ def test_a_failure_not_about_data_stops_the_batch_with_its_cause(empty_lake):
 
 
 def test_progress_whose_write_failed_is_written_by_the_next_flush(empty_lake):
-    import datetime as dt
-
-    from shopstream import catalog
-    from shopstream.spark import iceberg
-
     spark = empty_lake
     recorder = job.progress_listener_class()
     finished = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
