@@ -483,13 +483,17 @@ def progress_listener_class():
     from pyspark.sql.streaming import StreamingQueryListener
 
     class ProgressRecorder(StreamingQueryListener):
-        """Collects micro-batch progress on Spark's listener thread; the main thread writes it,
-        because running Spark jobs from a listener callback can deadlock the listener bus."""
+        """Collects micro-batch progress on Spark's listener thread; the query's batches write it,
+        because running Spark jobs from a listener callback can deadlock the listener bus. The last
+        batch before a pause has no next batch to write its progress: `idle` tells the main thread
+        to write it while the query waits for data."""
 
         def __init__(self) -> None:
             self.lock = threading.Lock()
+            self.writing = threading.Lock()  # one flush at a time: the query's thread or the main one
             self.pending: list[dict] = []
             self.seen = 0
+            self.idle = threading.Event()
 
         def onQueryStarted(self, event) -> None:
             pass
@@ -506,7 +510,7 @@ def progress_listener_class():
             )
 
         def onQueryIdle(self, event) -> None:
-            pass
+            self.idle.set()
 
         def onQueryTerminated(self, event) -> None:
             pass
@@ -518,6 +522,10 @@ def progress_listener_class():
                 time.sleep(0.1)
 
         def flush(self, spark) -> int:
+            with self.writing:
+                return self._write_pending(spark)
+
+        def _write_pending(self, spark) -> int:
             with self.lock:
                 rows, self.pending = self.pending, []
             if rows:
@@ -531,6 +539,15 @@ def progress_listener_class():
             return len(rows)
 
     return ProgressRecorder()
+
+
+def flush_while_idle(recorder, spark) -> None:
+    """The progress of the last batch before a pause, written while the query waits for data, so the
+    completeness gate and the health monitor see it now rather than after the next batch."""
+    try:
+        recorder.flush(spark)
+    except Exception as error:  # noqa: BLE001 - the rows stay pending; the next batch writes them or fails loudly
+        print(f"[{lake.STREAMING_QUERY}] progress not written while idle: {describe(error)}", flush=True)
 
 
 # -- the application --------------------------------------------------------------------------
@@ -580,6 +597,9 @@ class StreamingApp:
                     query.awaitTermination(2)
                 except StreamingQueryException:
                     break  # reported below from query.exception()
+                if recorder.idle.is_set() and writer.session is not None:
+                    recorder.idle.clear()
+                    flush_while_idle(recorder, writer.session)
             query.stop()
             error = query.exception()
             recorder.wait_for(len(query.recentProgress))
