@@ -1,14 +1,13 @@
 """The streaming job: Kafka -> bronze and silver Iceberg tables, exactly once.
 
 One query reads the products topic and raw-events (which carries every event; the typed topics
-carry the same events again for other consumers); each micro-batch, in order:
-  raw-events         -> parsed and validated once, then silver_page_views (first: freshness
-                        is its commit)
-  products           -> silver_products (the newest record per product wins)
-  raw-events         -> silver_purchases (enriched from the catalog),
-                        bronze_events (records not there yet, by their Kafka coordinates),
-                        silver_user_sessions (rebuilt for the sessions the batch touched) and
-                        quarantine_events (rejected records with a reason, late events)
+carry the same events again for other consumers); each micro-batch's raw-events are parsed and
+validated once, then written:
+  first              silver_page_views (freshness is its commit)
+  then side by side  silver_user_sessions (rebuilt for the sessions the batch touched),
+                     silver_products then silver_purchases (enriched from the catalog),
+                     bronze_events then quarantine_events (rejected records with a reason, late events)
+                     then earlier batches' progress
 A write the batch has no rows for is skipped: one aggregate over the batch says which days each
 write touches, and each MERGE looks up only those days.
 Every write is an idempotent MERGE keyed by the event, or by the Kafka record (topic, partition,
@@ -16,7 +15,7 @@ offset and Kafka timestamp) for bronze and rejected records, so replaying any of
 without the checkpoint, writes nothing twice. A batch that fails on its data is written again in
 halves until the records at fault are found and quarantined (write_failed); no record stops the
 stream. A batch whose commit conflicts with maintenance's (in a cluster) is written again. One
-query, one writer thread: the embedded SQLite catalog never sees two writers. Each micro-batch's
+query, one process: its threads share the embedded SQLite catalog's connections. Each micro-batch's
 progress goes to ops_streaming_progress, written by the next batch once its rows are committed.
 
     python -m shopstream streaming --help
@@ -26,13 +25,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pyspark.errors import StreamingQueryException
@@ -237,20 +237,47 @@ def _merge_sessions(rows, around: str) -> None:
     """)
 
 
+def side_by_side(*writes: Callable[[], None]) -> None:
+    """Run `writes` at once, the first on this thread and each other on a thread of its own that
+    keeps this one's Spark job properties; once all have ended, raise what failed. A failure that is
+    no record's fault comes first: it must stop the stream, where a data error is written again in
+    halves."""
+    failures: list[BaseException] = []
+
+    def run(write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BaseException as error:  # noqa: BLE001 - raised below, on the calling thread
+            failures.append(error)
+
+    from pyspark import InheritableThread
+
+    threads = [InheritableThread(run, args=(write,)) for write in writes[1:]]
+    for thread in threads:
+        thread.start()
+    run(writes[0])
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise next((error for error in failures if not is_data_error(error)), failures[0])
+
+
 class StepTimer:
     """Seconds spent in each step of a micro-batch, printed as one line when it ends."""
 
     def __init__(self, label: str):
         self.label = label
         self.seconds: dict[str, float] = {}
-        self.current: str | None = None  # the step running, or the last one that ran
+        self.failed: str | None = None  # the first step that raised
 
     @contextlib.contextmanager
     def __call__(self, step: str):
-        self.current = step
         started = time.monotonic()
         try:
             yield
+        except BaseException:
+            self.failed = self.failed or step
+            raise
         finally:
             self.seconds[step] = time.monotonic() - started
 
@@ -274,6 +301,11 @@ class BatchWriter:
         self.steps: StepTimer | None = None  # of the batch being written
         self.failure: str | None = None  # what stopped the stream, in one line
 
+    @functools.cached_property
+    def parse(self) -> T.RecordParser:
+        """Built at the first batch, once the query's session exists, and reused by every batch after it."""
+        return T.RecordParser(self.window)
+
     def __call__(self, batch, batch_id: int) -> None:
         label = f"batch {batch_id}"
         self.steps = None
@@ -296,7 +328,7 @@ class BatchWriter:
                 batch.unpersist()
         except Exception as error:
             # Spark wraps what foreachBatch raises in its own message: keep the cause's for the exit line.
-            step = f", step {self.steps.current}" if self.steps and self.steps.current else ""
+            step = f", step {self.steps.failed}" if self.steps and self.steps.failed else ""
             self.failure = f"{label}{step}: {describe(error)}"
             raise
 
@@ -349,17 +381,14 @@ class BatchWriter:
     def _write(self, batch, label: str) -> None:
         spark = batch.sparkSession
         steps = self.steps = StepTimer(f"[{lake.STREAMING_QUERY}] {label}")
-        # Every payload is parsed once, into the rows that bronze, silver and quarantine are made of.
-        records = T.parse_and_validate(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS), self.window)
-        records = records.persist()
-        # Silver keeps no Kafka record: the raw payload stays out of the shuffle of the deduplication.
-        valid = T.valid_events(records).persist()
+        records = valid = None
         try:
-            with steps("read"):
-                # The batch's records fetched from Kafka and cached, once for every step; the catalog's counted.
-                product_records = batch.where(F.col("topic") == schema.TOPIC_PRODUCTS)
-                catalog_records = product_records.count()
-            with steps("parse"):
+            with steps("read and parse"):
+                # The batch is fetched from Kafka and cached here, once for every step, and every payload is
+                # parsed once, into the rows that bronze, silver and quarantine are made of.
+                records = self.parse(batch.where(F.col("topic") == schema.TOPIC_RAW_EVENTS)).persist()
+                # Silver keeps no Kafka record: the raw payload stays out of the shuffle of the deduplication.
+                valid = T.valid_events(records).persist()
                 plan = BatchPlan.of(records, self.allowed_lateness)
             # Freshness is the commit of silver_page_views: it goes first, and every other commit after it.
             event_key = ("event_id", "event_time")
@@ -372,37 +401,52 @@ class BatchWriter:
                         "page_view_batch",
                         plan.runs("page_views"),
                     )
-            if catalog_records:
-                with steps("products"):  # before purchases, which are enriched from the catalog
-                    self._products(product_records)
-            if plan.days["purchases"]:
-                with steps("purchases"):
-                    products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
-                    _merge_insert_new(
-                        T.to_purchases(valid, products),
-                        schema.SILVER_PURCHASES,
-                        event_key,
-                        "purchase_batch",
-                        plan.runs("purchases"),
-                    )
-            if plan.days["records"]:
-                with steps("bronze"):
-                    _merge_insert_new(
-                        T.to_bronze(records), schema.BRONZE_EVENTS, KAFKA_RECORD, "bronze_batch", plan.runs("records")
-                    )
-            if plan.first_on_time is not None:
-                with steps("sessions"):
-                    self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)), plan)
-            if plan.days["rejected"] or plan.days["late"]:
-                with steps("quarantine"):
-                    self._quarantine(records, plan)
-            with steps("progress"):
-                # Earlier batches' progress, on the query's own thread (one writer): one more commit, after this
-                # batch's rows.
-                self.recorder.flush(spark)
+
+            def sessions() -> None:
+                if plan.first_on_time is not None:
+                    with steps("sessions"):
+                        self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)), plan)
+
+            def products_then_purchases() -> None:
+                product_records = batch.where(F.col("topic") == schema.TOPIC_PRODUCTS)
+                if not product_records.isEmpty():
+                    with steps("products"):  # before purchases, which are enriched from the catalog
+                        self._products(product_records)
+                if plan.days["purchases"]:
+                    with steps("purchases"):
+                        products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
+                        _merge_insert_new(
+                            T.to_purchases(valid, products),
+                            schema.SILVER_PURCHASES,
+                            event_key,
+                            "purchase_batch",
+                            plan.runs("purchases"),
+                        )
+
+            def bronze_quarantine_and_progress() -> None:
+                if plan.days["records"]:
+                    with steps("bronze"):
+                        _merge_insert_new(
+                            T.to_bronze(records),
+                            schema.BRONZE_EVENTS,
+                            KAFKA_RECORD,
+                            "bronze_batch",
+                            plan.runs("records"),
+                        )
+                if plan.days["rejected"] or plan.days["late"]:
+                    with steps("quarantine"):
+                        self._quarantine(records, plan)
+                with steps("progress"):
+                    # Earlier batches' progress: their rows are all committed, whatever this batch's writes do.
+                    self.recorder.flush(spark)
+
+            # Tables that depend on each other are written in order, the others side by side: a small batch's
+            # writes wait on planning and commits more than on the cores. Sessions, the longest, on this thread.
+            side_by_side(sessions, products_then_purchases, bronze_quarantine_and_progress)
         finally:  # a failed write is written again in halves: nothing stays cached meanwhile
-            valid.unpersist()
-            records.unpersist()
+            for cached in (valid, records):
+                if cached is not None:
+                    cached.unpersist()
             steps.report()
 
     def _quarantine(self, records, plan: BatchPlan) -> None:
@@ -445,8 +489,9 @@ class BatchWriter:
             in_window = spark.table(lake.table_ref(table)).where(f"event_time {around}")
             return in_window.where(~T.is_late(self.allowed_lateness)).join(touched, "session_id", "left_semi")
 
-        rebuilt = T.session_rows(silver_rows(schema.SILVER_PAGE_VIEWS), silver_rows(schema.SILVER_PURCHASES), on_time)
-        _merge_sessions(rebuilt, around)
+        # The batch's page views are committed; its purchases may still be being written beside this.
+        purchases = T.with_batch_lines(silver_rows(schema.SILVER_PURCHASES), on_time)
+        _merge_sessions(T.session_rows(silver_rows(schema.SILVER_PAGE_VIEWS), purchases, on_time), around)
 
 
 # -- progress ---------------------------------------------------------------------------------

@@ -146,15 +146,33 @@ def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -
     The result has every event field converted to its type, plus `reason` (null for a valid
     record, else one of schema.QUARANTINE_REASONS) and `detail` (which field failed). A valid
     record's values all fit their column types, its revenue too, so no later cast can fail."""
-    parsed = kafka_source_columns(kafka_df).withColumn("f", _parse(EVENT_FIELDS))
+    return RecordParser(window)(kafka_df)
+
+
+class RecordParser:
+    """parse_and_validate as expressions built once and applied to every micro-batch: building its
+    hundreds of column expressions took longer than parsing a batch of a thousand records."""
+
+    def __init__(self, window: TimeWindow = TimeWindow()):
+        self.stages = _validation_stages(window)
+
+    def __call__(self, kafka_df: DataFrame) -> DataFrame:
+        *projections, result = self.stages
+        parsed = kafka_source_columns(kafka_df)
+        for columns in projections:
+            parsed = parsed.withColumns(columns)
+        return parsed.select(*result)
+
+
+def _validation_stages(window: TimeWindow) -> list:
+    """The projections of parse_and_validate, in order (each a dict of new columns), then its result's columns."""
     # Each field converted once, in a projection of its own: the checks below read the result
     # several times, and Spark does not merge projections that would repeat such work.
-    parsed = parsed.withColumns(
-        {
-            "json_ok": F.col("f").isNotNull() & F.col(f"f.{CORRUPT}").isNull(),
-            **{TYPED + c.name: _typed(c.name, c.type) for c in EVENT_FIELDS},
-        }
-    )
+    parse = {"f": _parse(EVENT_FIELDS)}
+    convert = {
+        "json_ok": F.col("f").isNotNull() & F.col(f"f.{CORRUPT}").isNull(),
+        **{TYPED + c.name: _typed(c.name, c.type) for c in EVENT_FIELDS},
+    }
 
     def typed(name: str) -> SparkColumn:
         return F.col(TYPED + name)
@@ -228,18 +246,13 @@ def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -
         lambda acc, chk: acc.when(chk[0], F.lit(chk[1])), checks[1:], F.when(checks[0][0], F.lit(checks[0][1]))
     )
     detail = reduce(lambda acc, chk: acc.when(chk[0], chk[2]), checks[1:], F.when(checks[0][0], checks[0][2]))
-    return (
-        parsed.withColumns(
-            {"_missing": missing, "_bad_type": bad_type, "_out_of_range": out_of_range, "_unknown_value": unknown_value}
-        )
-        .withColumns({"reason": reason, "detail": detail})
-        .select(
-            *KAFKA_RECORD_COLUMNS,
-            "reason",
-            "detail",
-            *[typed(c.name).alias(c.name) for c in EVENT_FIELDS],
-        )
-    )
+    return [
+        parse,
+        convert,
+        {"_missing": missing, "_bad_type": bad_type, "_out_of_range": out_of_range, "_unknown_value": unknown_value},
+        {"reason": reason, "detail": detail},
+        [*KAFKA_RECORD_COLUMNS, "reason", "detail", *[typed(c.name).alias(c.name) for c in EVENT_FIELDS]],
+    ]
 
 
 def to_quarantine(rejected: DataFrame, read_at: SparkColumn | None = None) -> DataFrame:
@@ -355,6 +368,19 @@ def to_purchases(valid: DataFrame, products: DataFrame) -> DataFrame:
         .withColumns({"revenue": line_revenue, "event_date": F.to_date("event_time")}),
         schema.PURCHASES,
     )
+
+
+def with_batch_lines(stored: DataFrame, events: DataFrame) -> DataFrame:
+    """The order lines silver_purchases holds once a batch's are in, for rebuilding sessions while
+    they are still being written: the stored lines the batch does not carry again (by the table's
+    key, event id and time) and the batch's purchase events, with their revenue."""
+    key = ["event_id", "event_time"]
+    columns = [*key, "session_id", "user_id", "event_type", "order_id", "revenue"]
+    lines = events.where(F.col("event_type") == schema.PURCHASE).withColumn(
+        "revenue", revenue(F.col("quantity"), F.col("unit_price"), F.col("discount"))
+    )
+    kept = stored.join(F.broadcast(lines.select(*key)), key, "left_anti")
+    return kept.select(*columns).unionByName(lines.select(*columns))
 
 
 def session_rows(page_views: DataFrame, purchases: DataFrame, events: DataFrame) -> DataFrame:
