@@ -111,19 +111,29 @@ def files_per_partition(root: Path) -> dict:
     return out
 
 
-STEP_LINE = re.compile(r"\] batch \d+.* steps: (.*)$")
+STEP_LINE = re.compile(r"\] batch (\d+)( rows \d+-\d+)? steps: (.*)$")
 
 
-def step_seconds(job_output: str) -> dict[str, float]:
-    """Seconds per step summed over every micro-batch, from the job's step lines
-    ("[query] batch 3 steps: products 0.1s, bronze 2.0s, ...")."""
-    total: defaultdict[str, float] = defaultdict(float)
+def batch_steps(job_output: str) -> dict[int, dict[str, float]]:
+    """Each micro-batch's seconds per step, by batch id, from the job's step lines
+    ("[query] batch 3 steps: products 0.1s, bronze 2.0s, ..."); a batch written again in halves
+    ("batch 3 rows 1-500 steps: ...") counts every attempt."""
+    batches: defaultdict[int, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
     for line in job_output.splitlines():
         match = STEP_LINE.search(line)
         if match:
-            for part in match.group(1).split(", "):
+            for part in match.group(3).split(", "):
                 step, seconds = part.rsplit(" ", 1)
-                total[step] += float(seconds.rstrip("s"))
+                batches[int(match.group(1))][step] += float(seconds.rstrip("s"))
+    return {batch: {step: round(seconds, 2) for step, seconds in steps.items()} for batch, steps in batches.items()}
+
+
+def step_seconds(job_output: str) -> dict[str, float]:
+    """Seconds per step summed over every micro-batch."""
+    total: defaultdict[str, float] = defaultdict(float)
+    for steps in batch_steps(job_output).values():
+        for step, seconds in steps.items():
+            total[step] += seconds
     return {step: round(seconds, 1) for step, seconds in total.items()}
 
 
@@ -305,6 +315,8 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
     broker = KafkaBroker(workdir / "kafka-fresh", port=free_port()).start()
     root = workdir / "lake-freshness"
     (root / "warehouse").mkdir(parents=True)
+    job_log = workdir / "freshness-job.log"  # its step lines
+    log = job_log.open("w")
     job = None
     try:
         create_topics(broker.bootstrap_servers)
@@ -312,7 +324,7 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
             streaming_command(
                 root, broker.bootstrap_servers, "--trigger", "10 seconds", "--starting-offsets", "earliest"
             ),
-            stdout=subprocess.DEVNULL,
+            stdout=log,
             stderr=subprocess.DEVNULL,
         )
         time.sleep(20)  # the stream started
@@ -327,6 +339,7 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
         if job is not None:
             job.terminate()
             job.wait(timeout=120)
+        log.close()
         broker.stop()
     table = catalog_for(root).load_table(schema.PAGE_VIEWS.qualified)
     snapshots = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)
@@ -350,6 +363,12 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
     measured = [p for p in with_rows if p["progress_time"] >= measured_from]
     live = sorted(p["batch_duration_ms"] / 1000 for p in measured)
     records = [p["num_input_rows"] for p in measured]
+    steps = batch_steps(job_log.read_text())
+    measured_steps = [steps[p["batch_id"]] for p in measured if p["batch_id"] in steps]
+    step_medians = {
+        step: round(statistics.median(batch.get(step, 0.0) for batch in measured_steps), 2)
+        for step in dict.fromkeys(step for batch in measured_steps for step in batch)
+    }
     return {
         "events_measured": len(lags),
         "rate_events_per_s": rate,
@@ -363,6 +382,9 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
         "records_per_micro_batch_median": statistics.median(records) if records else None,
         "micro_batch_seconds_p50": round(statistics.median(live), 2) if live else None,
         "micro_batch_seconds_max": round(live[-1], 2) if live else None,
+        # Per step, over the measured micro-batches (0 where a batch had no rows for it); the steps after
+        # page views run side by side, so their sum exceeds a batch's time.
+        "micro_batch_step_seconds_median": step_medians,
         "generator": generator.stdout.splitlines()[0],
     }
 
