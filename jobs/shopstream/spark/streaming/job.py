@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from shopstream import catalog, lake, results, schema, settings
@@ -390,17 +390,15 @@ class BatchWriter:
                 # Silver keeps no Kafka record: the raw payload stays out of the shuffle of the deduplication.
                 valid = T.valid_events(records).persist()
                 plan = BatchPlan.of(records, self.allowed_lateness)
+
+            def insert_new(step: str, count: str, rows: Callable[[], DataFrame], table: str, keys) -> None:
+                if plan.days[count]:
+                    with steps(step):
+                        _merge_insert_new(rows(), table, keys, f"{table}_batch", plan.runs(count))
+
             # Freshness is the commit of silver_page_views: it goes first, and every other commit after it.
             event_key = ("event_id", "event_time")
-            if plan.days["page_views"]:
-                with steps("page views"):
-                    _merge_insert_new(
-                        T.to_page_views(valid),
-                        schema.SILVER_PAGE_VIEWS,
-                        event_key,
-                        "page_view_batch",
-                        plan.runs("page_views"),
-                    )
+            insert_new("page views", "page_views", lambda: T.to_page_views(valid), schema.SILVER_PAGE_VIEWS, event_key)
 
             def sessions() -> None:
                 if plan.first_on_time is not None:
@@ -412,27 +410,17 @@ class BatchWriter:
                 if not product_records.isEmpty():
                     with steps("products"):  # before purchases, which are enriched from the catalog
                         self._products(product_records)
-                if plan.days["purchases"]:
-                    with steps("purchases"):
-                        products = spark.table(lake.table_ref(schema.SILVER_PRODUCTS))
-                        _merge_insert_new(
-                            T.to_purchases(valid, products),
-                            schema.SILVER_PURCHASES,
-                            event_key,
-                            "purchase_batch",
-                            plan.runs("purchases"),
-                        )
+                catalog = lake.table_ref(schema.SILVER_PRODUCTS)
+                insert_new(
+                    "purchases",
+                    "purchases",
+                    lambda: T.to_purchases(valid, spark.table(catalog)),
+                    schema.SILVER_PURCHASES,
+                    event_key,
+                )
 
             def bronze_quarantine_and_progress() -> None:
-                if plan.days["records"]:
-                    with steps("bronze"):
-                        _merge_insert_new(
-                            T.to_bronze(records),
-                            schema.BRONZE_EVENTS,
-                            KAFKA_RECORD,
-                            "bronze_batch",
-                            plan.runs("records"),
-                        )
+                insert_new("bronze", "records", lambda: T.to_bronze(records), schema.BRONZE_EVENTS, KAFKA_RECORD)
                 if plan.days["rejected"] or plan.days["late"]:
                     with steps("quarantine"):
                         self._quarantine(records, plan)
