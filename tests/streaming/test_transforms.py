@@ -279,34 +279,6 @@ def test_sessions_from_silver_rows_and_session_events(spark):
     assert s2.duration_seconds == 5 and s2.session_date == dt.date(2026, 11, 1)
 
 
-def test_a_batch_s_order_lines_join_the_stored_ones_once(spark):
-    line = {**PURCHASE, "quantity": 1, "discount": 0}
-    catalog = spark.createDataFrame([], schema.spark_schema(schema.PRODUCT_COLUMNS))
-    stored = transforms.to_purchases(
-        transforms.parse_and_validate(
-            kafka_batch(spark, [(RAW, event("purchase", 10, **line)), (RAW, event("purchase", 20, **line))])
-        ),
-        catalog,
-    )
-    # The line at 20 s comes again (a replay); the one at 30 s is new; a page view is no order line.
-    batch = transforms.parse_and_validate(
-        kafka_batch(
-            spark,
-            [
-                (RAW, event("purchase", 20, **line)),
-                (RAW, event("purchase", 30, **{**line, "quantity": 3})),
-                (RAW, event("page_view", 40, page_type="home", page_url="/")),
-            ],
-        )
-    )
-    rows = transforms.with_batch_lines(stored, batch).collect()
-    assert sorted((r.event_id, r.revenue) for r in rows) == [
-        ("e-purchase-10", Decimal("10.50")),
-        ("e-purchase-20", Decimal("10.50")),
-        ("e-purchase-30", Decimal("31.50")),
-    ]
-
-
 def test_bronze_keeps_raw_and_parses_what_it_can(spark):
     batch = kafka_batch(
         spark,

@@ -2,12 +2,12 @@
 
 One query reads the products topic and raw-events (which carries every event; the typed topics
 carry the same events again for other consumers); each micro-batch's raw-events are parsed and
-validated once, then written:
-  first              silver_page_views (freshness is its commit)
-  then side by side  silver_user_sessions (rebuilt for the sessions the batch touched),
-                     silver_products then silver_purchases (enriched from the catalog),
-                     bronze_events then quarantine_events (rejected records with a reason, late events)
-                     then earlier batches' progress
+validated once, then written, in order:
+  silver_page_views (first: freshness is its commit)
+  silver_products (the newest record per product wins), silver_purchases (enriched from the catalog),
+  bronze_events (records not there yet, by their Kafka coordinates),
+  silver_user_sessions (rebuilt for the sessions the batch touched) and
+  quarantine_events (rejected records with a reason, late events)
 A write the batch has no rows for is skipped: one aggregate over the batch says which days each
 write touches, and each MERGE looks up only those days.
 Every write is an idempotent MERGE keyed by the event, or by the Kafka record (topic, partition,
@@ -15,7 +15,7 @@ offset and Kafka timestamp) for bronze and rejected records, so replaying any of
 without the checkpoint, writes nothing twice. A batch that fails on its data is written again in
 halves until the records at fault are found and quarantined (write_failed); no record stops the
 stream. A batch whose commit conflicts with maintenance's (in a cluster) is written again. One
-query, one process: its threads share the embedded SQLite catalog's connections. Each micro-batch's
+query, one writer thread: the embedded SQLite catalog never sees two writers. Each micro-batch's
 progress goes to ops_streaming_progress, written by the next batch once its rows are committed.
 
     python -m shopstream streaming --help
@@ -237,31 +237,6 @@ def _merge_sessions(rows, around: str) -> None:
     """)
 
 
-def side_by_side(*writes: Callable[[], None]) -> None:
-    """Run `writes` at once, the first on this thread and each other on a thread of its own that
-    keeps this one's Spark job properties; once all have ended, raise what failed. A failure that is
-    no record's fault comes first: it must stop the stream, where a data error is written again in
-    halves."""
-    failures: list[BaseException] = []
-
-    def run(write: Callable[[], None]) -> None:
-        try:
-            write()
-        except BaseException as error:  # noqa: BLE001 - raised below, on the calling thread
-            failures.append(error)
-
-    from pyspark import InheritableThread
-
-    threads = [InheritableThread(run, args=(write,)) for write in writes[1:]]
-    for thread in threads:
-        thread.start()
-    run(writes[0])
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise next((error for error in failures if not is_data_error(error)), failures[0])
-
-
 class StepTimer:
     """Seconds spent in each step of a micro-batch, printed as one line when it ends."""
 
@@ -400,37 +375,28 @@ class BatchWriter:
             event_key = ("event_id", "event_time")
             insert_new("page views", "page_views", lambda: T.to_page_views(valid), schema.SILVER_PAGE_VIEWS, event_key)
 
-            def sessions() -> None:
-                if plan.first_on_time is not None:
-                    with steps("sessions"):
-                        self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)), plan)
-
-            def products_then_purchases() -> None:
-                product_records = batch.where(F.col("topic") == schema.TOPIC_PRODUCTS)
-                if not product_records.isEmpty():
-                    with steps("products"):  # before purchases, which are enriched from the catalog
-                        self._products(product_records)
-                catalog = lake.table_ref(schema.SILVER_PRODUCTS)
-                insert_new(
-                    "purchases",
-                    "purchases",
-                    lambda: T.to_purchases(valid, spark.table(catalog)),
-                    schema.SILVER_PURCHASES,
-                    event_key,
-                )
-
-            def bronze_quarantine_and_progress() -> None:
-                insert_new("bronze", "records", lambda: T.to_bronze(records), schema.BRONZE_EVENTS, KAFKA_RECORD)
-                if plan.days["rejected"] or plan.days["late"]:
-                    with steps("quarantine"):
-                        self._quarantine(records, plan)
-                with steps("progress"):
-                    # Earlier batches' progress: their rows are all committed, whatever this batch's writes do.
-                    self.recorder.flush(spark)
-
-            # Tables that depend on each other are written in order, the others side by side: a small batch's
-            # writes wait on planning and commits more than on the cores. Sessions, the longest, on this thread.
-            side_by_side(sessions, products_then_purchases, bronze_quarantine_and_progress)
+            product_records = batch.where(F.col("topic") == schema.TOPIC_PRODUCTS)
+            if not product_records.isEmpty():
+                with steps("products"):  # before purchases, which are enriched from the catalog
+                    self._products(product_records)
+            catalog = lake.table_ref(schema.SILVER_PRODUCTS)
+            insert_new(
+                "purchases",
+                "purchases",
+                lambda: T.to_purchases(valid, spark.table(catalog)),
+                schema.SILVER_PURCHASES,
+                event_key,
+            )
+            insert_new("bronze", "records", lambda: T.to_bronze(records), schema.BRONZE_EVENTS, KAFKA_RECORD)
+            if plan.first_on_time is not None:  # after purchases: sessions are rebuilt from silver
+                with steps("sessions"):
+                    self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)), plan)
+            if plan.days["rejected"] or plan.days["late"]:
+                with steps("quarantine"):
+                    self._quarantine(records, plan)
+            with steps("progress"):
+                # Earlier batches' progress: one more commit, after this batch's rows.
+                self.recorder.flush(spark)
         finally:  # a failed write is written again in halves: nothing stays cached meanwhile
             for cached in (valid, records):
                 if cached is not None:
@@ -477,9 +443,8 @@ class BatchWriter:
             in_window = spark.table(lake.table_ref(table)).where(f"event_time {around}")
             return in_window.where(~T.is_late(self.allowed_lateness)).join(touched, "session_id", "left_semi")
 
-        # The batch's page views are committed; its purchases may still be being written beside this.
-        purchases = T.with_batch_lines(silver_rows(schema.SILVER_PURCHASES), on_time)
-        _merge_sessions(T.session_rows(silver_rows(schema.SILVER_PAGE_VIEWS), purchases, on_time), around)
+        rebuilt = T.session_rows(silver_rows(schema.SILVER_PAGE_VIEWS), silver_rows(schema.SILVER_PURCHASES), on_time)
+        _merge_sessions(rebuilt, around)
 
 
 # -- progress ---------------------------------------------------------------------------------

@@ -370,19 +370,6 @@ def to_purchases(valid: DataFrame, products: DataFrame) -> DataFrame:
     )
 
 
-def with_batch_lines(stored: DataFrame, events: DataFrame) -> DataFrame:
-    """The order lines silver_purchases holds once a batch's are in, for rebuilding sessions while
-    they are still being written: the stored lines the batch does not carry again (by the table's
-    key, event id and time) and the batch's purchase events, with their revenue."""
-    key = ["event_id", "event_time"]
-    columns = [*key, "session_id", "user_id", "event_type", "order_id", "revenue"]
-    lines = events.where(F.col("event_type") == schema.PURCHASE).withColumn(
-        "revenue", revenue(F.col("quantity"), F.col("unit_price"), F.col("discount"))
-    )
-    kept = stored.join(F.broadcast(lines.select(*key)), key, "left_anti")
-    return kept.select(*columns).unionByName(lines.select(*columns))
-
-
 def session_rows(page_views: DataFrame, purchases: DataFrame, events: DataFrame) -> DataFrame:
     """Session rows, in one aggregation of their silver rows (page views and cart adds, order
     lines) and a batch's events (its session starts and ends): first and last time seen, page
