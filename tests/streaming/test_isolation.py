@@ -73,8 +73,9 @@ def test_progress_whose_write_failed_is_written_by_the_next_flush(empty_lake):
     spark = empty_lake
     recorder = job.progress_listener_class()
     finished = dt.datetime(2026, 11, 1, 12, tzinfo=dt.UTC)
+    rows = []
     for batch_id in (7, 8):
-        recorder.pending.append(
+        rows.append(
             {
                 "query_name": lake.STREAMING_QUERY,
                 "run_id": "run-1",
@@ -88,11 +89,21 @@ def test_progress_whose_write_failed_is_written_by_the_next_flush(empty_lake):
                 "end_offsets": '{"raw-events": {"0": 10}}',
             }
         )
+    rows[1] |= {"watermark": finished, "end_offsets": '{"raw-events": {"0": 10, "1": 3}, "products": {"0": 2}}'}
+    recorder.pending.extend(dict(row) for row in rows)
     with pytest.raises(Exception, match=schema.STREAMING_PROGRESS):  # no table to write to yet
         recorder.flush(spark)
     assert [row["batch_id"] for row in recorder.pending] == [7, 8]
     iceberg.ensure_tables(spark, catalog.STREAMING.writes)
     assert recorder.flush(spark) == 2
     assert recorder.pending == []
-    written = spark.table(lake.table_ref(schema.STREAMING_PROGRESS)).orderBy("batch_id").collect()
-    assert [(r.batch_id, r.num_input_rows) for r in written] == [(7, 700), (8, 800)]
+    # Every value as it was reported, the times as instants.
+    epoch = {"progress_time": F.unix_micros("progress_time"), "watermark": F.unix_micros("watermark")}
+    written = spark.table(lake.table_ref(schema.STREAMING_PROGRESS)).withColumns(epoch).orderBy("batch_id")
+
+    def micros(time: dt.datetime | None) -> int | None:
+        return None if time is None else int(time.timestamp() * 1_000_000)
+
+    assert [row.asDict() for row in written.collect()] == [
+        row | {"progress_time": micros(row["progress_time"]), "watermark": micros(row["watermark"])} for row in rows
+    ]

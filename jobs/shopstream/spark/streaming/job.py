@@ -477,6 +477,14 @@ def progress_row(progress) -> dict:
     }
 
 
+def literal_rows(spark, rows: list[dict], columns) -> DataFrame:
+    """A few rows as literals in the plan. createDataFrame ships them through a Python RDD and a
+    job of its own: for the progress rows of a micro-batch that took 0.38 s to write, this 0.24 s."""
+    types = schema.spark_schema(columns)
+    structs = [F.struct(*[F.lit(row[f.name]).cast(f.dataType).alias(f.name) for f in types.fields]) for row in rows]
+    return spark.range(1).select(F.inline(F.array(*structs)))
+
+
 def progress_listener_class():
     from pyspark.sql.streaming import StreamingQueryListener
 
@@ -528,8 +536,9 @@ def progress_listener_class():
                 rows, self.pending = self.pending, []
             if rows:
                 try:
-                    df = spark.createDataFrame(rows, schema.spark_schema(schema.PROGRESS.columns))
-                    df.writeTo(lake.table_ref(schema.STREAMING_PROGRESS)).append()
+                    literal_rows(spark, rows, schema.PROGRESS.columns).writeTo(
+                        lake.table_ref(schema.STREAMING_PROGRESS)
+                    ).append()
                 except Exception:
                     with self.lock:  # nothing was committed: the next flush writes them, before newer rows
                         self.pending[:0] = rows
