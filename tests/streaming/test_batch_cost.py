@@ -97,7 +97,7 @@ def test_a_batch_reads_only_its_own_days_and_updates_sessions_with_delete_files(
     (summary,) = spark.sql(f"SELECT summary FROM {sessions}.snapshots ORDER BY committed_at DESC LIMIT 1").first()
     assert int(summary["added-delete-files"]) >= 1 and "deleted-data-files" not in summary
 
-    # A batch of on-time page views only runs only the steps it has rows for, silver_page_views first.
+    # A batch of on-time page views only runs the steps it has rows for, silver_page_views first.
     writer(day_batch(spark, DAY_B, 300, ["b4"]).where("offset < 302"), 3)
     assert writer.steps is not None and list(writer.steps.seconds) == [
         "read and parse",
