@@ -1,6 +1,7 @@
-"""A micro-batch costs the same however large the tables: the MERGE lookups read only the day
-partitions of the batch's own rows, and a session update writes delete files instead of whole data
-files again. In process, against the test lake."""
+"""A micro-batch costs the same however large the tables and however many files earlier batches
+added to its day: the MERGE lookups read only the files whose partition times meet the batch's own
+rows', and a session update writes delete files instead of whole data files again. In process,
+against the test lake."""
 
 from __future__ import annotations
 
@@ -29,17 +30,19 @@ class NoProgress:
         return 0
 
 
-def day_batch(spark, day: dt.date, first_offset: int, names: list[str]):
-    """Page views of session `day` on `day`, one rejected and one late, each on raw-events and again on
-    page-views (which the job does not read: raw-events carries every event)."""
-    seconds = (day - DAY_A).days * 86_400
+def day_batch(spark, day: dt.date, first_offset: int, names: list[str], hours: int = 0):
+    """Page views of session `day` on `day` (at T0's time of day, or `hours` later: then the ids name the
+    hours), one rejected and one late, each on raw-events and again on page-views (which the job does not
+    read: raw-events carries every event)."""
+    seconds = (day - DAY_A).days * 86_400 + hours * 3600
+    key = f"{day}+{hours}h" if hours else f"{day}"
     payloads = [
-        event("page_view", seconds + n, event_id=f"{day}-{name}", session_id=f"s-{day}", page_type="home", page_url="/")
+        event("page_view", seconds + n, event_id=f"{key}-{name}", session_id=f"s-{key}", page_type="home", page_url="/")
         for n, name in enumerate(names)
     ]
-    payloads.append(event("page_view", seconds, event_id=f"{day}-odd", page_type="basement", page_url="/"))
+    payloads.append(event("page_view", seconds, event_id=f"{key}-odd", page_type="basement", page_url="/"))
     payloads.append(
-        event("page_view", seconds, sent_after=4000, event_id=f"{day}-late", page_type="home", page_url="/")
+        event("page_view", seconds, sent_after=4000, event_id=f"{key}-late", page_type="home", page_url="/")
     )
     items = [(topic, p) for p in payloads for topic in (schema.TOPIC_PAGE_VIEWS, schema.TOPIC_RAW_EVENTS)]
     rows = [
@@ -68,7 +71,7 @@ def files_of_day_gone(spark, day: dt.date):
             shutil.move(aside, path)
 
 
-def test_a_batch_reads_only_its_own_days_and_updates_sessions_with_delete_files(empty_lake):
+def test_a_batch_reads_only_the_hours_of_its_rows_and_updates_sessions_with_delete_files(empty_lake):
     spark = empty_lake
     writer = job.BatchWriter(1800, WINDOW, NoProgress())
     writer(day_batch(spark, DAY_A, 0, ["a1", "a2"]), 0)
@@ -107,10 +110,23 @@ def test_a_batch_reads_only_its_own_days_and_updates_sessions_with_delete_files(
         "progress",
     ]
 
+    # Eight hours later on day B, beyond the span of any session: the batch reads no file stored so far,
+    # neither in the lookups of its writes nor in the session rebuild, and writes every table.
+    with files_of_day_gone(spark, DAY_B):
+        writer(day_batch(spark, DAY_B, 400, ["c1"], hours=8), 4)
+    later = f"event_id LIKE '{DAY_B}+8h-%'"
+    views = spark.table(lake.table_ref(schema.SILVER_PAGE_VIEWS)).where(later).collect()
+    assert sorted(r.event_id for r in views) == [f"{DAY_B}+8h-c1", f"{DAY_B}+8h-late"]
+    assert spark.table(lake.table_ref(schema.BRONZE_EVENTS)).where(later).count() == 3
+    reasons = [r.reason for r in spark.table(lake.table_ref(schema.QUARANTINE)).where(later).collect()]
+    assert sorted(reasons) == sorted([schema.REASON_UNKNOWN_VALUE, schema.REASON_LATE])
+    (session_later,) = spark.table(sessions).where(f"session_id = 's-{DAY_B}+8h'").collect()
+    assert session_later.page_views == 1
 
-def test_batch_outline_counts_each_write_per_day(spark):
-    """Two page views and an order line on day A (one of them late), a rejected record without
-    a usable time (filed under its Kafka time, day A), and a page view on day B."""
+
+def test_batch_plan_spans_each_write_by_the_hours_of_its_rows(spark):
+    """Two page views and an order line at 10:00 on day A (one of them late), a rejected record
+    without a usable time (filed under its Kafka time, T0), a page view at 11:01 and one on day B."""
     seconds_b = (DAY_B - DAY_A).days * 86_400
     payloads = [
         event("page_view", 10, page_type="home", page_url="/"),
@@ -127,6 +143,7 @@ def test_batch_outline_counts_each_write_per_day(spark):
             currency="USD",
         ),
         "not json",
+        event("page_view", 3700, page_type="home", page_url="/"),
         event("add_to_cart", seconds_b + 5, product_id="p1", quantity=1, unit_price=5),
     ]
     rows = [
@@ -142,15 +159,18 @@ def test_batch_outline_counts_each_write_per_day(spark):
     ]
     records = T.parse_and_validate(spark.createDataFrame(rows, KAFKA_SCHEMA), WINDOW)
     plan = job.BatchPlan.of(records, 1800)
-    day_a, day_b = ((d - dt.date(1970, 1, 1)).days for d in (DAY_A, DAY_B))
-    assert plan.days == {
-        "records": [day_a, day_b],
-        "page_views": [day_a, day_b],
-        "purchases": [day_a],
-        "rejected": [day_a],
-        "late": [day_a],
+
+    def at(seconds: int) -> int:  # unix microseconds
+        return int((T0 + dt.timedelta(seconds=seconds)).timestamp()) * 1_000_000
+
+    # Hours 10 and 11 of day A are consecutive: one span. Day B's hour is a span of its own.
+    assert plan.spans == {
+        "records": [(at(0), at(3700)), (at(seconds_b + 5),) * 2],
+        "page_views": [(at(10), at(3700)), (at(seconds_b + 5),) * 2],
+        "purchases": [(at(30), at(30))],
+        "rejected": [(at(0), at(0))],
+        "late": [(at(20), at(20))],
     }
-    assert plan.runs("records") == [(day_a, day_a), (day_b, day_b)]
     # The late page view (at T0 + 20 s) is not on time: the span runs from the first view to day B's.
     assert (plan.first_on_time, plan.last_on_time) == (
         (T0 + dt.timedelta(seconds=10)).strftime("%Y-%m-%d %H:%M:%S.000000"),
@@ -158,31 +178,37 @@ def test_batch_outline_counts_each_write_per_day(spark):
     )
 
 
-def test_day_runs_make_a_predicate_of_literals(spark):
+def test_spans_make_a_predicate_of_literals(spark):
     times = (
+        "0000-01-01 00:00:00",
         "2026-11-01 23:59:59",
         "2026-11-02 00:00:00",
         "2026-11-05 12:00:00",
-        "0000-01-01 00:00:00",
         "9999-12-31 23:59:59",
     )  # through SQL: Python's datetime holds neither year 0 nor year 1 everywhere
-    rows = spark.sql("SELECT * FROM VALUES " + ", ".join(f"(TIMESTAMP '{t}')" for t in times) + " AS v(event_time)")
-    runs = job.day_runs(row.day for row in rows.selectExpr("unix_date(to_date(event_time)) AS day").collect())
 
-    def days(date: dt.date) -> int:
-        return (date - dt.date(1970, 1, 1)).days
+    def values(*texts: str):
+        return spark.sql("SELECT * FROM VALUES " + ", ".join(f"(TIMESTAMP '{t}')" for t in texts) + " AS t(event_time)")
 
-    year_0 = days(dt.date(1, 1, 1)) - 366  # a leap year before year 1
-    assert runs == [
-        (year_0, year_0),
-        (days(dt.date(2026, 11, 1)), days(dt.date(2026, 11, 2))),
-        (days(dt.date(2026, 11, 5)),) * 2,
-        (days(dt.date(9999, 12, 31)),) * 2,
+    rows = values(*times).selectExpr(
+        "floor(unix_micros(event_time) / 3600000000) AS hour", "unix_micros(event_time) AS at"
+    )
+    hours = [(row.hour, row.at, row.at) for row in rows.collect()]
+    at = dict(zip(times, (at for _, at, _ in hours), strict=True))
+    # 23:00 on November 1st and midnight after it are consecutive hours: one span.
+    assert job.spans_of(hours) == [
+        (at["0000-01-01 00:00:00"],) * 2,
+        (at["2026-11-01 23:59:59"], at["2026-11-02 00:00:00"]),
+        (at["2026-11-05 12:00:00"],) * 2,
+        (at["9999-12-31 23:59:59"],) * 2,
     ]
-    predicate = job.within_days("event_time", runs)
-    assert predicate.count(" OR ") == 3 and predicate.startswith("((t.event_time >= timestamp_seconds(")
-    # Every run covers its days exactly: the row at midnight after a run is outside it.
-    rows.createOrReplaceTempView("t")
-    assert spark.sql(f"SELECT count(*) FROM t WHERE {predicate}").first()[0] == len(times)
-    after = spark.sql(f"SELECT * FROM (SELECT TIMESTAMP '2026-11-03 00:00:00' AS event_time) t WHERE {predicate}")
-    assert after.count() == 0
+    predicate = job.within("event_time", job.spans_of(hours))
+    assert predicate.count(" OR ") == 3 and predicate.startswith("((t.event_time BETWEEN timestamp_micros(")
+
+    def matching(*texts: str) -> int:
+        values(*texts).createOrReplaceTempView("t")
+        return spark.sql(f"SELECT count(*) FROM t WHERE {predicate}").first()[0]
+
+    assert matching(*times) == len(times)
+    # Every span covers its times exactly: a microsecond after one or before one, or between two, is outside.
+    assert matching("2026-11-02 00:00:00.000001", "2026-11-05 11:59:59.999999", "2026-11-03 00:00:00") == 0

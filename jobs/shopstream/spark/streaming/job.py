@@ -67,9 +67,10 @@ RECOVERY = (
     "the old topic (with --fail-on-data-loss true the job stops when the new topic holds fewer records than "
     "were read; when it holds more, it cannot tell and would skip the new records below the old offsets), so "
     "stop the job, delete <checkpoint-dir>/events and run again with --starting-offsets earliest: records "
-    "already stored are recognised and skipped, the new topic's records are added. Limit: two records at the "
-    "same topic, partition and offset with the same Kafka timestamp (to the millisecond) count as one, as when "
-    "a producer sets its records' timestamps itself and refills a recreated topic with the same ones."
+    "already stored are recognised and skipped, the new topic's records are added. Limit: a record at the "
+    "same topic, partition and offset with the same Kafka timestamp (to the millisecond) as a stored one may be "
+    "taken for it and not stored, as when a producer sets its records' timestamps itself and refills a "
+    "recreated topic with the same ones."
 )
 
 
@@ -140,49 +141,52 @@ def describe(error: BaseException) -> str:
 # -- writers (the I/O side) -------------------------------------------------------------------
 
 
-def day_runs(days: Iterable[int]) -> list[tuple[int, int]]:
-    """Days (since 1970-01-01: numbers hold every year a timestamp can have, Python's dates do not)
-    as runs of consecutive days (first, last)."""
-    runs: list[list[int]] = []
-    for day in sorted(set(days)):
-        if runs and day == runs[-1][1] + 1:
-            runs[-1][1] = day
+def spans_of(hours: Iterable[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """(hour, first, last) of the UTC hours that hold a write's rows (hours since 1970, times in unix
+    microseconds: numbers hold every year a timestamp can have, Python's datetimes do not) as spans
+    (first, last); consecutive hours make one span."""
+    spans: list[tuple[int, int]] = []
+    previous: int | None = None
+    for hour, first, last in sorted(hours):
+        if previous is not None and hour == previous + 1:
+            spans[-1] = (spans[-1][0], last)
         else:
-            runs.append([day, day])
-    return [(first, last) for first, last in runs]
+            spans.append((first, last))
+        previous = hour
+    return spans
 
 
-def within_days(column: str, runs: list[tuple[int, int]]) -> str:
-    """A predicate on the target's `column` that folds to literals: Iceberg prunes the lookup to those days."""
-    day = 86_400
-    ranges = [
-        f"(t.{column} >= timestamp_seconds({first * day}) AND t.{column} < timestamp_seconds({(last + 1) * day}))"
-        for first, last in runs
-    ]
+def within(column: str, spans: list[tuple[int, int]]) -> str:
+    """A predicate on the target's `column` that folds to literals: Iceberg reads only the files whose
+    range of `column` (from their metadata) meets one of the spans."""
+    ranges = [f"(t.{column} BETWEEN timestamp_micros({first}) AND timestamp_micros({last}))" for first, last in spans]
     return "(" + " OR ".join(ranges) + ")"
 
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """The UTC days each write of a micro-batch touches, from one aggregate over its records: a
-    write without days is skipped (no job, no commit), the others look up only those days."""
+    """The times each write of a micro-batch touches, from one aggregate over its records: a write
+    without spans is skipped (no job, no commit), the others look up only their spans."""
 
-    days: dict[str, list[int]]  # per outline count (records, page_views, ...): the days it is > 0
+    spans: dict[str, list[tuple[int, int]]]  # per write of T.BATCH_WRITES: its rows' partition times
     first_on_time: str | None  # the span of the on-time events, as timestamp text
     last_on_time: str | None
 
     @classmethod
     def of(cls, records, allowed_lateness: int) -> BatchPlan:
         rows = T.batch_outline(records, allowed_lateness).collect()
-        counts = ("records", "page_views", "purchases", "rejected", "late")
         return cls(
-            {count: [row.day for row in rows if row[count]] for count in counts},
+            {
+                write: spans_of(
+                    (row.hour, row[f"{write}_first"], row[f"{write}_last"])
+                    for row in rows
+                    if row[f"{write}_first"] is not None
+                )
+                for write in T.BATCH_WRITES
+            },
             min((row.first_on_time for row in rows if row.first_on_time), default=None),
             max((row.last_on_time for row in rows if row.last_on_time), default=None),
         )
-
-    def runs(self, count: str) -> list[tuple[int, int]]:
-        return day_runs(self.days[count])
 
 
 def quarantine_key(alias: str) -> str:
@@ -197,23 +201,24 @@ def quarantine_key(alias: str) -> str:
     )
 
 
-def _merge_insert_new(df, table: str, keys, view: str, runs: list[tuple[int, int]]) -> None:
+def _merge_insert_new(df, table: str, keys, view: str, spans: list[tuple[int, int]]) -> None:
     """Insert the rows whose key is not in the table yet: a replayed batch inserts nothing. `keys`
     are column names, or a function of a row alias giving the key as one SQL expression.
 
-    Spark reads the whole target of such a MERGE (an anti-join) unless told which partitions can
-    match: the lookup reads only `runs`, the day partitions of the batch's own rows. That misses
-    nothing, because a row's partition day is a function of its key (the key holds the event time,
-    or is a Kafka record, whose partition time its payload and timestamp decide), so the cost of a
-    batch does not grow with the table."""
-    day_column = schema.TABLES[table].partition_day_of
-    if day_column is None:
-        raise ValueError(f"{table} is not partitioned by day: its MERGE lookup cannot be pruned")
-    if not runs:
+    Spark reads the whole target of such a MERGE (an anti-join) unless told which rows can match:
+    the lookup reads only the files whose partition times meet `spans`, those of the batch's own
+    rows. That misses nothing, because a stored row that a batch's row matches has its partition
+    time: the key holds the event time, or is a Kafka record, whose payload and timestamp decide its
+    partition time. So the cost of a batch grows neither with the table nor with the files the
+    stream has added to today's partition so far."""
+    time_column = schema.TABLES[table].partition_day_of
+    if time_column is None:
+        raise ValueError(f"{table} is not partitioned by time: its MERGE lookup cannot be pruned")
+    if not spans:
         return  # no rows: no job, no commit, no snapshot
     df.createOrReplaceTempView(view)
     match = [f"{keys('t')} = {keys('s')}"] if callable(keys) else [f"t.{k} = s.{k}" for k in keys]
-    on = " AND ".join([*match, within_days(day_column, runs)])
+    on = " AND ".join([*match, within(time_column, spans)])
     df.sparkSession.sql(f"MERGE INTO {lake.table_ref(table)} t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *")
 
 
@@ -339,8 +344,8 @@ class BatchWriter:
 
         if high - low == 1:
             record = T.unwritable(rows(low, high), describe(error))
-            days = [row.day for row in record.select(F.unix_date(F.to_date("partition_time")).alias("day")).collect()]
-            _merge_insert_new(record, schema.QUARANTINE, quarantine_key, "unwritable_record", day_runs(days))
+            [(at,)] = record.select(F.unix_micros("partition_time")).collect()
+            _merge_insert_new(record, schema.QUARANTINE, quarantine_key, "unwritable_record", [(at, at)])
             return 1
         middle = (low + high) // 2
         quarantined = 0
@@ -366,10 +371,10 @@ class BatchWriter:
                 valid = T.valid_events(records).persist()
                 plan = BatchPlan.of(records, self.allowed_lateness)
 
-            def insert_new(step: str, count: str, rows: Callable[[], DataFrame], table: str, keys) -> None:
-                if plan.days[count]:
+            def insert_new(step: str, write: str, rows: Callable[[], DataFrame], table: str, keys) -> None:
+                if plan.spans[write]:
                     with steps(step):
-                        _merge_insert_new(rows(), table, keys, f"{table}_batch", plan.runs(count))
+                        _merge_insert_new(rows(), table, keys, f"{table}_batch", plan.spans[write])
 
             # Freshness is the commit of silver_page_views: it goes first, and every other commit after it.
             event_key = ("event_id", "event_time")
@@ -391,7 +396,7 @@ class BatchWriter:
             if plan.first_on_time is not None:  # after purchases: sessions are rebuilt from silver
                 with steps("sessions"):
                     self._rebuild_sessions(spark, valid.where(~T.is_late(self.allowed_lateness)), plan)
-            if plan.days["rejected"] or plan.days["late"]:
+            if plan.spans["rejected"] or plan.spans["late"]:
                 with steps("quarantine"):
                     self._quarantine(records, plan)
             with steps("progress"):
@@ -408,8 +413,8 @@ class BatchWriter:
         # A late event and its duplicates are one late record, whatever their offsets.
         late = T.valid_events(records.where(T.is_late(self.allowed_lateness)), kafka_record=True)
         late = T.to_quarantine(T.late_records(late, self.allowed_lateness))
-        runs = day_runs(plan.days["rejected"] + plan.days["late"])
-        _merge_insert_new(rejected.unionByName(late), schema.QUARANTINE, quarantine_key, "quarantine_batch", runs)
+        spans = plan.spans["rejected"] + plan.spans["late"]
+        _merge_insert_new(rejected.unionByName(late), schema.QUARANTINE, quarantine_key, "quarantine_batch", spans)
 
     def _products(self, records) -> None:
         updates = T.latest_products(records)

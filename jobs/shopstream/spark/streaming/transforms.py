@@ -315,25 +315,35 @@ def late_records(valid: DataFrame, allowed_delay_seconds: int) -> DataFrame:
 TIMESTAMP_TEXT = "yyyy-MM-dd HH:mm:ss.SSSSSS"
 
 
+# What a micro-batch writes, named as batch_outline's columns: bronze takes every record.
+BATCH_WRITES = ("records", "page_views", "purchases", "rejected", "late")
+HOUR_MICROS = 3_600_000_000
+
+
 def batch_outline(records: DataFrame, allowed_delay_seconds: int) -> DataFrame:
-    """What each UTC day of a batch holds, in one pass over parse_and_validate's rows: how many
-    records (bronze), valid page views and cart adds, order lines, rejected and late records, and
-    the first and last on-time event (the span of the sessions to rebuild). A valid record's
-    partition time is its event time, so these days are the partitions every write touches."""
+    """What each UTC hour of a batch holds, in one pass over parse_and_validate's rows: for each of
+    BATCH_WRITES (every record, valid page views and cart adds, order lines, rejected and late
+    records) the first and last partition time of its rows (`<write>_first`, `<write>_last`, unix
+    microseconds; null without rows), and the first and last on-time event (the span of the sessions
+    to rebuild). A valid record's partition time is its event time."""
     valid = F.col("reason").isNull()
-    on_time = valid & ~is_late(allowed_delay_seconds)
-
-    def count_where(condition: SparkColumn) -> SparkColumn:
-        return F.count(F.when(condition, 1))
-
-    return records.groupBy(F.unix_date(F.to_date(partition_time())).alias("day")).agg(
-        F.count("*").alias("records"),
-        count_where(valid & F.col("event_type").isin(schema.PAGE_VIEW, schema.ADD_TO_CART)).alias("page_views"),
-        count_where(valid & (F.col("event_type") == schema.PURCHASE)).alias("purchases"),
-        count_where(~valid).alias("rejected"),
-        count_where(valid & is_late(allowed_delay_seconds)).alias("late"),
-        F.date_format(F.min(F.when(on_time, F.col("event_time"))), TIMESTAMP_TEXT).alias("first_on_time"),
-        F.date_format(F.max(F.when(on_time, F.col("event_time"))), TIMESTAMP_TEXT).alias("last_on_time"),
+    writes = {
+        "records": F.lit(True),
+        "page_views": valid & F.col("event_type").isin(schema.PAGE_VIEW, schema.ADD_TO_CART),
+        "purchases": valid & (F.col("event_type") == schema.PURCHASE),
+        "rejected": ~valid,
+        "late": valid & is_late(allowed_delay_seconds),
+    }
+    micros = F.unix_micros(partition_time())
+    on_time = F.when(valid & ~is_late(allowed_delay_seconds), F.col("event_time"))
+    spans = []
+    for write in BATCH_WRITES:
+        of_write = F.when(writes[write], micros)
+        spans += [F.min(of_write).alias(f"{write}_first"), F.max(of_write).alias(f"{write}_last")]
+    return records.groupBy(F.floor(micros / HOUR_MICROS).alias("hour")).agg(
+        *spans,
+        F.date_format(F.min(on_time), TIMESTAMP_TEXT).alias("first_on_time"),
+        F.date_format(F.max(on_time), TIMESTAMP_TEXT).alias("last_on_time"),
     )
 
 
