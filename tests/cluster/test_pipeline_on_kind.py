@@ -340,7 +340,8 @@ def webserver(cluster):
 
 
 def test_dagster_runs_in_the_cluster_with_the_seed_schedules(cluster, webserver):
-    pods = cluster.kubectl_json("get", "pods", "-l", "app.kubernetes.io/instance=dagster")["items"]
+    # The chart's own pods carry `component`; run workers the sensors may have launched by now do not.
+    pods = cluster.kubectl_json("get", "pods", "-l", "app.kubernetes.io/instance=dagster,component")["items"]
     running = {p["metadata"]["labels"]["component"]: p for p in pods if p["status"]["phase"] == "Running"}
     assert set(running) == {"dagster-webserver", "dagster-daemon", "user-deployments"}, sorted(running)
     for pod in running.values():
