@@ -191,7 +191,7 @@ def test_spans_make_a_predicate_of_literals(spark):
         return spark.sql("SELECT * FROM VALUES " + ", ".join(f"(TIMESTAMP '{t}')" for t in texts) + " AS t(event_time)")
 
     rows = values(*times).selectExpr(
-        "floor(unix_micros(event_time) / 3600000000) AS hour", "unix_micros(event_time) AS at"
+        f"floor(unix_micros(event_time) / {T.HOUR_MICROS}) AS hour", "unix_micros(event_time) AS at"
     )
     hours = [(row.hour, row.at, row.at) for row in rows.collect()]
     at = dict(zip(times, (at for _, at, _ in hours), strict=True))
